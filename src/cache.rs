@@ -1,0 +1,431 @@
+//! One managed cache: a kind, its index, its limits and its history, behind the
+//! object-safe [`Cache`] trait the daemon, the server and the CLI use.
+//!
+//! Every method blocks (it may walk, hash or unlink); async callers use
+//! `spawn_blocking`. Scans, evictions and verifications of one cache are serialised by
+//! `work`; watch events update the index concurrently. Events that arrive while a full
+//! scan runs are replayed after the scan's result replaces the index, so a file created
+//! mid-scan is never lost.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use glob::MatchOptions;
+
+use crate::config::CacheConfig;
+use crate::fsutil::{self, DiskSpace};
+use crate::index::Index;
+use crate::kinds::{Kind, Removal, UnixTime, WatchDir};
+use crate::parallel;
+use crate::plan::{self, Candidate, PlanLimits};
+use crate::report::*;
+
+/// How many recent errors and problems `status` shows.
+const RECENT: usize = 20;
+
+pub trait Cache: Send + Sync {
+    fn config(&self) -> CacheConfig;
+    /// Applies a reloaded config (limits, keep, schedules) to the same kind and path.
+    fn set_config(&self, config: CacheConfig);
+    /// Walks the whole cache and replaces the index.
+    fn scan(&self, now: UnixTime) -> ScanRecord;
+    /// Re-reads the entries the changed paths (relative to the root) belong to.
+    fn apply_changes(&self, rel_paths: &[PathBuf]);
+    fn watch_dirs(&self) -> Vec<WatchDir>;
+    fn status(&self, now: UnixTime) -> CacheStatus;
+    fn entries(&self, order: EntryOrder, limit: usize, now: UnixTime) -> Vec<EntryView>;
+    /// Cheap check for the watch path: is the cache over `max_size` or the disk below
+    /// `min_free`? (Age is left to the schedule.)
+    fn over_size_or_free_limit(&self) -> bool;
+    fn evict(&self, dry_run: bool, now: UnixTime) -> EvictionReport;
+    fn verify(&self, repair: bool, now: UnixTime) -> VerifyReport;
+    fn record_error(&self, message: String, now: UnixTime);
+}
+
+pub struct CacheOf<K: Kind> {
+    kind: K,
+    config: RwLock<CacheConfig>,
+    index: Mutex<Index<K::Id>>,
+    history: Mutex<History>,
+    /// Paths changed while a full scan runs, replayed after it.
+    changed_during_scan: Mutex<Option<Vec<PathBuf>>>,
+    work: Mutex<()>,
+}
+
+#[derive(Default)]
+struct History {
+    scanned: bool,
+    last_scan: Option<ScanRecord>,
+    last_eviction: Option<EvictionSummary>,
+    evicted_entries_total: u64,
+    evicted_bytes_total: u64,
+    last_verify: Option<UnixTime>,
+    /// Problems found by the last verification and not repaired.
+    open_problems: Vec<ProblemView>,
+    problems_found_total: u64,
+    errors: VecDeque<ErrorRecord>,
+    errors_total: u64,
+}
+
+impl<K: Kind> CacheOf<K> {
+    pub fn new(kind: K, config: CacheConfig) -> Arc<dyn Cache> {
+        Arc::new(CacheOf {
+            kind,
+            config: RwLock::new(config),
+            index: Mutex::new(Index::default()),
+            history: Mutex::new(History::default()),
+            changed_during_scan: Mutex::new(None),
+            work: Mutex::new(()),
+        })
+    }
+
+    fn cfg(&self) -> CacheConfig {
+        self.config.read().unwrap().clone()
+    }
+
+    fn disk(&self) -> Option<DiskSpace> {
+        fsutil::disk_space(self.kind.root()).ok()
+    }
+
+    fn plan_limits(&self, config: &CacheConfig, disk: Option<DiskSpace>) -> PlanLimits {
+        let total = disk.map_or(0, |d| d.total_bytes);
+        PlanLimits {
+            max_bytes: config.limits.max_size.map(|l| l.resolve(total)),
+            max_age_secs: config.limits.max_age.map(|d| d.as_secs() as i64),
+            min_free_bytes: config.limits.min_free.map(|l| l.resolve(total)),
+            min_age_secs: config.limits.min_age.as_secs() as i64,
+        }
+    }
+
+    fn pinned(&self, config: &CacheConfig, id: &K::Id) -> bool {
+        if config.keep.is_empty() {
+            return false;
+        }
+        let name = self.kind.name_of(id);
+        let opts = MatchOptions {
+            require_literal_separator: true,
+            ..MatchOptions::new()
+        };
+        config.keep.iter().any(|p| p.matches_with(&name, opts))
+    }
+
+    fn view(&self, config: &CacheConfig, id: &K::Id, disk_bytes: u64, last_use: UnixTime, now: UnixTime) -> EntryView {
+        EntryView {
+            entry: self.kind.name_of(id),
+            path: self.kind.path_of(id),
+            disk_bytes,
+            last_use,
+            age_secs: now - last_use,
+            pinned: self.pinned(config, id),
+        }
+    }
+
+    fn problem_view(&self, config: &CacheConfig, id: &K::Id, problem: &str, detail: String) -> ProblemView {
+        ProblemView {
+            cache: config.name.clone(),
+            entry: self.kind.name_of(id),
+            path: self.kind.path_of(id),
+            problem: problem.to_string(),
+            detail,
+            repaired: false,
+        }
+    }
+
+    fn apply_one(&self, index: &mut Index<K::Id>, id: K::Id) -> Result<(), String> {
+        match self.kind.stat(&id) {
+            Ok(Some(meta)) => index.upsert(id, meta),
+            Ok(None) => {
+                index.remove(&id);
+            }
+            Err(e) => return Err(format!("{}: {e}", self.kind.path_of(&id))),
+        }
+        Ok(())
+    }
+}
+
+impl<K: Kind> Cache for CacheOf<K> {
+    fn config(&self) -> CacheConfig {
+        self.cfg()
+    }
+
+    fn set_config(&self, config: CacheConfig) {
+        *self.config.write().unwrap() = config;
+    }
+
+    fn scan(&self, now: UnixTime) -> ScanRecord {
+        let _work = self.work.lock().unwrap();
+        *self.changed_during_scan.lock().unwrap() = Some(Vec::new());
+        let started = Instant::now();
+        let result = self.kind.scan();
+        let fresh = Index::from_entries(result.entries);
+        let record = ScanRecord {
+            at: now,
+            duration_ms: started.elapsed().as_millis() as u64,
+            entries: fresh.len() as u64,
+            disk_bytes: fresh.disk_bytes(),
+            ignored_files: result.ignored_files,
+            errors: result.errors.len() as u64,
+        };
+        *self.index.lock().unwrap() = fresh;
+        let replay = self.changed_during_scan.lock().unwrap().take().unwrap_or_default();
+        self.apply_changes(&replay);
+        let mut history = self.history.lock().unwrap();
+        history.scanned = true;
+        history.last_scan = Some(record.clone());
+        drop(history);
+        for e in result.errors.into_iter().take(RECENT) {
+            self.record_error(format!("scan: {e}"), now);
+        }
+        record
+    }
+
+    fn apply_changes(&self, rel_paths: &[PathBuf]) {
+        if let Some(pending) = self.changed_during_scan.lock().unwrap().as_mut() {
+            pending.extend_from_slice(rel_paths);
+        }
+        let mut ids: Vec<K::Id> = rel_paths.iter().filter_map(|p| self.kind.entry_at(p)).collect();
+        ids.sort();
+        ids.dedup();
+        let mut errors = Vec::new();
+        {
+            let mut index = self.index.lock().unwrap();
+            for id in ids {
+                if let Err(e) = self.apply_one(&mut index, id) {
+                    errors.push(e);
+                }
+            }
+        }
+        let now = crate::now();
+        for e in errors {
+            self.record_error(format!("watch: {e}"), now);
+        }
+    }
+
+    fn watch_dirs(&self) -> Vec<WatchDir> {
+        self.kind.watch_dirs()
+    }
+
+    fn status(&self, now: UnixTime) -> CacheStatus {
+        let config = self.cfg();
+        let disk = self.disk();
+        let limits = self.plan_limits(&config, disk);
+        let (entries, disk_bytes, apparent_bytes, oldest) = {
+            let index = self.index.lock().unwrap();
+            (index.len() as u64, index.disk_bytes(), index.apparent_bytes(), index.oldest_use())
+        };
+        let mut over_limits = Vec::new();
+        if limits.max_bytes.is_some_and(|m| disk_bytes > m) {
+            over_limits.push("max_size".to_string());
+        }
+        if let (Some(min), Some(d)) = (limits.min_free_bytes, disk) {
+            if d.available_bytes < min {
+                over_limits.push("min_free".to_string());
+            }
+        }
+        if let (Some(age), Some(oldest)) = (limits.max_age_secs, oldest) {
+            if oldest < now - age {
+                over_limits.push("max_age".to_string());
+            }
+        }
+        let history = self.history.lock().unwrap();
+        CacheStatus {
+            name: config.name.clone(),
+            kind: config.kind.to_string(),
+            path: self.kind.root().to_path_buf(),
+            state: if history.scanned { "ready" } else { "scanning" }.to_string(),
+            entries,
+            disk_bytes,
+            apparent_bytes,
+            limits: LimitsView::new(&config, &limits),
+            disk,
+            oldest_last_use: oldest,
+            oldest_age_secs: oldest.map(|t| now - t),
+            over_limits,
+            last_use_signal: self.kind.last_use_signal().to_string(),
+            last_scan: history.last_scan.clone(),
+            last_eviction: history.last_eviction.clone(),
+            evicted_entries_total: history.evicted_entries_total,
+            evicted_bytes_total: history.evicted_bytes_total,
+            problems: ProblemsView {
+                last_verify: history.last_verify,
+                open: history.open_problems.len() as u64,
+                found_total: history.problems_found_total,
+                recent: history.open_problems.iter().take(RECENT).cloned().collect(),
+            },
+            errors_total: history.errors_total,
+            errors: history.errors.iter().cloned().collect(),
+        }
+    }
+
+    fn entries(&self, order: EntryOrder, limit: usize, now: UnixTime) -> Vec<EntryView> {
+        let config = self.cfg();
+        let mut all: Vec<(K::Id, u64, UnixTime)> = {
+            let index = self.index.lock().unwrap();
+            index.iter().map(|(id, m)| (id.clone(), m.disk_bytes, m.last_use)).collect()
+        };
+        match order {
+            EntryOrder::Oldest => all.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0))),
+            EntryOrder::Largest => all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0))),
+        }
+        all.truncate(limit);
+        all.into_iter()
+            .map(|(id, size, t)| self.view(&config, &id, size, t, now))
+            .collect()
+    }
+
+    fn over_size_or_free_limit(&self) -> bool {
+        let config = self.cfg();
+        let disk = if config.limits.min_free.is_some() || matches!(config.limits.max_size, Some(crate::units::SizeLimit::Percent(_))) {
+            self.disk()
+        } else {
+            None
+        };
+        let limits = self.plan_limits(&config, disk);
+        let size = self.index.lock().unwrap().disk_bytes();
+        limits.max_bytes.is_some_and(|m| size > m)
+            || matches!((limits.min_free_bytes, disk), (Some(min), Some(d)) if d.available_bytes < min)
+    }
+
+    fn evict(&self, dry_run: bool, now: UnixTime) -> EvictionReport {
+        let _work = self.work.lock().unwrap();
+        let config = self.cfg();
+        let disk = self.disk();
+        let limits = self.plan_limits(&config, disk);
+        let candidates: Vec<Candidate<K::Id>> = {
+            let index = self.index.lock().unwrap();
+            index
+                .iter()
+                .map(|(id, m)| Candidate {
+                    id: id.clone(),
+                    disk_bytes: m.disk_bytes,
+                    last_use: m.last_use,
+                    pinned: self.pinned(&config, id),
+                })
+                .collect()
+        };
+        let plan = plan::plan(&candidates, &limits, disk.map(|d| d.available_bytes), now);
+        drop(candidates);
+
+        let started = Instant::now();
+        let outcomes: Vec<Option<Removal>> = if dry_run {
+            vec![None; plan.evict.len()]
+        } else {
+            parallel::map(&plan.evict, |p| Some(self.kind.remove(&p.id, p.last_use)))
+        };
+
+        let mut report = EvictionReport {
+            cache: config.name.clone(),
+            dry_run,
+            at: now,
+            bytes_before: plan.bytes_before,
+            bytes_after_planned: plan.bytes_after,
+            removed_entries: 0,
+            freed_bytes: 0,
+            evicted: Vec::new(),
+            skipped: Vec::new(),
+            unmet: plan.unmet.clone(),
+            duration_ms: 0,
+        };
+        {
+            let mut index = self.index.lock().unwrap();
+            for (planned, outcome) in plan.evict.iter().zip(outcomes) {
+                let mut view = self.view(&config, &planned.id, planned.disk_bytes, planned.last_use, now);
+                view.pinned = false;
+                match outcome {
+                    None => report.evicted.push(EvictedView { entry: view, reason: planned.reason }),
+                    Some(Removal::Removed { disk_bytes }) => {
+                        index.remove(&planned.id);
+                        report.removed_entries += 1;
+                        report.freed_bytes += disk_bytes;
+                        report.evicted.push(EvictedView { entry: view, reason: planned.reason });
+                    }
+                    Some(Removal::Gone) => {
+                        index.remove(&planned.id);
+                    }
+                    Some(Removal::Skipped(why)) => {
+                        // Used since planning, or busy: refresh its metadata so the next
+                        // plan sees the truth.
+                        let _ = self.apply_one(&mut index, planned.id.clone());
+                        report.skipped.push(SkippedView { entry: view.entry, path: view.path, reason: why });
+                    }
+                }
+            }
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        if !dry_run {
+            let mut history = self.history.lock().unwrap();
+            history.evicted_entries_total += report.removed_entries;
+            history.evicted_bytes_total += report.freed_bytes;
+            if report.removed_entries > 0 || !report.skipped.is_empty() || history.last_eviction.is_none() {
+                history.last_eviction = Some(EvictionSummary {
+                    at: now,
+                    entries: report.removed_entries,
+                    freed_bytes: report.freed_bytes,
+                    skipped: report.skipped.len() as u64,
+                });
+            }
+        }
+        report
+    }
+
+    fn verify(&self, repair: bool, now: UnixTime) -> VerifyReport {
+        let _work = self.work.lock().unwrap();
+        let config = self.cfg();
+        let started = Instant::now();
+        let ids: Vec<(K::Id, UnixTime)> = {
+            let index = self.index.lock().unwrap();
+            index.iter().map(|(id, m)| (id.clone(), m.last_use)).collect()
+        };
+        let findings = parallel::map(&ids, |(id, _)| self.kind.verify(id));
+        let young_after = now - config.limits.min_age.as_secs() as i64;
+        let mut problems = Vec::new();
+        let mut index = self.index.lock().unwrap();
+        for ((id, last_use), found) in ids.iter().zip(findings) {
+            if found.is_empty() {
+                continue;
+            }
+            let repaired = repair
+                && if *last_use > young_after {
+                    false
+                } else {
+                    match self.kind.remove(id, young_after) {
+                        Removal::Removed { .. } | Removal::Gone => {
+                            index.remove(id);
+                            true
+                        }
+                        Removal::Skipped(_) => false,
+                    }
+                };
+            for f in found {
+                let mut p = self.problem_view(&config, id, f.problem, f.detail);
+                p.repaired = repaired;
+                problems.push(p);
+            }
+        }
+        drop(index);
+        let report = VerifyReport {
+            cache: config.name.clone(),
+            at: now,
+            checked: ids.len() as u64,
+            duration_ms: started.elapsed().as_millis() as u64,
+            problems,
+        };
+        let mut history = self.history.lock().unwrap();
+        history.last_verify = Some(now);
+        history.problems_found_total += report.problems.len() as u64;
+        history.open_problems = report.problems.iter().filter(|p| !p.repaired).cloned().collect();
+        report
+    }
+
+    fn record_error(&self, message: String, now: UnixTime) {
+        tracing::warn!(cache = %self.config.read().unwrap().name, "{message}");
+        let mut history = self.history.lock().unwrap();
+        history.errors_total += 1;
+        if history.errors.len() == RECENT {
+            history.errors.pop_front();
+        }
+        history.errors.push_back(ErrorRecord { at: now, message });
+    }
+}

@@ -1,0 +1,592 @@
+//! The config file: TOML with `[daemon]` and `[[cache]]` tables.
+//!
+//! Every error names the file, the line and the key, because the person reading it is
+//! usually an operator who just edited `/etc/cachewarden/config.toml` and sent SIGHUP.
+//! Unknown keys are errors (`deny_unknown_fields`): a misspelt `max_sise` that silently
+//! did nothing would let a cache fill a disk.
+//!
+//! With no config file the daemon uses [`EMBEDDED_DEFAULT`], which finds the user's Go
+//! caches with `go env` (see `go_env.rs`).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::kinds::KindName;
+use crate::units::{self, CronSchedule, SizeLimit};
+
+/// The config used when no file is given or found: the user's Go caches, found with
+/// `go env`, with limits fit for a developer workstation.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default-config.toml");
+
+/// Enforcement schedule when a cache sets none. Limits are also enforced as soon as watch
+/// events push a cache over one; this catches entries that merely grew old.
+pub const DEFAULT_SCHEDULE: &str = "17 * * * *";
+
+/// A config error, located as precisely as the problem allows.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Where the effective config came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Embedded,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::File(p) => write!(f, "{}", p.display()),
+            ConfigSource::Embedded => f.write_str("<embedded default>"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub source: ConfigSource,
+    pub daemon: DaemonConfig,
+    pub caches: Vec<CacheConfig>,
+    /// Things the operator should know about this config that are not errors, e.g. a
+    /// discovered cache whose kind this build cannot manage. Shown in `status`.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    pub socket: PathBuf,
+    /// Group allowed to read status over the socket (socket mode 0660, dir 0750).
+    pub socket_group: Option<(String, u32)>,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    pub name: String,
+    pub kind: KindName,
+    /// Canonical absolute path of the cache root.
+    pub path: PathBuf,
+    pub limits: Limits,
+    pub keep: Vec<glob::Pattern>,
+    pub schedule: CronSchedule,
+    pub verify_schedule: Option<CronSchedule>,
+    pub on_problem: OnProblem,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_size: Option<SizeLimit>,
+    pub max_age: Option<Duration>,
+    pub min_free: Option<SizeLimit>,
+    /// The safety floor: an entry used more recently than this is never evicted.
+    pub min_age: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnProblem {
+    /// Log and count problems found by scheduled sweeps, change nothing.
+    Report,
+    /// Remove broken entries (following the kind's removal protocol).
+    Repair,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    cache: Vec<RawCache>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    socket: Option<Spanned<PathBuf>>,
+    socket_group: Option<Spanned<String>>,
+    log_level: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    name: Spanned<String>,
+    kind: KindName,
+    path: Spanned<PathBuf>,
+    max_size: Option<SizeLimit>,
+    #[serde(default, with = "units::duration_text")]
+    max_age: Option<Duration>,
+    min_free: Option<SizeLimit>,
+    min_age: Option<Spanned<String>>,
+    #[serde(default)]
+    keep: Vec<Spanned<String>>,
+    schedule: Option<CronSchedule>,
+    verify_schedule: Option<CronSchedule>,
+    #[serde(default = "default_on_problem")]
+    on_problem: OnProblem,
+    /// Lets `min_age` go below the kind's safe floor. The name says what it costs.
+    #[serde(default)]
+    unsafe_allow_short_min_age: bool,
+}
+
+fn default_on_problem() -> OnProblem {
+    OnProblem::Report
+}
+
+/// The environment a config is resolved in: injected so tests can fake `$HOME` and the
+/// user's runtime dir.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub home: Option<PathBuf>,
+    pub uid: u32,
+    pub xdg_runtime_dir: Option<PathBuf>,
+    pub xdg_config_home: Option<PathBuf>,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        Env {
+            home: var("HOME"),
+            uid: nix::unistd::getuid().as_raw(),
+            xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
+            xdg_config_home: var("XDG_CONFIG_HOME"),
+        }
+    }
+
+    /// The config file used when none is named: the user's, then the system's.
+    pub fn default_config_file(&self) -> Option<PathBuf> {
+        let user = self
+            .xdg_config_home
+            .clone()
+            .or_else(|| self.home.as_ref().map(|h| h.join(".config")))
+            .map(|d| d.join("cachewarden/config.toml"));
+        [user, Some(PathBuf::from("/etc/cachewarden/config.toml"))]
+            .into_iter()
+            .flatten()
+            .find(|p| p.is_file())
+    }
+
+    /// `/run/cachewarden/…` for root (the system unit's RuntimeDirectory), the user's
+    /// runtime dir otherwise.
+    pub fn default_socket(&self) -> PathBuf {
+        let dir = if self.uid == 0 {
+            PathBuf::from("/run/cachewarden")
+        } else if let Some(run) = &self.xdg_runtime_dir {
+            run.join("cachewarden")
+        } else {
+            PathBuf::from(format!("/tmp/cachewarden-{}", self.uid))
+        };
+        dir.join("cachewarden.sock")
+    }
+}
+
+/// Loads the config named on the command line, else the default file, else the embedded
+/// default.
+pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
+    match explicit.map(Path::to_path_buf).or_else(|| env.default_config_file()) {
+        Some(path) => load_file(&path, env),
+        None => parse(EMBEDDED_DEFAULT, ConfigSource::Embedded, env),
+    }
+}
+
+pub fn load_file(path: &Path, env: &Env) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        line: None,
+        key: None,
+        message: format!("cannot read config file: {e}"),
+    })?;
+    parse(&text, ConfigSource::File(path.to_path_buf()), env)
+}
+
+pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, ConfigError> {
+    let file = source.to_string();
+    let err_at = |span: Option<Range<usize>>, key: Option<&str>, message: String| ConfigError {
+        file: file.clone(),
+        line: span.map(|s| line_of(text, s.start)),
+        key: key.map(str::to_string),
+        message,
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let key = key_of_error(e.message(), e.span().map(|s| line_text(text, s.start)));
+        err_at(e.span(), key.as_deref(), e.message().trim().to_string())
+    })?;
+
+    let mut notes = Vec::new();
+    let daemon = DaemonConfig {
+        socket: match raw.daemon.socket {
+            Some(s) if s.get_ref().is_relative() => {
+                return Err(err_at(
+                    Some(s.span()),
+                    Some("socket"),
+                    format!("{:?} is a relative path; give an absolute path", s.get_ref()),
+                ))
+            }
+            Some(s) => s.into_inner(),
+            None => env.default_socket(),
+        },
+        socket_group: match raw.daemon.socket_group {
+            None => None,
+            Some(g) => match nix::unistd::Group::from_name(g.get_ref()) {
+                Ok(Some(group)) => Some((g.get_ref().clone(), group.gid.as_raw())),
+                _ => {
+                    return Err(err_at(
+                        Some(g.span()),
+                        Some("socket_group"),
+                        format!("no such group {:?}", g.get_ref()),
+                    ))
+                }
+            },
+        },
+        log_level: match raw.daemon.log_level {
+            None => "info".to_string(),
+            Some(l) => {
+                let level = l.get_ref().to_ascii_lowercase();
+                if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+                    return Err(err_at(
+                        Some(l.span()),
+                        Some("log_level"),
+                        format!("unknown level {:?}: expected error, warn, info, debug or trace", l.get_ref()),
+                    ));
+                }
+                level
+            }
+        },
+    };
+
+    let mut caches: Vec<CacheConfig> = Vec::new();
+    let mut names = HashSet::new();
+    for raw in raw.cache {
+        let name = raw.name.get_ref().clone();
+        let valid_name = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !valid_name {
+            return Err(err_at(
+                Some(raw.name.span()),
+                Some("name"),
+                format!("invalid cache name {name:?}: use letters, digits, '-', '_' and '.' (it appears in URLs)"),
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(err_at(Some(raw.name.span()), Some("name"), format!("duplicate cache name {name:?}")));
+        }
+        let path_span = Some(raw.path.span());
+        let path = match resolve_cache_path(raw.kind, raw.path.get_ref()) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                notes.push(format!("cache {name:?}: no {} cache found; skipped", raw.kind));
+                continue;
+            }
+            Err(message) => return Err(err_at(path_span, Some("path"), message)),
+        };
+        if let Err(message) = check_root_is_safe(&path, env) {
+            return Err(err_at(path_span, Some("path"), message));
+        }
+        if let Some(other) = caches
+            .iter()
+            .find(|c| c.path.starts_with(&path) || path.starts_with(&c.path))
+        {
+            return Err(err_at(
+                path_span,
+                Some("path"),
+                format!("{} overlaps cache {:?} at {}", path.display(), other.name, other.path.display()),
+            ));
+        }
+
+        let floor = raw.kind.min_age_floor();
+        let min_age = match &raw.min_age {
+            None => raw.kind.default_min_age(),
+            Some(text) => {
+                let d = units::parse_duration(text.get_ref())
+                    .map_err(|m| err_at(Some(text.span()), Some("min_age"), m))?;
+                if d < floor && !raw.unsafe_allow_short_min_age {
+                    return Err(err_at(
+                        Some(text.span()),
+                        Some("min_age"),
+                        format!(
+                            "{} is below the safe floor of {} for kind {}: a running tool may still open entries that young. Set unsafe_allow_short_min_age = true to override",
+                            units::format_duration(d),
+                            units::format_duration(floor),
+                            raw.kind
+                        ),
+                    ));
+                }
+                d
+            }
+        };
+        if let Some(max_age) = raw.max_age {
+            if max_age < min_age {
+                return Err(err_at(
+                    path_span,
+                    Some("max_age"),
+                    format!(
+                        "max_age ({}) is shorter than min_age ({}): entries could never be both",
+                        units::format_duration(max_age),
+                        units::format_duration(min_age)
+                    ),
+                ));
+            }
+        }
+        let mut keep = Vec::new();
+        for pattern in &raw.keep {
+            keep.push(glob::Pattern::new(pattern.get_ref()).map_err(|e| {
+                err_at(Some(pattern.span()), Some("keep"), format!("invalid pattern {:?}: {e}", pattern.get_ref()))
+            })?);
+        }
+        caches.push(CacheConfig {
+            name,
+            kind: raw.kind,
+            path,
+            limits: Limits {
+                max_size: raw.max_size,
+                max_age: raw.max_age,
+                min_free: raw.min_free,
+                min_age,
+            },
+            keep,
+            schedule: raw
+                .schedule
+                .unwrap_or_else(|| DEFAULT_SCHEDULE.parse().expect("default schedule parses")),
+            verify_schedule: raw.verify_schedule,
+            on_problem: raw.on_problem,
+        });
+    }
+    if source == ConfigSource::Embedded {
+        notes.extend(crate::go_env::unmanaged_notes());
+    }
+    Ok(Config {
+        source,
+        daemon,
+        caches,
+        notes,
+    })
+}
+
+/// `"auto"` asks the kind to find its cache; anything else must be an existing absolute
+/// directory. Returns the canonical path (symlinks resolved once, here, so later removal
+/// never follows a link out of the root), or `None` when auto-discovery found nothing.
+fn resolve_cache_path(kind: KindName, path: &Path) -> Result<Option<PathBuf>, String> {
+    let path = if path == Path::new("auto") {
+        match kind.discover() {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    } else {
+        path.to_path_buf()
+    };
+    if path.is_relative() {
+        return Err(format!("{:?} is a relative path; give an absolute path or \"auto\"", path));
+    }
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("{} is not a directory", path.display())),
+        Err(e) => return Err(format!("cache directory {}: {e}", path.display())),
+    }
+    path.canonicalize()
+        .map(Some)
+        .map_err(|e| format!("cache directory {}: {e}", path.display()))
+}
+
+/// Safety rule 2: never manage a root whose removal would destroy more than a cache.
+fn check_root_is_safe(path: &Path, env: &Env) -> Result<(), String> {
+    const SYSTEM: &[&str] = &[
+        "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root",
+        "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/tmp",
+    ];
+    if SYSTEM.iter().any(|s| path == Path::new(s)) {
+        return Err(format!("refusing to manage {}: it is a system directory, not a cache", path.display()));
+    }
+    if let Some(home) = env.home.as_ref().and_then(|h| h.canonicalize().ok()) {
+        if home.starts_with(path) {
+            return Err(format!(
+                "refusing to manage {}: it is or contains the home directory {}",
+                path.display(),
+                home.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn line_text(text: &str, offset: usize) -> &str {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    &text[start..end]
+}
+
+/// The key a TOML/serde error is about: named in the message ("unknown field `x`",
+/// "missing field `x`") or written at the start of the error's line (`key = value`).
+fn key_of_error(message: &str, line: Option<&str>) -> Option<String> {
+    if let Some(rest) = message.split("field `").nth(1) {
+        return rest.split('`').next().map(str::to_string);
+    }
+    let line = line?.trim();
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn test_env() -> Env {
+        Env {
+            home: Some(PathBuf::from("/nonexistent-home")),
+            uid: 1000,
+            xdg_runtime_dir: Some(PathBuf::from("/run/user/1000")),
+            xdg_config_home: None,
+        }
+    }
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, ConfigSource::File("test.toml".into()), &test_env())
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        // The example names /var/cache/... paths; point them at a temp dir.
+        let text = include_str!("../config.example.toml").replace("/var/cache/ccache", dir.path().to_str().unwrap());
+        let config = parse_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!config.caches.is_empty());
+    }
+
+    #[test]
+    fn embedded_default_parses() {
+        let config = parse(EMBEDDED_DEFAULT, ConfigSource::Embedded, &test_env()).unwrap();
+        assert_eq!(config.daemon.socket, PathBuf::from("/run/user/1000/cachewarden/cachewarden.sock"));
+    }
+
+    #[test]
+    fn full_cache_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"
+[daemon]
+socket = "/tmp/x.sock"
+log_level = "debug"
+
+[[cache]]
+name = "ccache"
+kind = "dir"
+path = "{}"
+max_size = "2 GiB"
+max_age = "30d"
+min_free = "10%"
+min_age = "1h"
+keep = ["*.keep"]
+schedule = "*/5 * * * *"
+verify_schedule = "0 3 * * 0"
+on_problem = "repair"
+"#,
+            dir.path().display()
+        );
+        let c = parse_str(&text).unwrap();
+        let cache = &c.caches[0];
+        assert_eq!(cache.limits.max_size, Some(SizeLimit::Bytes(2 << 30)));
+        assert_eq!(cache.limits.max_age, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(cache.limits.min_free, Some(SizeLimit::Percent(10.0)));
+        assert_eq!(cache.limits.min_age, Duration::from_secs(3600));
+        assert_eq!(cache.on_problem, OnProblem::Repair);
+        assert_eq!(cache.path, dir.path().canonicalize().unwrap());
+        assert_eq!(c.daemon.log_level, "debug");
+    }
+
+    fn cache_with(dir: &Path, extra: &str) -> String {
+        format!("[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"{}\"\n{extra}\n", dir.display())
+    }
+
+    fn expect_err(text: &str, line: usize, key: &str, needle: &str) {
+        let e = parse_str(text).unwrap_err();
+        assert_eq!(e.line, Some(line), "{e}");
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        assert!(e.to_string().contains(needle), "{e} lacks {needle:?}");
+        assert!(e.to_string().starts_with("test.toml:"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        expect_err(&cache_with(d, "max_sise = \"1 GiB\""), 5, "max_sise", "unknown field");
+        expect_err(&cache_with(d, "max_size = \"1 XB\""), 5, "max_size", "invalid size");
+        expect_err(&cache_with(d, "max_age = \"soon\""), 5, "max_age", "invalid duration");
+        expect_err(&cache_with(d, "schedule = \"* * *\""), 5, "schedule", "5 fields");
+        expect_err(&cache_with(d, "min_age = \"1m\""), 5, "min_age", "safe floor");
+        expect_err(&cache_with(d, "keep = [\"[\"]"), 5, "keep", "invalid pattern");
+        expect_err("[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"rel/dir\"\n", 4, "path", "relative");
+        expect_err("[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/nonexistent/x\"\n", 4, "path", "No such file");
+        expect_err("[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/usr\"\n", 4, "path", "system directory");
+        expect_err("[[cache]]\nname = \"c\"\nkind = \"blob\"\npath = \"/x\"\n", 3, "kind", "unknown variant");
+        expect_err("[[cache]]\nname = \"c\"\nkind = \"dir\"\n", 1, "path", "missing field");
+        expect_err("[daemon]\nsocket_group = \"no-such-group-xyz\"\n", 2, "socket_group", "no such group");
+        let e = parse_str("[daemon\nsocket = 1").unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn min_age_floor_can_be_overridden_explicitly() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = parse_str(&cache_with(dir.path(), "min_age = \"1m\"\nunsafe_allow_short_min_age = true")).unwrap();
+        assert_eq!(c.caches[0].limits.min_age, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn overlapping_and_duplicate_caches_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let one = cache_with(dir.path(), "");
+        let two = one.replace("name = \"c\"", "name = \"d\"").replace(
+            &dir.path().display().to_string(),
+            &dir.path().join("sub").display().to_string(),
+        );
+        let e = parse_str(&format!("{one}{two}")).unwrap_err();
+        assert!(e.message.contains("overlaps"), "{e}");
+        let e = parse_str(&format!("{one}{one}")).unwrap_err();
+        assert!(e.message.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn home_is_refused() {
+        let home = tempfile::tempdir().unwrap();
+        let env = Env {
+            home: Some(home.path().to_path_buf()),
+            ..test_env()
+        };
+        let e = parse(&cache_with(home.path(), ""), ConfigSource::Embedded, &env).unwrap_err();
+        assert!(e.message.contains("home directory"), "{e}");
+    }
+}

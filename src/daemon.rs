@@ -1,0 +1,481 @@
+//! `cachewarden daemon`: one supervisor task per cache, the socket server, signals and
+//! systemd integration.
+//!
+//! Per cache: a full scan at start, then inotify keeps the index current; limits are
+//! enforced after the first scan, whenever watch events push the cache over `max_size`
+//! or the disk under `min_free` (at most once per [`ENFORCE_INTERVAL`]), and on the
+//! cache's `schedule`; integrity sweeps run on `verify_schedule`. A watch overflow
+//! triggers a rescan of that cache only, at most once per [`RESCAN_INTERVAL`].
+//!
+//! Process: single instance per socket (an `flock` on `<socket>.lock`, then a stale
+//! socket file is replaced, a live one refused); `READY=1` after every cache's first
+//! scan; `STATUS=` one line; watchdog pings when `WATCHDOG_USEC` is set; SIGHUP (or
+//! `POST /v1/reload`) reloads the config, keeping the old one if the new one is bad;
+//! the shutdown future (SIGTERM/SIGINT in `main`) stops it, draining socket requests for
+//! at most `server::DRAIN_TIMEOUT`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::future::Future;
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use nix::fcntl::{Flock, FlockArg};
+use sd_notify::NotifyState;
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::Cache;
+use crate::config::{self, CacheConfig, Config, Env, OnProblem};
+use crate::report::StatusReport;
+use crate::units::format_bytes;
+use crate::watch::{self, Change};
+
+/// Event-driven enforcement runs at most this often per cache.
+pub const ENFORCE_INTERVAL: Duration = Duration::from_secs(5);
+/// Overflow-driven rescans run at most this often per cache.
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// State the socket server reads.
+pub struct Shared {
+    pub own_uid: u32,
+    pub started_at: i64,
+    running: RwLock<Running>,
+    control: mpsc::Sender<Control>,
+}
+
+struct Running {
+    config: Config,
+    caches: Vec<Arc<dyn Cache>>,
+}
+
+enum Control {
+    Reload(oneshot::Sender<Result<String, String>>),
+}
+
+impl Shared {
+    pub fn caches(&self) -> Vec<Arc<dyn Cache>> {
+        self.running.read().unwrap().caches.clone()
+    }
+
+    pub fn cache(&self, name: &str) -> Option<Arc<dyn Cache>> {
+        self.caches().into_iter().find(|c| c.config().name == name)
+    }
+
+    pub fn status(&self) -> StatusReport {
+        let (source, notes, caches) = {
+            let running = self.running.read().unwrap();
+            (running.config.source.to_string(), running.config.notes.clone(), running.caches.clone())
+        };
+        let now = crate::now();
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            config: source,
+            started_at: self.started_at,
+            caches: caches.iter().map(|c| c.status(now)).collect(),
+            notes,
+        }
+    }
+
+    /// Asks the daemon's main loop to reload the config; the answer says what happened.
+    pub async fn request_reload(&self) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Control::Reload(tx))
+            .await
+            .map_err(|_| "the daemon is stopping".to_string())?;
+        rx.await.map_err(|_| "the daemon is stopping".to_string())?
+    }
+}
+
+/// How the daemon finds its config again on reload.
+pub struct Options {
+    pub config_file: Option<PathBuf>,
+    pub env: Env,
+}
+
+/// Runs the daemon until `shutdown` completes.
+pub async fn run(options: Options, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let (listener, _instance_lock) = bind(&config.daemon)?;
+    let socket_path = config.daemon.socket.clone();
+    tracing::info!(socket = %socket_path.display(), config = %config.source, caches = config.caches.len(), "cachewarden starting");
+    for note in &config.notes {
+        tracing::info!("{note}");
+    }
+
+    let (control_tx, mut control_rx) = mpsc::channel(4);
+    let shared = Arc::new(Shared {
+        own_uid: nix::unistd::getuid().as_raw(),
+        started_at: crate::now(),
+        running: RwLock::new(Running {
+            config: config.clone(),
+            caches: Vec::new(),
+        }),
+        control: control_tx,
+    });
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(crate::server::serve(listener, shared.clone(), server_stop.clone()));
+
+    let mut supervisors: HashMap<String, Supervisor> = HashMap::new();
+    let mut first_scans = Vec::new();
+    for cache_config in &config.caches {
+        let (supervisor, scanned) = Supervisor::start(cache_config.clone());
+        first_scans.push(scanned);
+        supervisors.insert(cache_config.name.clone(), supervisor);
+    }
+    publish(&shared, config, &supervisors);
+
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    let mut watchdog_usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+    let watchdog_period = Duration::from_micros(watchdog_usec.max(2) / 2);
+    let mut next_watchdog = Instant::now();
+    let mut ready = false;
+    let all_scanned = futures_util::future::join_all(first_scans);
+    tokio::pin!(all_scanned);
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = &mut all_scanned, if !ready => {
+                ready = true;
+                let line = status_line(&shared);
+                tracing::info!("first scan done: {line}");
+                let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&line)]);
+            }
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = sd_notify::notify(false, &[NotifyState::Reloading]);
+                let outcome = reload(&options, &shared, &mut supervisors);
+                let _ = sd_notify::notify(false, &[NotifyState::Ready]);
+                if let Err(e) = outcome {
+                    tracing::error!("{e}");
+                }
+            }
+            Some(Control::Reload(reply)) = control_rx.recv() => {
+                let _ = reply.send(reload(&options, &shared, &mut supervisors));
+            }
+            _ = tokio::time::sleep_until(next_watchdog), if watchdog => {
+                let line = status_line(&shared);
+                let _ = sd_notify::notify(false, &[NotifyState::Watchdog, NotifyState::Status(&line)]);
+                next_watchdog = Instant::now() + watchdog_period;
+            }
+        }
+    }
+
+    tracing::info!("stopping");
+    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+    for supervisor in supervisors.values() {
+        supervisor.stop.cancel();
+    }
+    server_stop.cancel();
+    let _ = server.await;
+    for (_, supervisor) in supervisors {
+        let _ = tokio::time::timeout(crate::server::DRAIN_TIMEOUT, supervisor.task).await;
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn publish(shared: &Shared, config: Config, supervisors: &HashMap<String, Supervisor>) {
+    let caches = config
+        .caches
+        .iter()
+        .filter_map(|c| supervisors.get(&c.name).map(|s| s.cache.clone()))
+        .collect();
+    *shared.running.write().unwrap() = Running { config, caches };
+}
+
+/// Re-reads the config. A bad config changes nothing; a good one updates limits and
+/// schedules in place, starts new caches and stops removed ones. Caches whose kind and
+/// path are unchanged keep their index.
+fn reload(options: &Options, shared: &Shared, supervisors: &mut HashMap<String, Supervisor>) -> Result<String, String> {
+    let new = config::load(options.config_file.as_deref(), &options.env)
+        .map_err(|e| format!("reload failed, keeping the running config: {e}"))?;
+    let old_socket = shared.running.read().unwrap().config.daemon.socket.clone();
+    if new.daemon.socket != old_socket {
+        tracing::warn!(
+            "the socket moved to {} in the new config; that takes effect at the next restart",
+            new.daemon.socket.display()
+        );
+    }
+    let keep: Vec<&CacheConfig> = new.caches.iter().collect();
+    supervisors.retain(|name, supervisor| {
+        let same = keep
+            .iter()
+            .any(|c| &c.name == name && c.kind == supervisor.cache.config().kind && c.path == supervisor.cache.config().path);
+        if !same {
+            tracing::info!(cache = %name, "cache removed or changed by the reload: stopping its supervisor");
+            supervisor.stop.cancel();
+        }
+        same
+    });
+    for cache_config in &new.caches {
+        match supervisors.get(&cache_config.name) {
+            Some(supervisor) => {
+                supervisor.cache.set_config(cache_config.clone());
+                supervisor.reconfigured.notify_one();
+            }
+            None => {
+                let (supervisor, _) = Supervisor::start(cache_config.clone());
+                supervisors.insert(cache_config.name.clone(), supervisor);
+            }
+        }
+    }
+    let summary = format!("{}: {} caches", new.source, new.caches.len());
+    tracing::info!("config reloaded from {summary}");
+    publish(shared, new, supervisors);
+    Ok(summary)
+}
+
+fn status_line(shared: &Shared) -> String {
+    let report = shared.status();
+    let bytes: u64 = report.caches.iter().map(|c| c.disk_bytes).sum();
+    let entries: u64 = report.caches.iter().map(|c| c.entries).sum();
+    let over = report.caches.iter().filter(|c| !c.over_limits.is_empty()).count();
+    let problems: u64 = report.caches.iter().map(|c| c.problems.open).sum();
+    format!(
+        "{} caches, {} in {entries} entries, {over} over a limit, {problems} problems",
+        report.caches.len(),
+        format_bytes(bytes)
+    )
+}
+
+/// One cache's background work.
+struct Supervisor {
+    cache: Arc<dyn Cache>,
+    stop: CancellationToken,
+    reconfigured: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Supervisor {
+    fn start(config: CacheConfig) -> (Supervisor, oneshot::Receiver<()>) {
+        let cache = config.kind.open(config);
+        let stop = CancellationToken::new();
+        let reconfigured = Arc::new(Notify::new());
+        let (scanned_tx, scanned_rx) = oneshot::channel();
+        let task = tokio::spawn(supervise(cache.clone(), stop.clone(), reconfigured.clone(), scanned_tx));
+        (
+            Supervisor {
+                cache,
+                stop,
+                reconfigured,
+                task,
+            },
+            scanned_rx,
+        )
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+async fn scan(cache: &Arc<dyn Cache>) {
+    let c = cache.clone();
+    if let Some(record) = blocking(move || c.scan(crate::now())).await {
+        tracing::info!(
+            cache = %cache.config().name,
+            entries = record.entries,
+            size = %format_bytes(record.disk_bytes),
+            ms = record.duration_ms,
+            "scanned"
+        );
+    }
+}
+
+async fn enforce(cache: &Arc<dyn Cache>, why: &str) {
+    let c = cache.clone();
+    let Some(report) = blocking(move || c.evict(false, crate::now())).await else { return };
+    if report.removed_entries > 0 || !report.skipped.is_empty() {
+        tracing::info!(
+            cache = %report.cache,
+            entries = report.removed_entries,
+            freed = %format_bytes(report.freed_bytes),
+            skipped = report.skipped.len(),
+            "evicted ({why})"
+        );
+    }
+    for unmet in &report.unmet {
+        tracing::debug!(cache = %report.cache, "limit not met: {unmet}");
+    }
+}
+
+async fn verify(cache: &Arc<dyn Cache>) {
+    let c = cache.clone();
+    let repair = cache.config().on_problem == OnProblem::Repair;
+    let Some(report) = blocking(move || c.verify(repair, crate::now())).await else { return };
+    for p in &report.problems {
+        tracing::warn!(cache = %p.cache, entry = %p.entry, problem = %p.problem, repaired = p.repaired, "{}", p.detail);
+    }
+    tracing::info!(cache = %report.cache, checked = report.checked, problems = report.problems.len(), ms = report.duration_ms, "verified");
+}
+
+fn next_fire(schedule: Option<&crate::units::CronSchedule>) -> Option<Instant> {
+    let now = chrono::Local::now();
+    let next = schedule?.next_after(now)?;
+    let wait = (next - now).to_std().unwrap_or_default();
+    Some(Instant::now() + wait)
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn supervise(cache: Arc<dyn Cache>, stop: CancellationToken, reconfigured: Arc<Notify>, scanned: oneshot::Sender<()>) {
+    // Watch first, then scan: changes made during the scan are queued and replayed.
+    let (tx, mut changes) = mpsc::channel(256);
+    let root = cache.config().path;
+    let mut watching = match watch::start(&root, &cache.watch_dirs(), tx, stop.child_token()) {
+        Ok(_) => true,
+        Err(e) => {
+            cache.record_error(
+                format!("cannot watch {}: {e}; changes are seen only at scheduled enforcement", root.display()),
+                crate::now(),
+            );
+            false
+        }
+    };
+    scan(&cache).await;
+    let _ = scanned.send(());
+    enforce(&cache, "startup").await;
+
+    let mut last_enforce = Instant::now();
+    let mut enforce_pending = false;
+    let mut last_rescan: Option<Instant> = None;
+    let mut rescan_pending: Option<String> = None;
+    loop {
+        let config = cache.config();
+        let next_enforce = next_fire(Some(&config.schedule));
+        let next_verify = next_fire(config.verify_schedule.as_ref());
+        let enforce_at = last_enforce + ENFORCE_INTERVAL;
+        let rescan_at = last_rescan.map_or_else(Instant::now, |t| t + RESCAN_INTERVAL);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = reconfigured.notified() => {
+                // Limits may have tightened: check them now.
+                enforce(&cache, "config reloaded").await;
+                last_enforce = Instant::now();
+            }
+            change = changes.recv(), if watching => match change {
+                Some(Change::Paths(paths)) => {
+                    let c = cache.clone();
+                    let over = blocking(move || { c.apply_changes(&paths); c.over_size_or_free_limit() }).await.unwrap_or(false);
+                    enforce_pending |= over;
+                }
+                Some(Change::Rescan(reason)) => {
+                    tracing::info!(cache = %config.name, "rescan needed: {reason}");
+                    rescan_pending = Some(reason);
+                }
+                None => {
+                    watching = false;
+                    cache.record_error("the watcher stopped; changes are seen only at scheduled enforcement".into(), crate::now());
+                }
+            },
+            _ = tokio::time::sleep_until(enforce_at), if enforce_pending => {
+                enforce_pending = false;
+                enforce(&cache, "limit crossed").await;
+                last_enforce = Instant::now();
+            }
+            _ = tokio::time::sleep_until(rescan_at), if rescan_pending.is_some() => {
+                rescan_pending = None;
+                scan(&cache).await;
+                last_rescan = Some(Instant::now());
+                enforce_pending = true;
+            }
+            _ = sleep_until_opt(next_enforce) => {
+                enforce(&cache, "schedule").await;
+                last_enforce = Instant::now();
+            }
+            _ = sleep_until_opt(next_verify) => verify(&cache).await,
+        }
+    }
+}
+
+/// Claims the socket: one daemon per socket path, a stale socket file replaced, the
+/// socket private to the daemon's user (and the configured group).
+fn bind(daemon: &config::DaemonConfig) -> anyhow::Result<(UnixListener, Flock<File>)> {
+    let socket = &daemon.socket;
+    let dir = socket
+        .parent()
+        .with_context(|| format!("socket path {} has no directory", socket.display()))?;
+    let group = daemon.socket_group.as_ref().map(|(_, gid)| *gid);
+    let dir_mode = if group.is_some() { 0o750 } else { 0o700 };
+    let created = !dir.exists();
+    if created {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating socket directory {}", dir.display()))?;
+    }
+    let dir_owned = std::fs::metadata(dir).map(|m| std::os::unix::fs::MetadataExt::uid(&m) == nix::unistd::getuid().as_raw())?;
+    let ours = dir.file_name().is_some_and(|n| n.to_string_lossy().contains("cachewarden"));
+    if created || (dir_owned && ours) {
+        if let Some(gid) = group {
+            nix::unistd::chown(dir, None, Some(nix::unistd::Gid::from_raw(gid)))
+                .with_context(|| format!("giving {} to the socket group", dir.display()))?;
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
+            .with_context(|| format!("making {} private", dir.display()))?;
+    } else {
+        tracing::info!("socket directory {} is not cachewarden's own; leaving its permissions alone", dir.display());
+    }
+
+    let lock_path = PathBuf::from(format!("{}.lock", socket.display()));
+    let lock_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let mut lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            bail!(
+                "cachewarden is already running on {} (pid {}); stop it first or use another socket",
+                socket.display(),
+                pid.trim()
+            );
+        }
+    };
+    lock.set_len(0)?;
+    lock.rewind()?;
+    write!(lock, "{}", std::process::id())?;
+
+    replace_stale_socket(socket)?;
+    let listener = UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    if let Some(gid) = group {
+        nix::unistd::chown(socket, None, Some(nix::unistd::Gid::from_raw(gid)))?;
+    }
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(if group.is_some() { 0o660 } else { 0o600 }))?;
+    Ok((listener, lock))
+}
+
+fn replace_stale_socket(socket: &Path) -> anyhow::Result<()> {
+    let meta = match std::fs::symlink_metadata(socket) {
+        Ok(meta) => meta,
+        Err(_) => return Ok(()),
+    };
+    if !meta.file_type().is_socket() {
+        bail!("{} exists and is not a socket; refusing to replace it", socket.display());
+    }
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        bail!("cachewarden is already running on {} (it answers connections)", socket.display());
+    }
+    tracing::info!("removing stale socket {}", socket.display());
+    std::fs::remove_file(socket).with_context(|| format!("removing stale socket {}", socket.display()))
+}

@@ -1,0 +1,67 @@
+//! Where the Go toolchain keeps its caches, as `go env` reports them, with the same
+//! fallbacks go itself uses when `go` is not installed or fails
+//! (cmd/go/internal/cfg: GOCACHE defaults to `os.UserCacheDir()/go-build`,
+//! GOMODCACHE to the first GOPATH entry + `/pkg/mod`, GOPATH to `$HOME/go`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GoCaches {
+    pub gocache: Option<PathBuf>,
+    pub gomodcache: Option<PathBuf>,
+}
+
+pub fn discover() -> GoCaches {
+    from_go_env().unwrap_or_else(from_environment)
+}
+
+fn from_go_env() -> Option<GoCaches> {
+    let out = Command::new("go").args(["env", "GOCACHE", "GOMODCACHE"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut lines = text.lines().map(|l| {
+        let l = l.trim();
+        // "off" disables the build cache; anything relative is not a usable cache.
+        (l.starts_with('/')).then(|| PathBuf::from(l))
+    });
+    Some(GoCaches {
+        gocache: lines.next().flatten(),
+        gomodcache: lines.next().flatten(),
+    })
+}
+
+fn from_environment() -> GoCaches {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let home = var("HOME");
+    let gocache = var("GOCACHE").or_else(|| {
+        var("XDG_CACHE_HOME")
+            .or_else(|| home.as_ref().map(|h| h.join(".cache")))
+            .map(|d| d.join("go-build"))
+    });
+    let gomodcache = var("GOMODCACHE").or_else(|| {
+        let gopath = std::env::var("GOPATH")
+            .ok()
+            .and_then(|p| p.split(':').find(|s| !s.is_empty()).map(PathBuf::from))
+            .or_else(|| home.as_ref().map(|h| h.join("go")))?;
+        Some(gopath.join("pkg/mod"))
+    });
+    GoCaches { gocache, gomodcache }
+}
+
+/// Notes for `status` about Go caches this build finds but does not manage yet.
+pub fn unmanaged_notes() -> Vec<String> {
+    let found = discover();
+    [("GOCACHE", "go-build", found.gocache), ("GOMODCACHE", "go-mod", found.gomodcache)]
+        .into_iter()
+        .filter_map(|(var, kind, path)| {
+            let path = path.filter(|p| p.is_dir())?;
+            Some(format!(
+                "{var} at {} is not managed: the {kind} kind is not part of this build yet",
+                path.display()
+            ))
+        })
+        .collect()
+}

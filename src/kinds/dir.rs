@@ -1,0 +1,238 @@
+//! Kind `dir`: a plain directory whose regular files are the entries — ccache-like
+//! directories, artifact folders, anything whose files can be deleted one by one.
+//!
+//! * **Entry**: one regular file, named by its path relative to the root.
+//! * **Last use**: `max(atime, mtime)`. Most mounts are `relatime`, which updates atime
+//!   at most once a day (or when atime < mtime), so this is exact to about a day; on a
+//!   `noatime` mount it degrades to the write time.
+//! * **Not entries**: directories (kept even when empty, since tools often expect their
+//!   layout), symlinks (never followed, never removed), sockets, fifos, devices.
+//! * **Problems**: a file that cannot be read to the end (`unreadable`: permissions, I/O
+//!   errors on a failing disk).
+//! * **Removal**: re-`lstat` the file through `openat(O_NOFOLLOW)` directory fds, skip it
+//!   if it was used after the plan was made, then `unlinkat`.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{EntryMeta, Finding, Kind, Removal, ScanResult, UnixTime, WatchDir};
+use crate::fsutil;
+
+/// Files younger than this are never evicted: a tool that just wrote a file is likely
+/// to read it again at once.
+pub const DEFAULT_MIN_AGE: Duration = Duration::from_secs(10 * 60);
+/// Nothing fundamental protects younger files of an arbitrary tool; one minute keeps
+/// files that are still being written out of reach.
+pub const MIN_AGE_FLOOR: Duration = Duration::from_secs(60);
+
+pub struct DirKind {
+    root: PathBuf,
+}
+
+impl DirKind {
+    pub fn new(root: PathBuf) -> DirKind {
+        DirKind { root }
+    }
+}
+
+impl Kind for DirKind {
+    type Id = Box<Path>;
+
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn scan(&self) -> ScanResult<Box<Path>> {
+        let mut result = ScanResult {
+            entries: Vec::new(),
+            ignored_files: 0,
+            errors: Vec::new(),
+        };
+        for item in walkdir::WalkDir::new(&self.root).follow_links(false).same_file_system(true) {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    result.errors.push(e.to_string());
+                    continue;
+                }
+            };
+            let file_type = item.file_type();
+            if file_type.is_dir() {
+                continue;
+            }
+            if !file_type.is_file() {
+                result.ignored_files += 1;
+                continue;
+            }
+            match item.metadata() {
+                Ok(meta) => {
+                    let rel = item.path().strip_prefix(&self.root).expect("walk stays below root");
+                    result.entries.push((rel.into(), entry_meta(&meta)));
+                }
+                // Deleted between readdir and stat: simply not an entry any more.
+                Err(e) if e.io_error().map(|e| e.kind()) == Some(io::ErrorKind::NotFound) => {}
+                Err(e) => result.errors.push(e.to_string()),
+            }
+        }
+        result
+    }
+
+    fn watch_dirs(&self) -> Vec<WatchDir> {
+        vec![WatchDir {
+            path: self.root.clone(),
+            recursive: true,
+        }]
+    }
+
+    fn entry_at(&self, rel: &Path) -> Option<Box<Path>> {
+        fsutil::split_beneath(rel).ok()?;
+        Some(rel.into())
+    }
+
+    fn stat(&self, id: &Box<Path>) -> io::Result<Option<EntryMeta>> {
+        match std::fs::symlink_metadata(self.root.join(id)) {
+            Ok(meta) if meta.file_type().is_file() => Ok(Some(entry_meta(&meta))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify(&self, id: &Box<Path>) -> Vec<Finding> {
+        let path = self.root.join(id);
+        let read_all = || -> io::Result<()> {
+            let mut file = fsutil::open_for_verify(&path)?;
+            let mut buf = vec![0u8; 256 * 1024];
+            while file.read(&mut buf)? > 0 {}
+            Ok(())
+        };
+        match read_all() {
+            Ok(()) => vec![],
+            Err(e) if e.kind() == io::ErrorKind::NotFound => vec![],
+            Err(e) => vec![Finding {
+                problem: "unreadable",
+                detail: e.to_string(),
+            }],
+        }
+    }
+
+    fn remove(&self, id: &Box<Path>, used_before: UnixTime) -> Removal {
+        let attempt = || -> io::Result<Removal> {
+            let (parent, name) = fsutil::split_beneath(id)?;
+            let dir = match fsutil::open_dir_beneath(&self.root, parent) {
+                Ok(dir) => dir,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removal::Gone),
+                Err(e) => return Err(e),
+            };
+            let st = match fsutil::stat_at(&dir, name) {
+                Ok(st) => st,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removal::Gone),
+                Err(e) => return Err(e),
+            };
+            if !fsutil::is_file_type(&st, libc::S_IFREG) {
+                return Ok(Removal::Skipped("no longer a regular file".into()));
+            }
+            if fsutil::last_use_stat(&st) > used_before {
+                return Ok(Removal::Skipped("used since the eviction was planned".into()));
+            }
+            Ok(match fsutil::unlink_at(&dir, name)? {
+                true => Removal::Removed {
+                    disk_bytes: fsutil::disk_usage_stat(&st),
+                },
+                false => Removal::Gone,
+            })
+        };
+        attempt().unwrap_or_else(|e| Removal::Skipped(format!("cannot remove: {e}")))
+    }
+
+    fn name_of(&self, id: &Box<Path>) -> String {
+        id.to_string_lossy().into_owned()
+    }
+
+    fn path_of(&self, id: &Box<Path>) -> String {
+        self.name_of(id)
+    }
+
+    fn parse_name(&self, name: &str) -> Option<Box<Path>> {
+        self.entry_at(Path::new(name))
+    }
+
+    fn last_use_signal(&self) -> &'static str {
+        "max(atime, mtime) of each file; atime is exact to about a day on relatime mounts, absent on noatime mounts"
+    }
+}
+
+fn entry_meta(meta: &std::fs::Metadata) -> EntryMeta {
+    use std::os::unix::fs::MetadataExt;
+    EntryMeta {
+        disk_bytes: fsutil::disk_usage(meta),
+        apparent_bytes: meta.len(),
+        last_use: meta.atime().max(meta.mtime()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filetime::FileTime;
+
+    fn kind_with(files: &[(&str, i64)]) -> (tempfile::TempDir, DirKind) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, t) in files {
+            let p = dir.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"data").unwrap();
+            filetime::set_file_times(&p, FileTime::from_unix_time(*t, 0), FileTime::from_unix_time(*t, 0)).unwrap();
+        }
+        let kind = DirKind::new(dir.path().to_path_buf());
+        (dir, kind)
+    }
+
+    #[test]
+    fn scan_lists_regular_files_only() {
+        let (dir, kind) = kind_with(&[("a", 100), ("sub/b", 200)]);
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+        let mut found = kind.scan();
+        found.entries.sort();
+        let names: Vec<_> = found.entries.iter().map(|(id, _)| kind.name_of(id)).collect();
+        assert_eq!(names, ["a", "sub/b"]);
+        assert_eq!(found.entries[1].1.last_use, 200);
+        assert_eq!(found.ignored_files, 1);
+    }
+
+    #[test]
+    fn remove_skips_files_used_after_the_plan() {
+        let (dir, kind) = kind_with(&[("a", 100)]);
+        let id: Box<Path> = Path::new("a").into();
+        assert!(matches!(kind.remove(&id, 99), Removal::Skipped(_)));
+        assert!(dir.path().join("a").exists());
+        assert!(matches!(kind.remove(&id, 100), Removal::Removed { .. }));
+        assert!(!dir.path().join("a").exists());
+        assert_eq!(kind.remove(&id, 100), Removal::Gone);
+    }
+
+    #[test]
+    fn remove_never_follows_a_symlinked_directory_out_of_the_root() {
+        let (dir, kind) = kind_with(&[]);
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("precious"), b"x").unwrap();
+        filetime::set_file_mtime(outside.path().join("precious"), FileTime::from_unix_time(1, 0)).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("sub")).unwrap();
+        let id: Box<Path> = Path::new("sub/precious").into();
+        assert!(matches!(kind.remove(&id, i64::MAX), Removal::Skipped(_)));
+        assert!(outside.path().join("precious").exists());
+    }
+
+    #[test]
+    fn unreadable_files_are_problems() {
+        let (dir, kind) = kind_with(&[("a", 100)]);
+        let id: Box<Path> = Path::new("a").into();
+        assert!(kind.verify(&id).is_empty());
+        // A directory where a file was expected reads with EISDIR: an unreadable entry
+        // even for root, who ignores permission bits.
+        std::fs::remove_file(dir.path().join("a")).unwrap();
+        std::fs::create_dir(dir.path().join("a")).unwrap();
+        assert_eq!(kind.verify(&id)[0].problem, "unreadable");
+    }
+}

@@ -1,0 +1,139 @@
+//! Cache kinds: the only code that knows a cache's on-disk format.
+//!
+//! A kind lists its entries (id, disk size, last use), maps a changed path back to the
+//! entry it belongs to, verifies one entry, and removes one entry following the owning
+//! tool's own protocol. The engine (index, planner, evictor, verifier, watcher, server)
+//! is generic over [`Kind`] and never touches a cache's files itself, so adding a kind
+//! touches only this folder and [`KindName`].
+
+pub mod dir;
+
+use std::fmt;
+use std::hash::Hash;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Seconds since the Unix epoch.
+pub type UnixTime = i64;
+
+/// What the index keeps per entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// Disk usage, as `du` counts it (see `fsutil::disk_usage`).
+    pub disk_bytes: u64,
+    /// Sum of file lengths.
+    pub apparent_bytes: u64,
+    pub last_use: UnixTime,
+}
+
+/// One thing wrong with an entry, as found by [`Kind::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// A stable, kebab-case code scripts can match on (`unreadable`, `output-hash-mismatch`).
+    pub problem: &'static str,
+    pub detail: String,
+}
+
+/// What [`Kind::remove`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    Removed { disk_bytes: u64 },
+    /// Someone else removed it first.
+    Gone,
+    /// Left alone on purpose (used since it was planned, lock busy, …); retried later.
+    Skipped(String),
+}
+
+/// A directory the watcher must watch for this kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchDir {
+    pub path: PathBuf,
+    /// Also watch every directory below it, including ones created later.
+    pub recursive: bool,
+}
+
+/// Everything one full scan found.
+pub struct ScanResult<I> {
+    pub entries: Vec<(I, EntryMeta)>,
+    /// Files that are not entries and are left alone (sockets, symlinks, tool metadata).
+    pub ignored_files: u64,
+    /// Parts of the tree that could not be read; the scan goes on without them.
+    pub errors: Vec<String>,
+}
+
+pub trait Kind: Send + Sync + 'static {
+    /// The entry id. Kinds with millions of entries use fixed-size binary ids.
+    type Id: Clone + Eq + Hash + Ord + Send + Sync + fmt::Debug + 'static;
+
+    fn root(&self) -> &Path;
+    /// Walks the whole cache.
+    fn scan(&self) -> ScanResult<Self::Id>;
+    /// The directories whose changes matter.
+    fn watch_dirs(&self) -> Vec<WatchDir>;
+    /// The entry a changed path (relative to the root) belongs to, if any.
+    fn entry_at(&self, rel: &Path) -> Option<Self::Id>;
+    /// The entry's current metadata, `None` if it no longer exists.
+    fn stat(&self, id: &Self::Id) -> io::Result<Option<EntryMeta>>;
+    /// Everything wrong with the entry; empty when healthy.
+    fn verify(&self, id: &Self::Id) -> Vec<Finding>;
+    /// Removes the entry unless it was used after `used_before` (it may have been used
+    /// since the plan was made) — following the owning tool's protocol.
+    fn remove(&self, id: &Self::Id, used_before: UnixTime) -> Removal;
+    /// The entry's name for people and for `keep` patterns.
+    fn name_of(&self, id: &Self::Id) -> String;
+    /// The entry's main path relative to the root.
+    fn path_of(&self, id: &Self::Id) -> String;
+    /// Parses a name as printed by [`Kind::name_of`].
+    fn parse_name(&self, name: &str) -> Option<Self::Id>;
+    /// How the kind knows when an entry was last used, for `status`.
+    fn last_use_signal(&self) -> &'static str;
+}
+
+/// The `kind = "…"` values of the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KindName {
+    /// A plain directory whose regular files are the entries.
+    Dir,
+}
+
+impl fmt::Display for KindName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KindName::Dir => "dir",
+        })
+    }
+}
+
+impl KindName {
+    /// `min_age` when the config sets none.
+    pub fn default_min_age(self) -> Duration {
+        match self {
+            KindName::Dir => dir::DEFAULT_MIN_AGE,
+        }
+    }
+
+    /// The lowest `min_age` allowed without `unsafe_allow_short_min_age`.
+    pub fn min_age_floor(self) -> Duration {
+        match self {
+            KindName::Dir => dir::MIN_AGE_FLOOR,
+        }
+    }
+
+    /// Finds this kind's cache for `path = "auto"`.
+    pub fn discover(self) -> Result<Option<PathBuf>, String> {
+        match self {
+            KindName::Dir => Err("path = \"auto\" needs a kind that can find its own cache (a dir cache needs an explicit path)".into()),
+        }
+    }
+
+    /// Builds the engine for a cache of this kind.
+    pub fn open(self, config: crate::config::CacheConfig) -> std::sync::Arc<dyn crate::cache::Cache> {
+        match self {
+            KindName::Dir => crate::cache::CacheOf::new(dir::DirKind::new(config.path.clone()), config),
+        }
+    }
+}

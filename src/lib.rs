@@ -1,0 +1,33 @@
+//! cachewarden: keeps build and module caches under size, age and free-space limits with
+//! LRU eviction, finds broken entries, and reports over a Unix socket.
+//!
+//! Map of the crate (see `docs/architecture.md`):
+//! * [`config`] and [`units`]: the TOML config and its value syntaxes;
+//! * [`kinds`]: the on-disk formats, one module per kind;
+//! * [`index`]: the in-memory index of one cache; [`plan`]: the eviction policy (pure);
+//! * [`cache`]: one managed cache (index + kind + limits + history);
+//! * [`watch`]: inotify → index updates; [`daemon`]: supervisors, signals, systemd;
+//! * [`server`], [`metrics`] and [`client`]: the socket API; [`report`]: what it returns.
+
+pub mod cache;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod fsutil;
+pub mod go_env;
+pub mod index;
+pub mod kinds;
+pub mod metrics;
+pub mod parallel;
+pub mod plan;
+pub mod report;
+pub mod server;
+pub mod units;
+pub mod watch;
+
+/// Seconds since the Unix epoch, now.
+pub fn now() -> kinds::UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

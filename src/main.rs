@@ -1,0 +1,364 @@
+//! The `cachewarden` command: parses arguments and calls the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use cachewarden::cache::Cache;
+use cachewarden::config::{self, Config, Env};
+use cachewarden::report::{self, StatusReport};
+use cachewarden::units::{format_bytes, format_duration};
+
+const EXIT_OK: u8 = 0;
+const EXIT_FOUND: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "cachewarden",
+    version,
+    about = "Keeps build and module caches under size, age and free-space limits, finds broken entries, and reports over a Unix socket.",
+    after_help = "Exit status: 0 ok; 1 the check found something (problems, limits exceeded, entries to evict); 2 usage, config or connection error.\n\nConfig: --config FILE, else ~/.config/cachewarden/config.toml, else /etc/cachewarden/config.toml, else the embedded default (the user's Go caches)."
+)]
+struct Cli {
+    /// Config file (default: the user's, then the system's, then the embedded default).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (what systemd runs).
+    Daemon,
+    /// Ask the running daemon how its caches are.
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// Daemon socket (default: from the config).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Scan the caches now (no daemon needed) and report sizes against limits.
+    /// Exits 1 if a cache exceeds a limit.
+    Scan {
+        #[arg(long)]
+        json: bool,
+        /// Only this cache.
+        #[arg(long, value_name = "NAME")]
+        cache: Option<String>,
+    },
+    /// Enforce the limits now (no daemon needed). With --dry-run, show the plan and exit 1
+    /// if it would remove anything; without, exit 1 if a limit still cannot be met.
+    Evict {
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "NAME")]
+        cache: Option<String>,
+    },
+    /// Check every entry's integrity (no daemon needed). Exits 1 if problems remain.
+    Verify {
+        /// Remove broken entries (following each kind's safe removal protocol).
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "NAME")]
+        cache: Option<String>,
+    },
+    /// Config file tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and print the effective config. Exits 2 if it is invalid.
+    Check {
+        /// The file (default: --config, else the file the daemon would use).
+        file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = Env::from_process();
+    match run(cli, env) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("cachewarden: error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
+    let load = |file: Option<&std::path::Path>| -> anyhow::Result<Config> { Ok(config::load(file, &env)?) };
+    match cli.command {
+        Command::Daemon => {
+            let config = load(cli.config.as_deref())?;
+            init_daemon_logging(&config.daemon.log_level);
+            let runtime = tokio::runtime::Runtime::new()?;
+            let options = cachewarden::daemon::Options {
+                config_file: cli.config,
+                env,
+            };
+            runtime.block_on(cachewarden::daemon::run(options, config, stop_signal()))?;
+            Ok(EXIT_OK)
+        }
+        Command::Status { json, socket } => {
+            let socket = match socket {
+                Some(s) => s,
+                None => load(cli.config.as_deref())?.daemon.socket,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (code, body) = runtime.block_on(cachewarden::client::request(&socket, "GET", "/v1/status"))?;
+            if code != 200 {
+                anyhow::bail!("the daemon answered {code}: {}", String::from_utf8_lossy(&body));
+            }
+            if json {
+                println!("{}", String::from_utf8_lossy(&body));
+                return Ok(EXIT_OK);
+            }
+            let status: StatusReport = serde_json::from_slice(&body).context("the daemon's status is not what this CLI expects")?;
+            print!("{}", report::status_table(&status.caches, cachewarden::now()));
+            print_notes_and_errors(&status);
+            Ok(EXIT_OK)
+        }
+        Command::Scan { json, cache } => {
+            init_cli_logging();
+            let caches = open_caches(&load(cli.config.as_deref())?, cache.as_deref())?;
+            let now = cachewarden::now();
+            let statuses: Vec<_> = caches
+                .iter()
+                .map(|c| {
+                    c.scan(now);
+                    c.status(now)
+                })
+                .collect();
+            let over = statuses.iter().any(|s| !s.over_limits.is_empty());
+            if json {
+                print_json(&statuses)?;
+            } else {
+                print!("{}", report::status_table(&statuses, now));
+            }
+            Ok(if over { EXIT_FOUND } else { EXIT_OK })
+        }
+        Command::Evict { dry_run, json, cache } => {
+            init_cli_logging();
+            let caches = open_caches(&load(cli.config.as_deref())?, cache.as_deref())?;
+            let now = cachewarden::now();
+            let reports: Vec<_> = caches
+                .iter()
+                .map(|c| {
+                    c.scan(now);
+                    c.evict(dry_run, now)
+                })
+                .collect();
+            let found = reports
+                .iter()
+                .any(|r| !r.unmet.is_empty() || (dry_run && !r.evicted.is_empty()));
+            if json {
+                print_json(&reports)?;
+            } else {
+                for r in &reports {
+                    print_eviction(r);
+                }
+            }
+            Ok(if found { EXIT_FOUND } else { EXIT_OK })
+        }
+        Command::Verify { repair, json, cache } => {
+            init_cli_logging();
+            let caches = open_caches(&load(cli.config.as_deref())?, cache.as_deref())?;
+            let now = cachewarden::now();
+            let reports: Vec<_> = caches
+                .iter()
+                .map(|c| {
+                    c.scan(now);
+                    c.verify(repair, now)
+                })
+                .collect();
+            let problems: Vec<_> = reports.iter().flat_map(|r| r.problems.clone()).collect();
+            let open = problems.iter().any(|p| !p.repaired);
+            if json {
+                let checked: Vec<_> = reports
+                    .iter()
+                    .map(|r| serde_json::json!({"cache": r.cache, "checked": r.checked, "duration_ms": r.duration_ms}))
+                    .collect();
+                print_json(&serde_json::json!({ "caches": checked, "problems": problems }))?;
+            } else {
+                let checked: u64 = reports.iter().map(|r| r.checked).sum();
+                if problems.is_empty() {
+                    println!("no problems in {checked} entries");
+                } else {
+                    print!("{}", report::problems_table(&problems));
+                    let repaired = problems.iter().filter(|p| p.repaired).count();
+                    println!("{} problems in {checked} entries, {repaired} repaired", problems.len());
+                }
+            }
+            Ok(if open { EXIT_FOUND } else { EXIT_OK })
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let config = load(file.as_deref().or(cli.config.as_deref()))?;
+            print_config(&config);
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn open_caches(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<Arc<dyn Cache>>> {
+    for note in &config.notes {
+        eprintln!("note: {note}");
+    }
+    let selected: Vec<_> = config
+        .caches
+        .iter()
+        .filter(|c| only.is_none_or(|name| c.name == name))
+        .map(|c| c.kind.open(c.clone()))
+        .collect();
+    if let (Some(name), true) = (only, selected.is_empty()) {
+        let names: Vec<_> = config.caches.iter().map(|c| c.name.as_str()).collect();
+        anyhow::bail!("no cache named {name:?} in {}; configured: {}", config.source, names.join(", "));
+    }
+    Ok(selected)
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn print_notes_and_errors(status: &StatusReport) {
+    for note in &status.notes {
+        println!("note: {note}");
+    }
+    for cache in &status.caches {
+        for e in &cache.errors {
+            println!("error in {}: {}", cache.name, e.message);
+        }
+        for p in &cache.problems.recent {
+            println!("problem in {}: {} {}: {}", cache.name, p.path, p.problem, p.detail);
+        }
+    }
+}
+
+fn print_eviction(r: &report::EvictionReport) {
+    let verb = if r.dry_run { "would evict" } else { "evicted" };
+    let bytes = if r.dry_run { r.bytes_before - r.bytes_after_planned } else { r.freed_bytes };
+    println!(
+        "{}: {verb} {} entries, {} (size {} -> {})",
+        r.cache,
+        r.evicted.len(),
+        format_bytes(bytes),
+        format_bytes(r.bytes_before),
+        format_bytes(r.bytes_after_planned)
+    );
+    let rows: Vec<Vec<String>> = r
+        .evicted
+        .iter()
+        .map(|e| {
+            vec![
+                e.entry.entry.clone(),
+                format_bytes(e.entry.disk_bytes),
+                report::age(Some(e.entry.age_secs)),
+                serde_json::to_value(e.reason).map_or(String::new(), |v| v.as_str().unwrap_or("").to_string()),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        print!("{}", report::table(&["ENTRY", "SIZE", "AGE", "REASON"], &rows));
+    }
+    for s in &r.skipped {
+        println!("skipped {}: {}", s.entry, s.reason);
+    }
+    for u in &r.unmet {
+        println!("limit not met: {u}");
+    }
+}
+
+fn print_config(config: &Config) {
+    println!("# effective config from {}", config.source);
+    println!("[daemon]");
+    println!("socket = {:?}", config.daemon.socket.display().to_string());
+    if let Some((name, _)) = &config.daemon.socket_group {
+        println!("socket_group = {name:?}");
+    }
+    println!("log_level = {:?}", config.daemon.log_level);
+    for c in &config.caches {
+        println!("\n[[cache]]");
+        println!("name = {:?}", c.name);
+        println!("kind = \"{}\"", c.kind);
+        println!("path = {:?}", c.path.display().to_string());
+        if let Some(s) = c.limits.max_size {
+            println!("max_size = \"{s}\"");
+        }
+        if let Some(d) = c.limits.max_age {
+            println!("max_age = \"{}\"", format_duration(d));
+        }
+        if let Some(s) = c.limits.min_free {
+            println!("min_free = \"{s}\"");
+        }
+        println!("min_age = \"{}\"", format_duration(c.limits.min_age));
+        let keep: Vec<_> = c.keep.iter().map(|p| format!("{:?}", p.as_str())).collect();
+        println!("keep = [{}]", keep.join(", "));
+        println!("schedule = {:?}", c.schedule.text);
+        if let Some(v) = &c.verify_schedule {
+            println!("verify_schedule = {:?}", v.text);
+        }
+        println!("on_problem = \"{}\"", if c.on_problem == config::OnProblem::Repair { "repair" } else { "report" });
+    }
+    for note in &config.notes {
+        println!("# note: {note}");
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn filter(default: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+}
+
+/// Journald when systemd connected stderr to the journal, stderr otherwise.
+fn init_daemon_logging(level: &str) {
+    use tracing_subscriber::prelude::*;
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(journald) = tracing_journald::layer() {
+            tracing_subscriber::registry().with(filter(level)).with(journald).init();
+            return;
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter(level))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn init_cli_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter("warn"))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+}

@@ -1,0 +1,275 @@
+//! The eviction policy, as a pure function: entries + limits + free disk + now → which
+//! entries to evict and why. No I/O, so every invariant is checked by property tests.
+//!
+//! Order of work:
+//! 1. every evictable entry last used before `now - max_age` goes (reason `max-age`);
+//! 2. then the rest oldest first, until the cache is within `max_size` (reason
+//!    `max-size`) and the filesystem has `min_free` available (reason `min-free`).
+//!
+//! "Evictable" means not pinned by `keep` and last used at or before `now - min_age`:
+//! `min_age` is the safety floor no limit overrides. Ties in last use are broken by id
+//! (as cargo's gc does), so the same cache always yields the same plan.
+
+use serde::{Deserialize, Serialize};
+
+use crate::kinds::UnixTime;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate<I> {
+    pub id: I,
+    pub disk_bytes: u64,
+    pub last_use: UnixTime,
+    /// Matched a `keep` pattern: never evicted, still counted.
+    pub pinned: bool,
+}
+
+/// Limits resolved to plain numbers (percentages already applied to the filesystem).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PlanLimits {
+    pub max_bytes: Option<u64>,
+    pub max_age_secs: Option<i64>,
+    pub min_free_bytes: Option<u64>,
+    pub min_age_secs: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    MaxAge,
+    MaxSize,
+    MinFree,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned<I> {
+    pub id: I,
+    pub disk_bytes: u64,
+    pub last_use: UnixTime,
+    pub reason: Reason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan<I> {
+    /// In eviction order: oldest first.
+    pub evict: Vec<Planned<I>>,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// Limits the plan cannot meet, because what remains is pinned or too young.
+    pub unmet: Vec<String>,
+}
+
+/// Plans an eviction. `available_bytes` is the filesystem's free space now (only needed
+/// for `min_free`).
+pub fn plan<I: Ord + Clone>(
+    entries: &[Candidate<I>],
+    limits: &PlanLimits,
+    available_bytes: Option<u64>,
+    now: UnixTime,
+) -> Plan<I> {
+    let bytes_before: u64 = entries.iter().map(|e| e.disk_bytes).sum();
+    let protect_after = now.saturating_sub(limits.min_age_secs);
+    let mut evictable: Vec<&Candidate<I>> = entries
+        .iter()
+        .filter(|e| !e.pinned && e.last_use <= protect_after)
+        .collect();
+    evictable.sort_by(|a, b| (a.last_use, &a.id).cmp(&(b.last_use, &b.id)));
+
+    let expired_before = limits.max_age_secs.map(|age| now.saturating_sub(age));
+    let mut size = bytes_before;
+    let mut freed = 0u64;
+    let too_big = |size: u64| limits.max_bytes.is_some_and(|max| size > max);
+    let too_full = |freed: u64| match (limits.min_free_bytes, available_bytes) {
+        (Some(min), Some(avail)) => avail.saturating_add(freed) < min,
+        _ => false,
+    };
+
+    let mut evict = Vec::new();
+    for e in evictable {
+        let reason = if expired_before.is_some_and(|t| e.last_use < t) {
+            Reason::MaxAge
+        } else if too_big(size) {
+            Reason::MaxSize
+        } else if too_full(freed) {
+            Reason::MinFree
+        } else {
+            // Sorted oldest first: nothing later is expired either, and both limits hold.
+            break;
+        };
+        size -= e.disk_bytes;
+        freed += e.disk_bytes;
+        evict.push(Planned {
+            id: e.id.clone(),
+            disk_bytes: e.disk_bytes,
+            last_use: e.last_use,
+            reason,
+        });
+    }
+
+    let mut unmet = Vec::new();
+    if let (true, Some(max)) = (too_big(size), limits.max_bytes) {
+        unmet.push(format!(
+            "max_size: {size} bytes remain above the limit of {max} bytes; the rest is pinned by keep or younger than min_age"
+        ));
+    }
+    if let (true, Some(min)) = (too_full(freed), limits.min_free_bytes) {
+        unmet.push(format!(
+            "min_free: the filesystem would have {} bytes free, below {min} bytes; the rest of the cache is pinned by keep or younger than min_age",
+            available_bytes.unwrap_or(0).saturating_add(freed)
+        ));
+    }
+    Plan {
+        evict,
+        bytes_before,
+        bytes_after: size,
+        unmet,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn c(id: u32, size: u64, t: i64) -> Candidate<u32> {
+        Candidate {
+            id,
+            disk_bytes: size,
+            last_use: t,
+            pinned: false,
+        }
+    }
+
+    const NOW: i64 = 1_000_000;
+
+    #[test]
+    fn max_age_then_oldest_first_until_under_max_size() {
+        let entries = vec![c(1, 10, NOW - 100), c(2, 10, NOW - 5000), c(3, 10, NOW - 300), c(4, 10, NOW - 200)];
+        let limits = PlanLimits {
+            max_bytes: Some(20),
+            max_age_secs: Some(1000),
+            min_free_bytes: None,
+            min_age_secs: 50,
+        };
+        let p = plan(&entries, &limits, None, NOW);
+        let got: Vec<_> = p.evict.iter().map(|e| (e.id, e.reason)).collect();
+        assert_eq!(got, [(2, Reason::MaxAge), (3, Reason::MaxSize)]);
+        assert_eq!(p.bytes_after, 20);
+        assert!(p.unmet.is_empty());
+    }
+
+    #[test]
+    fn min_age_and_keep_are_never_evicted_and_unmet_is_explained() {
+        let mut pinned = c(1, 100, NOW - 10_000);
+        pinned.pinned = true;
+        let entries = vec![pinned, c(2, 100, NOW - 10)];
+        let limits = PlanLimits {
+            max_bytes: Some(0),
+            max_age_secs: Some(1),
+            min_free_bytes: None,
+            min_age_secs: 60,
+        };
+        let p = plan(&entries, &limits, None, NOW);
+        assert!(p.evict.is_empty());
+        assert_eq!(p.unmet.len(), 1, "{:?}", p.unmet);
+    }
+
+    #[test]
+    fn min_free_evicts_until_enough_space() {
+        let entries = vec![c(1, 100, NOW - 3000), c(2, 100, NOW - 2000), c(3, 100, NOW - 1000)];
+        let limits = PlanLimits {
+            min_free_bytes: Some(1150),
+            ..Default::default()
+        };
+        let p = plan(&entries, &limits, Some(1000), NOW);
+        let got: Vec<_> = p.evict.iter().map(|e| (e.id, e.reason)).collect();
+        assert_eq!(got, [(1, Reason::MinFree), (2, Reason::MinFree)]);
+    }
+
+    #[test]
+    fn ties_are_broken_by_id() {
+        let entries = vec![c(3, 10, NOW - 500), c(1, 10, NOW - 500), c(2, 10, NOW - 500)];
+        let limits = PlanLimits {
+            max_bytes: Some(10),
+            ..Default::default()
+        };
+        let p = plan(&entries, &limits, None, NOW);
+        let ids: Vec<_> = p.evict.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [1, 2]);
+    }
+
+    fn arb_entries() -> impl Strategy<Value = Vec<Candidate<u32>>> {
+        prop::collection::vec((0u64..1000, 0i64..20_000, prop::bool::weighted(0.1)), 0..60).prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (size, age, pinned))| Candidate {
+                    id: i as u32,
+                    disk_bytes: size,
+                    last_use: NOW - age,
+                    pinned,
+                })
+                .collect()
+        })
+    }
+
+    fn arb_limits() -> impl Strategy<Value = PlanLimits> {
+        (
+            prop::option::of(0u64..30_000),
+            prop::option::of(0i64..20_000),
+            prop::option::of(0u64..40_000),
+            0i64..5_000,
+        )
+            .prop_map(|(max_bytes, max_age_secs, min_free_bytes, min_age_secs)| PlanLimits {
+                max_bytes,
+                max_age_secs,
+                min_free_bytes,
+                min_age_secs,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn plan_invariants(entries in arb_entries(), limits in arb_limits(), avail in 0u64..20_000) {
+            let p = plan(&entries, &limits, Some(avail), NOW);
+            let evicted: std::collections::HashSet<u32> = p.evict.iter().map(|e| e.id).collect();
+            let protected = |e: &Candidate<u32>| e.pinned || e.last_use > NOW - limits.min_age_secs;
+            let kept: Vec<&Candidate<u32>> = entries.iter().filter(|e| !evicted.contains(&e.id)).collect();
+            let size_after: u64 = kept.iter().map(|e| e.disk_bytes).sum();
+            prop_assert_eq!(p.bytes_after, size_after);
+            let freed = p.bytes_before - p.bytes_after;
+
+            // Never a pinned entry or one younger than min_age.
+            for e in entries.iter().filter(|e| evicted.contains(&e.id)) {
+                prop_assert!(!protected(e));
+            }
+            // Every expired, evictable entry goes.
+            if let Some(age) = limits.max_age_secs {
+                for e in &kept {
+                    prop_assert!(protected(e) || e.last_use >= NOW - age);
+                }
+            }
+            // Limits hold afterwards, unless only protected entries remain.
+            let evictable_left = kept.iter().any(|e| !protected(e));
+            if let Some(max) = limits.max_bytes {
+                prop_assert!(size_after <= max || !evictable_left);
+            }
+            if let Some(min) = limits.min_free_bytes {
+                prop_assert!(avail + freed >= min || !evictable_left);
+            }
+            // Evicted ⊆ oldest: any evictable entry kept is newer (by (last use, id)) than every evicted one.
+            for k in kept.iter().filter(|e| !protected(e)) {
+                for e in &p.evict {
+                    prop_assert!((e.last_use, e.id) < (k.last_use, k.id));
+                }
+            }
+            // Minimal: without the last size/free eviction, a limit would be broken.
+            if let Some(last) = p.evict.last().filter(|e| e.reason != Reason::MaxAge) {
+                let over = limits.max_bytes.is_some_and(|m| size_after + last.disk_bytes > m);
+                let short = limits.min_free_bytes.is_some_and(|m| avail + freed - last.disk_bytes < m);
+                prop_assert!(over || short);
+            }
+            // Deterministic.
+            prop_assert_eq!(&plan(&entries, &limits, Some(avail), NOW), &p);
+            prop_assert_eq!(p.unmet.is_empty(), !((limits.max_bytes.is_some_and(|m| size_after > m)) || limits.min_free_bytes.is_some_and(|m| avail + freed < m)));
+        }
+    }
+}

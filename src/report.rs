@@ -1,0 +1,261 @@
+//! What cachewarden tells people and scripts: the JSON shapes of the socket API and the
+//! CLI's `--json`, and their human-readable tables. One set of types serves both, so the
+//! CLI without a daemon and the daemon's socket answer identically.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::CacheConfig;
+use crate::fsutil::DiskSpace;
+use crate::kinds::UnixTime;
+use crate::plan::{PlanLimits, Reason};
+use crate::units::{format_bytes, format_duration};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryOrder {
+    #[default]
+    Oldest,
+    Largest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub pid: u32,
+    pub config: String,
+    pub started_at: UnixTime,
+    pub caches: Vec<CacheStatus>,
+    /// Things worth knowing that are not errors (e.g. caches found but not managed).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheStatus {
+    pub name: String,
+    pub kind: String,
+    pub path: PathBuf,
+    /// `scanning` until the first full scan finishes, then `ready`.
+    pub state: String,
+    pub entries: u64,
+    pub disk_bytes: u64,
+    pub apparent_bytes: u64,
+    pub limits: LimitsView,
+    pub disk: Option<DiskSpace>,
+    pub oldest_last_use: Option<UnixTime>,
+    pub oldest_age_secs: Option<i64>,
+    /// Limits currently exceeded: `max_size`, `min_free`, `max_age`.
+    pub over_limits: Vec<String>,
+    pub last_use_signal: String,
+    pub last_scan: Option<ScanRecord>,
+    pub last_eviction: Option<EvictionSummary>,
+    pub evicted_entries_total: u64,
+    pub evicted_bytes_total: u64,
+    pub problems: ProblemsView,
+    pub errors_total: u64,
+    pub errors: Vec<ErrorRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LimitsView {
+    pub max_size: Option<String>,
+    pub max_size_bytes: Option<u64>,
+    pub max_age: Option<String>,
+    pub min_free: Option<String>,
+    pub min_free_bytes: Option<u64>,
+    pub min_age: String,
+    pub schedule: String,
+    pub verify_schedule: Option<String>,
+    pub keep: Vec<String>,
+}
+
+impl LimitsView {
+    pub fn new(config: &CacheConfig, resolved: &PlanLimits) -> LimitsView {
+        LimitsView {
+            max_size: config.limits.max_size.map(|s| s.to_string()),
+            max_size_bytes: resolved.max_bytes,
+            max_age: config.limits.max_age.map(format_duration),
+            min_free: config.limits.min_free.map(|s| s.to_string()),
+            min_free_bytes: resolved.min_free_bytes,
+            min_age: format_duration(config.limits.min_age),
+            schedule: config.schedule.text.clone(),
+            verify_schedule: config.verify_schedule.as_ref().map(|s| s.text.clone()),
+            keep: config.keep.iter().map(|p| p.as_str().to_string()).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScanRecord {
+    pub at: UnixTime,
+    pub duration_ms: u64,
+    pub entries: u64,
+    pub disk_bytes: u64,
+    pub ignored_files: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvictionSummary {
+    pub at: UnixTime,
+    pub entries: u64,
+    pub freed_bytes: u64,
+    pub skipped: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ProblemsView {
+    pub last_verify: Option<UnixTime>,
+    /// Problems the last verification found and did not repair.
+    pub open: u64,
+    pub found_total: u64,
+    pub recent: Vec<ProblemView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProblemView {
+    pub cache: String,
+    pub entry: String,
+    /// Relative to the cache root.
+    pub path: String,
+    pub problem: String,
+    pub detail: String,
+    pub repaired: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    pub at: UnixTime,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntryView {
+    pub entry: String,
+    pub path: String,
+    pub disk_bytes: u64,
+    pub last_use: UnixTime,
+    pub age_secs: i64,
+    pub pinned: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvictedView {
+    #[serde(flatten)]
+    pub entry: EntryView,
+    pub reason: Reason,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SkippedView {
+    pub entry: String,
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvictionReport {
+    pub cache: String,
+    pub dry_run: bool,
+    pub at: UnixTime,
+    pub bytes_before: u64,
+    pub bytes_after_planned: u64,
+    pub removed_entries: u64,
+    pub freed_bytes: u64,
+    /// Planned (dry run) or removed entries, oldest first.
+    pub evicted: Vec<EvictedView>,
+    pub skipped: Vec<SkippedView>,
+    pub unmet: Vec<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub cache: String,
+    pub at: UnixTime,
+    pub checked: u64,
+    pub duration_ms: u64,
+    pub problems: Vec<ProblemView>,
+}
+
+/// A plain text table: columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(text.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+pub fn age(secs: Option<i64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) if s < 0 => "0s".into(),
+        Some(s) if s < 3600 => format!("{}m", s / 60),
+        Some(s) if s < 2 * 86400 => format!("{}h", s / 3600),
+        Some(s) => format!("{}d", s / 86400),
+    }
+}
+
+pub fn status_table(caches: &[CacheStatus], now: UnixTime) -> String {
+    let rows: Vec<Vec<String>> = caches
+        .iter()
+        .map(|c| {
+            let limit = c.limits.max_size_bytes.map_or("-".into(), format_bytes);
+            let eviction = c.last_eviction.as_ref().map_or("never".into(), |e| {
+                format!("{} ago, {} entries, {}", age(Some(now - e.at)), e.entries, format_bytes(e.freed_bytes))
+            });
+            let mut size = format!("{} / {limit}", format_bytes(c.disk_bytes));
+            if !c.over_limits.is_empty() {
+                size.push_str(&format!(" (over {})", c.over_limits.join(", ")));
+            }
+            vec![
+                c.name.clone(),
+                c.kind.clone(),
+                size,
+                if c.state == "ready" { c.entries.to_string() } else { "scanning".into() },
+                age(c.oldest_age_secs),
+                eviction,
+                c.problems.open.to_string(),
+                c.errors_total.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["CACHE", "KIND", "SIZE / LIMIT", "ENTRIES", "OLDEST", "LAST EVICTION", "PROBLEMS", "ERRORS"],
+        &rows,
+    )
+}
+
+pub fn problems_table(problems: &[ProblemView]) -> String {
+    let rows: Vec<Vec<String>> = problems
+        .iter()
+        .map(|p| {
+            vec![
+                p.cache.clone(),
+                p.path.clone(),
+                p.problem.clone(),
+                if p.repaired { "repaired" } else { "open" }.into(),
+                p.detail.clone(),
+            ]
+        })
+        .collect();
+    table(&["CACHE", "PATH", "PROBLEM", "STATE", "DETAIL"], &rows)
+}

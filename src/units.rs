@@ -1,0 +1,299 @@
+//! The value syntaxes users write in the config file: sizes (`"20 GiB"`, `"15%"`,
+//! plain integers as bytes), durations (`"30d"`, `"2h 30m"`) and crontab lines.
+//!
+//! Each parser returns a message that says what was expected, so the config loader can
+//! put it next to the file, line and key.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// A size limit: an absolute number of bytes or a share of the cache's filesystem.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SizeLimit {
+    Bytes(u64),
+    /// Percent of the filesystem's total size, 0–100.
+    Percent(f64),
+}
+
+impl SizeLimit {
+    /// The limit in bytes for a filesystem of `fs_total` bytes.
+    pub fn resolve(self, fs_total: u64) -> u64 {
+        match self {
+            SizeLimit::Bytes(b) => b,
+            SizeLimit::Percent(p) => (fs_total as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+impl fmt::Display for SizeLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SizeLimit::Bytes(b) => write!(f, "{}", format_bytes(*b)),
+            SizeLimit::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl FromStr for SizeLimit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let expected = || {
+            format!(
+                "invalid size {s:?}: expected bytes with a unit like \"20 GiB\" or \"500 MB\", or a percentage of the filesystem like \"15%\""
+            )
+        };
+        if let Some(p) = t.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| expected())?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(format!("invalid size {s:?}: a percentage must be between 0% and 100%"));
+            }
+            return Ok(SizeLimit::Percent(p));
+        }
+        // bytesize accepts "20 GiB", "20GiB", "1.5 GB", "100" (bytes).
+        if !t.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(expected());
+        }
+        t.parse::<bytesize::ByteSize>()
+            .map(|b| SizeLimit::Bytes(b.as_u64()))
+            .map_err(|_| expected())
+    }
+}
+
+impl<'de> Deserialize<'de> for SizeLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = SizeLimit;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size like \"20 GiB\", a percentage like \"15%\", or a number of bytes")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SizeLimit, E> {
+                u64::try_from(v)
+                    .map(SizeLimit::Bytes)
+                    .map_err(|_| E::custom(format!("invalid size {v}: must not be negative")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SizeLimit, E> {
+                Ok(SizeLimit::Bytes(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SizeLimit, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Bytes as people read them: binary units, one decimal ("1.5 GiB").
+pub fn format_bytes(b: u64) -> String {
+    bytesize::ByteSize::b(b).display().iec().to_string()
+}
+
+/// A duration written as humantime text: `"30d"`, `"2h"`, `"1h 5m"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("invalid duration {s:?} ({e}): expected a number with a unit like \"30d\", \"12h\" or \"90m\"")
+    })
+}
+
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+/// Serde adapter for durations written as humantime text.
+pub mod duration_text {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Some).map_err(de::Error::custom)
+    }
+}
+
+/// A schedule written as a 5-field crontab line (`"*/15 * * * *"`) or `@hourly`-style
+/// shorthand, in local time as cron users expect.
+///
+/// The `cron` crate wants a seconds field first and numbers Sunday as 1 (crontab: 0 or 7),
+/// so the text is translated before parsing; the original text is kept for display.
+#[derive(Clone)]
+pub struct CronSchedule {
+    pub text: String,
+    pub schedule: cron::Schedule,
+}
+
+impl fmt::Debug for CronSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.text)
+    }
+}
+
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl CronSchedule {
+    /// The next time this schedule fires after `after`.
+    pub fn next_after(
+        &self,
+        after: chrono::DateTime<chrono::Local>,
+    ) -> Option<chrono::DateTime<chrono::Local>> {
+        self.schedule.after(&after).next()
+    }
+}
+
+impl FromStr for CronSchedule {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let fields = match text.trim() {
+            "@hourly" => "0 * * * *".to_string(),
+            "@daily" | "@midnight" => "0 0 * * *".to_string(),
+            "@weekly" => "0 0 * * 0".to_string(),
+            "@monthly" => "0 0 1 * *".to_string(),
+            "@yearly" | "@annually" => "0 0 1 1 *".to_string(),
+            other => other.to_string(),
+        };
+        let parts: Vec<&str> = fields.split_whitespace().collect();
+        if parts.len() != 5 {
+            return Err(format!(
+                "invalid schedule {text:?}: expected a crontab line with 5 fields (minute hour day-of-month month day-of-week), like \"*/15 * * * *\", got {} fields",
+                parts.len()
+            ));
+        }
+        let dow = crontab_dow_to_cron_crate(parts[4])
+            .map_err(|e| format!("invalid schedule {text:?}: day-of-week {e}"))?;
+        let expr = format!("0 {} {} {} {} {}", parts[0], parts[1], parts[2], parts[3], dow);
+        let schedule = expr
+            .parse::<cron::Schedule>()
+            .map_err(|e| format!("invalid schedule {text:?}: {e}"))?;
+        Ok(CronSchedule {
+            text: text.trim().to_string(),
+            schedule,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for CronSchedule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+/// Crontab numbers days 0–7 with Sunday as 0 and 7; the cron crate 1–7 with Sunday as 1.
+fn crontab_dow_to_cron_crate(field: &str) -> Result<String, String> {
+    let map = |n: &str| -> Result<u32, String> {
+        match n.parse::<u32>() {
+            Ok(d @ 0..=7) => Ok(d % 7 + 1),
+            Ok(d) => Err(format!("{d} is out of range 0-7")),
+            Err(_) => Err(format!("{n:?} is not a day number or name")),
+        }
+    };
+    let mut out = Vec::new();
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => (r, Some(s)),
+            None => (item, None),
+        };
+        let is_name = |s: &str| s.chars().all(|c| c.is_ascii_alphabetic());
+        let translated = if range == "*" || range == "?" || is_name(range) {
+            range.to_string()
+        } else if let Some((a, b)) = range.split_once('-') {
+            if is_name(a) && is_name(b) {
+                range.to_string()
+            } else {
+                let (a, b) = (map(a)?, b.parse::<u32>().map_err(|_| format!("{b:?} is not a day number"))?);
+                if b > 7 {
+                    return Err(format!("{b} is out of range 0-7"));
+                }
+                if b == 7 && step.is_none() {
+                    // "5-7" = Fri..Sun: Fri..Sat plus Sunday.
+                    if a == 7 {
+                        "7,1".to_string()
+                    } else {
+                        format!("{a}-7,1")
+                    }
+                } else {
+                    format!("{a}-{}", b + 1)
+                }
+            }
+        } else {
+            map(range)?.to_string()
+        };
+        out.push(match step {
+            Some(s) => format!("{translated}/{s}"),
+            None => translated,
+        });
+    }
+    Ok(out.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Datelike, TimeZone, Timelike};
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!("20 GiB".parse::<SizeLimit>(), Ok(SizeLimit::Bytes(20 << 30)));
+        assert_eq!("20GiB".parse::<SizeLimit>(), Ok(SizeLimit::Bytes(20 << 30)));
+        assert_eq!("500 MB".parse::<SizeLimit>(), Ok(SizeLimit::Bytes(500_000_000)));
+        assert_eq!("4096".parse::<SizeLimit>(), Ok(SizeLimit::Bytes(4096)));
+        assert_eq!("15%".parse::<SizeLimit>(), Ok(SizeLimit::Percent(15.0)));
+        assert!("20 XB".parse::<SizeLimit>().is_err());
+        assert!("lots".parse::<SizeLimit>().is_err());
+        assert!("150%".parse::<SizeLimit>().is_err());
+        assert_eq!(SizeLimit::Percent(10.0).resolve(1000), 100);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert_eq!(parse_duration("1h 5m").unwrap(), Duration::from_secs(3900));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    fn next(cron: &str, from: (i32, u32, u32, u32, u32)) -> chrono::DateTime<chrono::Local> {
+        let s: CronSchedule = cron.parse().unwrap();
+        let t = chrono::Local
+            .with_ymd_and_hms(from.0, from.1, from.2, from.3, from.4, 0)
+            .unwrap();
+        s.next_after(t).unwrap()
+    }
+
+    #[test]
+    fn crontab_lines_parse_with_crontab_semantics() {
+        // 2026-11-25 is a Wednesday.
+        let n = next("*/15 * * * *", (2026, 11, 25, 10, 7));
+        assert_eq!((n.hour(), n.minute()), (10, 15));
+        let n = next("30 4 * * 0", (2026, 11, 25, 10, 7));
+        assert_eq!(n.weekday(), chrono::Weekday::Sun);
+        assert_eq!((n.hour(), n.minute()), (4, 30));
+        let n = next("0 0 * * 7", (2026, 11, 25, 10, 7));
+        assert_eq!(n.weekday(), chrono::Weekday::Sun);
+        let n = next("0 0 * * 1-5", (2026, 11, 27, 10, 7)); // Friday → Monday
+        assert_eq!(n.weekday(), chrono::Weekday::Mon);
+        let n = next("0 0 * * 6-7", (2026, 11, 23, 10, 7)); // Monday → Saturday
+        assert_eq!(n.weekday(), chrono::Weekday::Sat);
+        let n = next("0 0 * * sun", (2026, 11, 25, 10, 7));
+        assert_eq!(n.weekday(), chrono::Weekday::Sun);
+        let n = next("@daily", (2026, 11, 25, 10, 7));
+        assert_eq!((n.day(), n.hour()), (26, 0));
+    }
+
+    #[test]
+    fn bad_crontab_lines_are_rejected_with_reason() {
+        let e = "* * * *".parse::<CronSchedule>().unwrap_err();
+        assert!(e.contains("5 fields"), "{e}");
+        assert!("61 * * * *".parse::<CronSchedule>().is_err());
+        assert!("0 0 * * 9".parse::<CronSchedule>().unwrap_err().contains("out of range"));
+        assert!("0 0 0 0 0 0".parse::<CronSchedule>().is_err());
+    }
+}

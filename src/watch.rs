@@ -1,0 +1,217 @@
+//! Keeps a cache's index current between full scans, from inotify events.
+//!
+//! ## Why `inotify` and not `notify`
+//!
+//! The `notify` crate's inotify backend always adds `IN_OPEN` to its watch mask
+//! (notify 8 `src/inotify.rs`, `add_single_watch`). On a build cache every cache *hit*
+//! opens a file, so a busy `go build` would become a flood of events the daemon must
+//! wake up for and discard. We watch with exactly the mask we need:
+//! `CREATE | CLOSE_WRITE | ATTRIB | DELETE | MOVED_FROM | MOVED_TO` (ATTRIB catches
+//! Go's mtime bump on use), plus `DELETE_SELF | MOVE_SELF` for the watched dirs
+//! themselves. No `MODIFY` either: a file being written produces one per `write(2)`;
+//! `CLOSE_WRITE` tells us once it is complete.
+//!
+//! ## Shape
+//!
+//! Watches are per directory, non-recursive; a kind asks for a `recursive` dir only when
+//! its entries live at any depth (`dir`), and then new subdirectories get a watch (and a
+//! walk, since files may land in them before the watch exists). Changed paths are
+//! batched — sent when the stream has been quiet for [`QUIET`] or the batch is
+//! [`MAX_BATCH_DELAY`] old — so a burst of writes costs one index update and one limit
+//! check. A queue overflow (`IN_Q_OVERFLOW`) or a watched root disappearing asks for a
+//! rescan of this cache only.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::kinds::WatchDir;
+
+const QUIET: Duration = Duration::from_millis(20);
+const MAX_BATCH_DELAY: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Paths relative to the cache root whose entries may have changed.
+    Paths(Vec<PathBuf>),
+    /// The watcher lost track; the cache must be rescanned.
+    Rescan(String),
+}
+
+fn mask() -> WatchMask {
+    WatchMask::CREATE
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::ATTRIB
+        | WatchMask::DELETE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::ONLYDIR
+        | WatchMask::EXCL_UNLINK
+}
+
+struct Watched {
+    path: PathBuf,
+    recursive: bool,
+    is_root: bool,
+}
+
+struct Tree {
+    root: PathBuf,
+    watches: Watches,
+    dirs: HashMap<WatchDescriptor, Watched>,
+}
+
+impl Tree {
+    /// Watches `dir` (and, when recursive, every directory below it). Returns the files
+    /// found below newly watched subdirectories, which may predate their watch.
+    fn add(&mut self, dir: &Path, recursive: bool, is_root: bool, found: &mut Vec<PathBuf>) -> io::Result<()> {
+        let wd = self.watches.add(dir, mask())?;
+        self.dirs.insert(
+            wd,
+            Watched {
+                path: dir.to_path_buf(),
+                recursive,
+                is_root,
+            },
+        );
+        if recursive {
+            let walker = walkdir::WalkDir::new(dir).min_depth(1).follow_links(false).same_file_system(true);
+            for item in walker.into_iter().filter_map(Result::ok) {
+                if item.file_type().is_dir() {
+                    if let Ok(wd) = self.watches.add(item.path(), mask()) {
+                        self.dirs.insert(
+                            wd,
+                            Watched {
+                                path: item.path().to_path_buf(),
+                                recursive: true,
+                                is_root: false,
+                            },
+                        );
+                    }
+                } else if !is_root {
+                    found.push(item.path().to_path_buf());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn relative(&self, path: &Path) -> Option<PathBuf> {
+        path.strip_prefix(&self.root).ok().map(Path::to_path_buf)
+    }
+}
+
+/// Sets up the watches. Errors here (a missing dir, the inotify watch limit) are
+/// returned so the daemon can report them; afterwards, trouble becomes `Change::Rescan`.
+pub fn start(
+    root: &Path,
+    dirs: &[WatchDir],
+    tx: mpsc::Sender<Change>,
+    cancel: CancellationToken,
+) -> io::Result<tokio::task::JoinHandle<()>> {
+    let inotify = Inotify::init()?;
+    let mut tree = Tree {
+        root: root.to_path_buf(),
+        watches: inotify.watches(),
+        dirs: HashMap::new(),
+    };
+    let mut ignored = Vec::new();
+    for dir in dirs {
+        tree.add(&dir.path, dir.recursive, true, &mut ignored)?;
+    }
+    let stream = inotify.into_event_stream(vec![0u8; 64 * 1024])?;
+    Ok(tokio::spawn(run(tree, stream, tx, cancel)))
+}
+
+async fn run(
+    mut tree: Tree,
+    mut stream: inotify::EventStream<Vec<u8>>,
+    tx: mpsc::Sender<Change>,
+    cancel: CancellationToken,
+) {
+    let mut batch: Vec<PathBuf> = Vec::new();
+    let mut batch_started = Instant::now();
+    let mut last_event = Instant::now();
+    loop {
+        let flush_at = (last_event + QUIET).min(batch_started + MAX_BATCH_DELAY);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(flush_at), if !batch.is_empty() => {
+                if tx.send(Change::Paths(std::mem::take(&mut batch))).await.is_err() {
+                    return;
+                }
+            }
+            event = stream.next() => {
+                let event = match event {
+                    Some(Ok(event)) => event,
+                    Some(Err(e)) => {
+                        let _ = tx.send(Change::Rescan(format!("reading inotify events failed: {e}"))).await;
+                        return;
+                    }
+                    None => return,
+                };
+                if batch.is_empty() {
+                    batch_started = Instant::now();
+                }
+                last_event = Instant::now();
+                if let Some(rescan) = handle(&mut tree, event, &mut batch) {
+                    batch.clear();
+                    if tx.send(Change::Rescan(rescan)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Turns one event into changed paths; returns a reason when a rescan is needed.
+fn handle(tree: &mut Tree, event: inotify::Event<std::ffi::OsString>, batch: &mut Vec<PathBuf>) -> Option<String> {
+    if event.mask.contains(EventMask::Q_OVERFLOW) {
+        return Some("the inotify event queue overflowed".into());
+    }
+    if event.mask.contains(EventMask::IGNORED) {
+        tree.dirs.remove(&event.wd);
+        return None;
+    }
+    let watched = tree.dirs.get(&event.wd)?;
+    if event.mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
+        return watched
+            .is_root
+            .then(|| format!("watched directory {} was removed or moved", watched.path.display()));
+    }
+    let name = event.name?;
+    let path = watched.path.join(&name);
+    let recursive = watched.recursive;
+    if event.mask.contains(EventMask::ISDIR) {
+        if recursive && event.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
+            let mut found = Vec::new();
+            if let Err(e) = tree.add(&path, true, false, &mut found) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Some(format!("cannot watch new directory {}: {e}", path.display()));
+                }
+            }
+            batch.extend(found.iter().filter_map(|p| tree.relative(p)));
+        } else if event.mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM) && recursive {
+            // The entries below a removed directory vanish without events of their own
+            // when it is moved away: only a rescan finds out which.
+            if event.mask.contains(EventMask::MOVED_FROM) {
+                return Some(format!("directory {} was moved away", path.display()));
+            }
+        }
+        return None;
+    }
+    if let Some(rel) = tree.relative(&path) {
+        batch.push(rel);
+    }
+    None
+}
