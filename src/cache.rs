@@ -70,7 +70,7 @@ struct History {
 }
 
 impl<K: Kind> CacheOf<K> {
-    pub fn new(kind: K, config: CacheConfig) -> Arc<dyn Cache> {
+    pub fn open(kind: K, config: CacheConfig) -> Arc<dyn Cache> {
         Arc::new(CacheOf {
             kind,
             config: RwLock::new(config),
@@ -111,7 +111,14 @@ impl<K: Kind> CacheOf<K> {
         config.keep.iter().any(|p| p.matches_with(&name, opts))
     }
 
-    fn view(&self, config: &CacheConfig, id: &K::Id, disk_bytes: u64, last_use: UnixTime, now: UnixTime) -> EntryView {
+    fn view(
+        &self,
+        config: &CacheConfig,
+        id: &K::Id,
+        disk_bytes: u64,
+        last_use: UnixTime,
+        now: UnixTime,
+    ) -> EntryView {
         EntryView {
             entry: self.kind.name_of(id),
             path: self.kind.path_of(id),
@@ -122,7 +129,13 @@ impl<K: Kind> CacheOf<K> {
         }
     }
 
-    fn problem_view(&self, config: &CacheConfig, id: &K::Id, problem: &str, detail: String) -> ProblemView {
+    fn problem_view(
+        &self,
+        config: &CacheConfig,
+        id: &K::Id,
+        problem: &str,
+        detail: String,
+    ) -> ProblemView {
         ProblemView {
             cache: config.name.clone(),
             entry: self.kind.name_of(id),
@@ -169,7 +182,12 @@ impl<K: Kind> Cache for CacheOf<K> {
             errors: result.errors.len() as u64,
         };
         *self.index.lock().unwrap() = fresh;
-        let replay = self.changed_during_scan.lock().unwrap().take().unwrap_or_default();
+        let replay = self
+            .changed_during_scan
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_default();
         self.apply_changes(&replay);
         let mut history = self.history.lock().unwrap();
         history.scanned = true;
@@ -185,7 +203,10 @@ impl<K: Kind> Cache for CacheOf<K> {
         if let Some(pending) = self.changed_during_scan.lock().unwrap().as_mut() {
             pending.extend_from_slice(rel_paths);
         }
-        let mut ids: Vec<K::Id> = rel_paths.iter().filter_map(|p| self.kind.entry_at(p)).collect();
+        let mut ids: Vec<K::Id> = rel_paths
+            .iter()
+            .filter_map(|p| self.kind.entry_at(p))
+            .collect();
         ids.sort();
         ids.dedup();
         let mut errors = Vec::new();
@@ -213,7 +234,12 @@ impl<K: Kind> Cache for CacheOf<K> {
         let limits = self.plan_limits(&config, disk);
         let (entries, disk_bytes, apparent_bytes, oldest) = {
             let index = self.index.lock().unwrap();
-            (index.len() as u64, index.disk_bytes(), index.apparent_bytes(), index.oldest_use())
+            (
+                index.len() as u64,
+                index.disk_bytes(),
+                index.apparent_bytes(),
+                index.oldest_use(),
+            )
         };
         let mut over_limits = Vec::new();
         if limits.max_bytes.is_some_and(|m| disk_bytes > m) {
@@ -263,7 +289,10 @@ impl<K: Kind> Cache for CacheOf<K> {
         let config = self.cfg();
         let mut all: Vec<(K::Id, u64, UnixTime)> = {
             let index = self.index.lock().unwrap();
-            index.iter().map(|(id, m)| (id.clone(), m.disk_bytes, m.last_use)).collect()
+            index
+                .iter()
+                .map(|(id, m)| (id.clone(), m.disk_bytes, m.last_use))
+                .collect()
         };
         match order {
             EntryOrder::Oldest => all.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0))),
@@ -277,7 +306,11 @@ impl<K: Kind> Cache for CacheOf<K> {
 
     fn over_size_or_free_limit(&self) -> bool {
         let config = self.cfg();
-        let disk = if config.limits.min_free.is_some() || matches!(config.limits.max_size, Some(crate::units::SizeLimit::Percent(_))) {
+        let disk = if config.limits.min_free.is_some()
+            || matches!(
+                config.limits.max_size,
+                Some(crate::units::SizeLimit::Percent(_))
+            ) {
             self.disk()
         } else {
             None
@@ -331,15 +364,27 @@ impl<K: Kind> Cache for CacheOf<K> {
         {
             let mut index = self.index.lock().unwrap();
             for (planned, outcome) in plan.evict.iter().zip(outcomes) {
-                let mut view = self.view(&config, &planned.id, planned.disk_bytes, planned.last_use, now);
+                let mut view = self.view(
+                    &config,
+                    &planned.id,
+                    planned.disk_bytes,
+                    planned.last_use,
+                    now,
+                );
                 view.pinned = false;
                 match outcome {
-                    None => report.evicted.push(EvictedView { entry: view, reason: planned.reason }),
+                    None => report.evicted.push(EvictedView {
+                        entry: view,
+                        reason: planned.reason,
+                    }),
                     Some(Removal::Removed { disk_bytes }) => {
                         index.remove(&planned.id);
                         report.removed_entries += 1;
                         report.freed_bytes += disk_bytes;
-                        report.evicted.push(EvictedView { entry: view, reason: planned.reason });
+                        report.evicted.push(EvictedView {
+                            entry: view,
+                            reason: planned.reason,
+                        });
                     }
                     Some(Removal::Gone) => {
                         index.remove(&planned.id);
@@ -348,7 +393,11 @@ impl<K: Kind> Cache for CacheOf<K> {
                         // Used since planning, or busy: refresh its metadata so the next
                         // plan sees the truth.
                         let _ = self.apply_one(&mut index, planned.id.clone());
-                        report.skipped.push(SkippedView { entry: view.entry, path: view.path, reason: why });
+                        report.skipped.push(SkippedView {
+                            entry: view.entry,
+                            path: view.path,
+                            reason: why,
+                        });
                     }
                 }
             }
@@ -358,7 +407,10 @@ impl<K: Kind> Cache for CacheOf<K> {
             let mut history = self.history.lock().unwrap();
             history.evicted_entries_total += report.removed_entries;
             history.evicted_bytes_total += report.freed_bytes;
-            if report.removed_entries > 0 || !report.skipped.is_empty() || history.last_eviction.is_none() {
+            if report.removed_entries > 0
+                || !report.skipped.is_empty()
+                || history.last_eviction.is_none()
+            {
                 history.last_eviction = Some(EvictionSummary {
                     at: now,
                     entries: report.removed_entries,
@@ -376,7 +428,10 @@ impl<K: Kind> Cache for CacheOf<K> {
         let started = Instant::now();
         let ids: Vec<(K::Id, UnixTime)> = {
             let index = self.index.lock().unwrap();
-            index.iter().map(|(id, m)| (id.clone(), m.last_use)).collect()
+            index
+                .iter()
+                .map(|(id, m)| (id.clone(), m.last_use))
+                .collect()
         };
         let findings = parallel::map(&ids, |(id, _)| self.kind.verify(id));
         let young_after = now - config.limits.min_age.as_secs() as i64;
@@ -415,7 +470,12 @@ impl<K: Kind> Cache for CacheOf<K> {
         let mut history = self.history.lock().unwrap();
         history.last_verify = Some(now);
         history.problems_found_total += report.problems.len() as u64;
-        history.open_problems = report.problems.iter().filter(|p| !p.repaired).cloned().collect();
+        history.open_problems = report
+            .problems
+            .iter()
+            .filter(|p| !p.repaired)
+            .cloned()
+            .collect();
         report
     }
 

@@ -15,7 +15,8 @@ pub async fn request(socket: &Path, method: &str, path: &str) -> anyhow::Result<
             socket.display()
         )
     })?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let request = hyper::Request::builder()
         .method(method)

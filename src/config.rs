@@ -170,7 +170,11 @@ pub struct Env {
 
 impl Env {
     pub fn from_process() -> Env {
-        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         Env {
             home: var("HOME"),
             uid: nix::unistd::getuid().as_raw(),
@@ -209,7 +213,10 @@ impl Env {
 /// Loads the config named on the command line, else the default file, else the embedded
 /// default.
 pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
-    match explicit.map(Path::to_path_buf).or_else(|| env.default_config_file()) {
+    match explicit
+        .map(Path::to_path_buf)
+        .or_else(|| env.default_config_file())
+    {
         Some(path) => load_file(&path, env),
         None => parse(EMBEDDED_DEFAULT, ConfigSource::Embedded, env),
     }
@@ -245,7 +252,10 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                 return Err(err_at(
                     Some(s.span()),
                     Some("socket"),
-                    format!("{:?} is a relative path; give an absolute path", s.get_ref()),
+                    format!(
+                        "{:?} is a relative path; give an absolute path",
+                        s.get_ref()
+                    ),
                 ))
             }
             Some(s) => s.into_inner(),
@@ -272,7 +282,10 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                     return Err(err_at(
                         Some(l.span()),
                         Some("log_level"),
-                        format!("unknown level {:?}: expected error, warn, info, debug or trace", l.get_ref()),
+                        format!(
+                            "unknown level {:?}: expected error, warn, info, debug or trace",
+                            l.get_ref()
+                        ),
                     ));
                 }
                 level
@@ -285,7 +298,9 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
     for raw in raw.cache {
         let name = raw.name.get_ref().clone();
         let valid_name = !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !valid_name {
             return Err(err_at(
                 Some(raw.name.span()),
@@ -294,13 +309,20 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
             ));
         }
         if !names.insert(name.clone()) {
-            return Err(err_at(Some(raw.name.span()), Some("name"), format!("duplicate cache name {name:?}")));
+            return Err(err_at(
+                Some(raw.name.span()),
+                Some("name"),
+                format!("duplicate cache name {name:?}"),
+            ));
         }
         let path_span = Some(raw.path.span());
         let path = match resolve_cache_path(raw.kind, raw.path.get_ref()) {
             Ok(Some(p)) => p,
             Ok(None) => {
-                notes.push(format!("cache {name:?}: no {} cache found; skipped", raw.kind));
+                notes.push(format!(
+                    "cache {name:?}: no {} cache found; skipped",
+                    raw.kind
+                ));
                 continue;
             }
             Err(message) => return Err(err_at(path_span, Some("path"), message)),
@@ -315,7 +337,12 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
             return Err(err_at(
                 path_span,
                 Some("path"),
-                format!("{} overlaps cache {:?} at {}", path.display(), other.name, other.path.display()),
+                format!(
+                    "{} overlaps cache {:?} at {}",
+                    path.display(),
+                    other.name,
+                    other.path.display()
+                ),
             ));
         }
 
@@ -356,7 +383,11 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
         let mut keep = Vec::new();
         for pattern in &raw.keep {
             keep.push(glob::Pattern::new(pattern.get_ref()).map_err(|e| {
-                err_at(Some(pattern.span()), Some("keep"), format!("invalid pattern {:?}: {e}", pattern.get_ref()))
+                err_at(
+                    Some(pattern.span()),
+                    Some("keep"),
+                    format!("invalid pattern {:?}: {e}", pattern.get_ref()),
+                )
             })?);
         }
         caches.push(CacheConfig {
@@ -402,7 +433,10 @@ fn resolve_cache_path(kind: KindName, path: &Path) -> Result<Option<PathBuf>, St
         path.to_path_buf()
     };
     if path.is_relative() {
-        return Err(format!("{:?} is a relative path; give an absolute path or \"auto\"", path));
+        return Err(format!(
+            "{:?} is a relative path; give an absolute path or \"auto\"",
+            path
+        ));
     }
     match std::fs::metadata(&path) {
         Ok(m) if m.is_dir() => {}
@@ -421,7 +455,10 @@ fn check_root_is_safe(path: &Path, env: &Env) -> Result<(), String> {
         "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/tmp",
     ];
     if SYSTEM.iter().any(|s| path == Path::new(s)) {
-        return Err(format!("refusing to manage {}: it is a system directory, not a cache", path.display()));
+        return Err(format!(
+            "refusing to manage {}: it is a system directory, not a cache",
+            path.display()
+        ));
     }
     if let Some(home) = env.home.as_ref().and_then(|h| h.canonicalize().ok()) {
         if home.starts_with(path) {
@@ -479,7 +516,8 @@ mod tests {
     fn example_config_parses() {
         let dir = tempfile::tempdir().unwrap();
         // The example names /var/cache/... paths; point them at a temp dir.
-        let text = include_str!("../config.example.toml").replace("/var/cache/ccache", dir.path().to_str().unwrap());
+        let text = include_str!("../config.example.toml")
+            .replace("/var/cache/ccache", dir.path().to_str().unwrap());
         let config = parse_str(&text).unwrap_or_else(|e| panic!("{e}"));
         assert!(!config.caches.is_empty());
     }
@@ -487,7 +525,10 @@ mod tests {
     #[test]
     fn embedded_default_parses() {
         let config = parse(EMBEDDED_DEFAULT, ConfigSource::Embedded, &test_env()).unwrap();
-        assert_eq!(config.daemon.socket, PathBuf::from("/run/user/1000/cachewarden/cachewarden.sock"));
+        assert_eq!(
+            config.daemon.socket,
+            PathBuf::from("/run/user/1000/cachewarden/cachewarden.sock")
+        );
     }
 
     #[test]
@@ -526,7 +567,10 @@ on_problem = "repair"
     }
 
     fn cache_with(dir: &Path, extra: &str) -> String {
-        format!("[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"{}\"\n{extra}\n", dir.display())
+        format!(
+            "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"{}\"\n{extra}\n",
+            dir.display()
+        )
     }
 
     fn expect_err(text: &str, line: usize, key: &str, needle: &str) {
@@ -541,18 +585,78 @@ on_problem = "repair"
     fn errors_name_line_and_key() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        expect_err(&cache_with(d, "max_sise = \"1 GiB\""), 5, "max_sise", "unknown field");
-        expect_err(&cache_with(d, "max_size = \"1 XB\""), 5, "max_size", "invalid size");
-        expect_err(&cache_with(d, "max_age = \"soon\""), 5, "max_age", "invalid duration");
-        expect_err(&cache_with(d, "schedule = \"* * *\""), 5, "schedule", "5 fields");
-        expect_err(&cache_with(d, "min_age = \"1m\""), 5, "min_age", "safe floor");
-        expect_err(&cache_with(d, "keep = [\"[\"]"), 5, "keep", "invalid pattern");
-        expect_err("[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"rel/dir\"\n", 4, "path", "relative");
-        expect_err("[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/nonexistent/x\"\n", 4, "path", "No such file");
-        expect_err("[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/usr\"\n", 4, "path", "system directory");
-        expect_err("[[cache]]\nname = \"c\"\nkind = \"blob\"\npath = \"/x\"\n", 3, "kind", "unknown variant");
-        expect_err("[[cache]]\nname = \"c\"\nkind = \"dir\"\n", 1, "path", "missing field");
-        expect_err("[daemon]\nsocket_group = \"no-such-group-xyz\"\n", 2, "socket_group", "no such group");
+        expect_err(
+            &cache_with(d, "max_sise = \"1 GiB\""),
+            5,
+            "max_sise",
+            "unknown field",
+        );
+        expect_err(
+            &cache_with(d, "max_size = \"1 XB\""),
+            5,
+            "max_size",
+            "invalid size",
+        );
+        expect_err(
+            &cache_with(d, "max_age = \"soon\""),
+            5,
+            "max_age",
+            "invalid duration",
+        );
+        expect_err(
+            &cache_with(d, "schedule = \"* * *\""),
+            5,
+            "schedule",
+            "5 fields",
+        );
+        expect_err(
+            &cache_with(d, "min_age = \"30s\""),
+            5,
+            "min_age",
+            "safe floor",
+        );
+        expect_err(
+            &cache_with(d, "keep = [\"[\"]"),
+            5,
+            "keep",
+            "invalid pattern",
+        );
+        expect_err(
+            "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"rel/dir\"\n",
+            4,
+            "path",
+            "relative",
+        );
+        expect_err(
+            "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/nonexistent/x\"\n",
+            4,
+            "path",
+            "No such file",
+        );
+        expect_err(
+            "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/usr\"\n",
+            4,
+            "path",
+            "system directory",
+        );
+        expect_err(
+            "[[cache]]\nname = \"c\"\nkind = \"blob\"\npath = \"/x\"\n",
+            3,
+            "kind",
+            "unknown variant",
+        );
+        expect_err(
+            "[[cache]]\nname = \"c\"\nkind = \"dir\"\n",
+            1,
+            "path",
+            "missing field",
+        );
+        expect_err(
+            "[daemon]\nsocket_group = \"no-such-group-xyz\"\n",
+            2,
+            "socket_group",
+            "no such group",
+        );
         let e = parse_str("[daemon\nsocket = 1").unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");
     }
@@ -560,8 +664,12 @@ on_problem = "repair"
     #[test]
     fn min_age_floor_can_be_overridden_explicitly() {
         let dir = tempfile::tempdir().unwrap();
-        let c = parse_str(&cache_with(dir.path(), "min_age = \"1m\"\nunsafe_allow_short_min_age = true")).unwrap();
-        assert_eq!(c.caches[0].limits.min_age, Duration::from_secs(60));
+        let c = parse_str(&cache_with(
+            dir.path(),
+            "min_age = \"30s\"\nunsafe_allow_short_min_age = true",
+        ))
+        .unwrap();
+        assert_eq!(c.caches[0].limits.min_age, Duration::from_secs(30));
     }
 
     #[test]

@@ -71,7 +71,11 @@ impl Shared {
     pub fn status(&self) -> StatusReport {
         let (source, notes, caches) = {
             let running = self.running.read().unwrap();
-            (running.config.source.to_string(), running.config.notes.clone(), running.caches.clone())
+            (
+                running.config.source.to_string(),
+                running.config.notes.clone(),
+                running.caches.clone(),
+            )
         };
         let now = crate::now();
         StatusReport {
@@ -102,7 +106,11 @@ pub struct Options {
 }
 
 /// Runs the daemon until `shutdown` completes.
-pub async fn run(options: Options, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    options: Options,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let (listener, _instance_lock) = bind(&config.daemon)?;
     let socket_path = config.daemon.socket.clone();
     tracing::info!(socket = %socket_path.display(), config = %config.source, caches = config.caches.len(), "cachewarden starting");
@@ -121,7 +129,11 @@ pub async fn run(options: Options, config: Config, shutdown: impl Future<Output 
         control: control_tx,
     });
     let server_stop = CancellationToken::new();
-    let server = tokio::spawn(crate::server::serve(listener, shared.clone(), server_stop.clone()));
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        shared.clone(),
+        server_stop.clone(),
+    ));
 
     let mut supervisors: HashMap<String, Supervisor> = HashMap::new();
     let mut first_scans = Vec::new();
@@ -199,7 +211,11 @@ fn publish(shared: &Shared, config: Config, supervisors: &HashMap<String, Superv
 /// Re-reads the config. A bad config changes nothing; a good one updates limits and
 /// schedules in place, starts new caches and stops removed ones. Caches whose kind and
 /// path are unchanged keep their index.
-fn reload(options: &Options, shared: &Shared, supervisors: &mut HashMap<String, Supervisor>) -> Result<String, String> {
+fn reload(
+    options: &Options,
+    shared: &Shared,
+    supervisors: &mut HashMap<String, Supervisor>,
+) -> Result<String, String> {
     let new = config::load(options.config_file.as_deref(), &options.env)
         .map_err(|e| format!("reload failed, keeping the running config: {e}"))?;
     let old_socket = shared.running.read().unwrap().config.daemon.socket.clone();
@@ -242,7 +258,11 @@ fn status_line(shared: &Shared) -> String {
     let report = shared.status();
     let bytes: u64 = report.caches.iter().map(|c| c.disk_bytes).sum();
     let entries: u64 = report.caches.iter().map(|c| c.entries).sum();
-    let over = report.caches.iter().filter(|c| !c.over_limits.is_empty()).count();
+    let over = report
+        .caches
+        .iter()
+        .filter(|c| !c.over_limits.is_empty())
+        .count();
     let problems: u64 = report.caches.iter().map(|c| c.problems.open).sum();
     format!(
         "{} caches, {} in {entries} entries, {over} over a limit, {problems} problems",
@@ -265,7 +285,12 @@ impl Supervisor {
         let stop = CancellationToken::new();
         let reconfigured = Arc::new(Notify::new());
         let (scanned_tx, scanned_rx) = oneshot::channel();
-        let task = tokio::spawn(supervise(cache.clone(), stop.clone(), reconfigured.clone(), scanned_tx));
+        let task = tokio::spawn(supervise(
+            cache.clone(),
+            stop.clone(),
+            reconfigured.clone(),
+            scanned_tx,
+        ));
         (
             Supervisor {
                 cache,
@@ -297,7 +322,9 @@ async fn scan(cache: &Arc<dyn Cache>) {
 
 async fn enforce(cache: &Arc<dyn Cache>, why: &str) {
     let c = cache.clone();
-    let Some(report) = blocking(move || c.evict(false, crate::now())).await else { return };
+    let Some(report) = blocking(move || c.evict(false, crate::now())).await else {
+        return;
+    };
     if report.removed_entries > 0 || !report.skipped.is_empty() {
         tracing::info!(
             cache = %report.cache,
@@ -315,7 +342,9 @@ async fn enforce(cache: &Arc<dyn Cache>, why: &str) {
 async fn verify(cache: &Arc<dyn Cache>) {
     let c = cache.clone();
     let repair = cache.config().on_problem == OnProblem::Repair;
-    let Some(report) = blocking(move || c.verify(repair, crate::now())).await else { return };
+    let Some(report) = blocking(move || c.verify(repair, crate::now())).await else {
+        return;
+    };
     for p in &report.problems {
         tracing::warn!(cache = %p.cache, entry = %p.entry, problem = %p.problem, repaired = p.repaired, "{}", p.detail);
     }
@@ -336,7 +365,12 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-async fn supervise(cache: Arc<dyn Cache>, stop: CancellationToken, reconfigured: Arc<Notify>, scanned: oneshot::Sender<()>) {
+async fn supervise(
+    cache: Arc<dyn Cache>,
+    stop: CancellationToken,
+    reconfigured: Arc<Notify>,
+    scanned: oneshot::Sender<()>,
+) {
     // Watch first, then scan: changes made during the scan are queued and replayed.
     let (tx, mut changes) = mpsc::channel(256);
     let root = cache.config().path;
@@ -344,7 +378,10 @@ async fn supervise(cache: Arc<dyn Cache>, stop: CancellationToken, reconfigured:
         Ok(_) => true,
         Err(e) => {
             cache.record_error(
-                format!("cannot watch {}: {e}; changes are seen only at scheduled enforcement", root.display()),
+                format!(
+                    "cannot watch {}: {e}; changes are seen only at scheduled enforcement",
+                    root.display()
+                ),
                 crate::now(),
             );
             false
@@ -417,10 +454,14 @@ fn bind(daemon: &config::DaemonConfig) -> anyhow::Result<(UnixListener, Flock<Fi
     let dir_mode = if group.is_some() { 0o750 } else { 0o700 };
     let created = !dir.exists();
     if created {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating socket directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating socket directory {}", dir.display()))?;
     }
-    let dir_owned = std::fs::metadata(dir).map(|m| std::os::unix::fs::MetadataExt::uid(&m) == nix::unistd::getuid().as_raw())?;
-    let ours = dir.file_name().is_some_and(|n| n.to_string_lossy().contains("cachewarden"));
+    let dir_owned = std::fs::metadata(dir)
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == nix::unistd::getuid().as_raw())?;
+    let ours = dir
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("cachewarden"));
     if created || (dir_owned && ours) {
         if let Some(gid) = group {
             nix::unistd::chown(dir, None, Some(nix::unistd::Gid::from_raw(gid)))
@@ -429,7 +470,10 @@ fn bind(daemon: &config::DaemonConfig) -> anyhow::Result<(UnixListener, Flock<Fi
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
             .with_context(|| format!("making {} private", dir.display()))?;
     } else {
-        tracing::info!("socket directory {} is not cachewarden's own; leaving its permissions alone", dir.display());
+        tracing::debug!(
+            "socket directory {} is not cachewarden's own; leaving its permissions alone",
+            dir.display()
+        );
     }
 
     let lock_path = PathBuf::from(format!("{}.lock", socket.display()));
@@ -457,11 +501,15 @@ fn bind(daemon: &config::DaemonConfig) -> anyhow::Result<(UnixListener, Flock<Fi
     write!(lock, "{}", std::process::id())?;
 
     replace_stale_socket(socket)?;
-    let listener = UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
     if let Some(gid) = group {
         nix::unistd::chown(socket, None, Some(nix::unistd::Gid::from_raw(gid)))?;
     }
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(if group.is_some() { 0o660 } else { 0o600 }))?;
+    std::fs::set_permissions(
+        socket,
+        std::fs::Permissions::from_mode(if group.is_some() { 0o660 } else { 0o600 }),
+    )?;
     Ok((listener, lock))
 }
 
@@ -471,11 +519,18 @@ fn replace_stale_socket(socket: &Path) -> anyhow::Result<()> {
         Err(_) => return Ok(()),
     };
     if !meta.file_type().is_socket() {
-        bail!("{} exists and is not a socket; refusing to replace it", socket.display());
+        bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            socket.display()
+        );
     }
     if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-        bail!("cachewarden is already running on {} (it answers connections)", socket.display());
+        bail!(
+            "cachewarden is already running on {} (it answers connections)",
+            socket.display()
+        );
     }
     tracing::info!("removing stale socket {}", socket.display());
-    std::fs::remove_file(socket).with_context(|| format!("removing stale socket {}", socket.display()))
+    std::fs::remove_file(socket)
+        .with_context(|| format!("removing stale socket {}", socket.display()))
 }

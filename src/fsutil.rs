@@ -25,6 +25,7 @@ pub fn disk_usage(meta: &std::fs::Metadata) -> u64 {
 }
 
 /// The same, from a raw `stat`.
+#[allow(clippy::unnecessary_cast)] // st_nlink is u32 on some targets
 pub fn disk_usage_stat(st: &FileStat) -> u64 {
     (st.st_blocks as u64) * 512 / (st.st_nlink as u64).max(1)
 }
@@ -57,7 +58,8 @@ pub fn open_dir_beneath(root: &Path, rel: &Path) -> io::Result<OwnedFd> {
     for comp in rel.components() {
         match comp {
             Component::Normal(name) => {
-                fd = nix::fcntl::openat(&fd, name, flags, Mode::empty()).map_err(io::Error::from)?;
+                fd =
+                    nix::fcntl::openat(&fd, name, flags, Mode::empty()).map_err(io::Error::from)?;
             }
             Component::CurDir => {}
             _ => {
@@ -74,9 +76,7 @@ pub fn open_dir_beneath(root: &Path, rel: &Path) -> io::Result<OwnedFd> {
 /// Splits `rel` into its parent directory and file name, refusing anything that could
 /// leave the root (`..`, absolute paths, empty names).
 pub fn split_beneath(rel: &Path) -> io::Result<(&Path, &OsStr)> {
-    let ok = rel
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)));
+    let ok = rel.components().all(|c| matches!(c, Component::Normal(_)));
     match (ok, rel.parent(), rel.file_name()) {
         (true, Some(parent), Some(name)) => Ok((parent, name)),
         _ => Err(io::Error::new(

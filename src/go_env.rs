@@ -17,7 +17,10 @@ pub fn discover() -> GoCaches {
 }
 
 fn from_go_env() -> Option<GoCaches> {
-    let out = Command::new("go").args(["env", "GOCACHE", "GOMODCACHE"]).output().ok()?;
+    let out = Command::new("go")
+        .args(["env", "GOCACHE", "GOMODCACHE"])
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -34,7 +37,11 @@ fn from_go_env() -> Option<GoCaches> {
 }
 
 fn from_environment() -> GoCaches {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let home = var("HOME");
     let gocache = var("GOCACHE").or_else(|| {
         var("XDG_CACHE_HOME")
@@ -48,20 +55,26 @@ fn from_environment() -> GoCaches {
             .or_else(|| home.as_ref().map(|h| h.join("go")))?;
         Some(gopath.join("pkg/mod"))
     });
-    GoCaches { gocache, gomodcache }
+    GoCaches {
+        gocache,
+        gomodcache,
+    }
 }
 
 /// Notes for `status` about Go caches this build finds but does not manage yet.
 pub fn unmanaged_notes() -> Vec<String> {
     let found = discover();
-    [("GOCACHE", "go-build", found.gocache), ("GOMODCACHE", "go-mod", found.gomodcache)]
-        .into_iter()
-        .filter_map(|(var, kind, path)| {
-            let path = path.filter(|p| p.is_dir())?;
-            Some(format!(
-                "{var} at {} is not managed: the {kind} kind is not part of this build yet",
-                path.display()
-            ))
-        })
-        .collect()
+    [
+        ("GOCACHE", "go-build", found.gocache),
+        ("GOMODCACHE", "go-mod", found.gomodcache),
+    ]
+    .into_iter()
+    .filter_map(|(var, kind, path)| {
+        let path = path.filter(|p| p.is_dir())?;
+        Some(format!(
+            "{var} at {} is not managed: the {kind} kind is not part of this build yet",
+            path.display()
+        ))
+    })
+    .collect()
 }

@@ -102,7 +102,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
-    let load = |file: Option<&std::path::Path>| -> anyhow::Result<Config> { Ok(config::load(file, &env)?) };
+    let load = |file: Option<&std::path::Path>| -> anyhow::Result<Config> {
+        Ok(config::load(file, &env)?)
+    };
     match cli.command {
         Command::Daemon => {
             let config = load(cli.config.as_deref())?;
@@ -120,17 +122,27 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
                 Some(s) => s,
                 None => load(cli.config.as_deref())?.daemon.socket,
             };
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let (code, body) = runtime.block_on(cachewarden::client::request(&socket, "GET", "/v1/status"))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (code, body) =
+                runtime.block_on(cachewarden::client::request(&socket, "GET", "/v1/status"))?;
             if code != 200 {
-                anyhow::bail!("the daemon answered {code}: {}", String::from_utf8_lossy(&body));
+                anyhow::bail!(
+                    "the daemon answered {code}: {}",
+                    String::from_utf8_lossy(&body)
+                );
             }
             if json {
                 println!("{}", String::from_utf8_lossy(&body));
                 return Ok(EXIT_OK);
             }
-            let status: StatusReport = serde_json::from_slice(&body).context("the daemon's status is not what this CLI expects")?;
-            print!("{}", report::status_table(&status.caches, cachewarden::now()));
+            let status: StatusReport = serde_json::from_slice(&body)
+                .context("the daemon's status is not what this CLI expects")?;
+            print!(
+                "{}",
+                report::status_table(&status.caches, cachewarden::now())
+            );
             print_notes_and_errors(&status);
             Ok(EXIT_OK)
         }
@@ -153,7 +165,11 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             }
             Ok(if over { EXIT_FOUND } else { EXIT_OK })
         }
-        Command::Evict { dry_run, json, cache } => {
+        Command::Evict {
+            dry_run,
+            json,
+            cache,
+        } => {
             init_cli_logging();
             let caches = open_caches(&load(cli.config.as_deref())?, cache.as_deref())?;
             let now = cachewarden::now();
@@ -176,7 +192,11 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             }
             Ok(if found { EXIT_FOUND } else { EXIT_OK })
         }
-        Command::Verify { repair, json, cache } => {
+        Command::Verify {
+            repair,
+            json,
+            cache,
+        } => {
             init_cli_logging();
             let caches = open_caches(&load(cli.config.as_deref())?, cache.as_deref())?;
             let now = cachewarden::now();
@@ -202,7 +222,10 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
                 } else {
                     print!("{}", report::problems_table(&problems));
                     let repaired = problems.iter().filter(|p| p.repaired).count();
-                    println!("{} problems in {checked} entries, {repaired} repaired", problems.len());
+                    println!(
+                        "{} problems in {checked} entries, {repaired} repaired",
+                        problems.len()
+                    );
                 }
             }
             Ok(if open { EXIT_FOUND } else { EXIT_OK })
@@ -229,7 +252,11 @@ fn open_caches(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<Arc<dy
         .collect();
     if let (Some(name), true) = (only, selected.is_empty()) {
         let names: Vec<_> = config.caches.iter().map(|c| c.name.as_str()).collect();
-        anyhow::bail!("no cache named {name:?} in {}; configured: {}", config.source, names.join(", "));
+        anyhow::bail!(
+            "no cache named {name:?} in {}; configured: {}",
+            config.source,
+            names.join(", ")
+        );
     }
     Ok(selected)
 }
@@ -250,14 +277,21 @@ fn print_notes_and_errors(status: &StatusReport) {
             println!("error in {}: {}", cache.name, e.message);
         }
         for p in &cache.problems.recent {
-            println!("problem in {}: {} {}: {}", cache.name, p.path, p.problem, p.detail);
+            println!(
+                "problem in {}: {} {}: {}",
+                cache.name, p.path, p.problem, p.detail
+            );
         }
     }
 }
 
 fn print_eviction(r: &report::EvictionReport) {
     let verb = if r.dry_run { "would evict" } else { "evicted" };
-    let bytes = if r.dry_run { r.bytes_before - r.bytes_after_planned } else { r.freed_bytes };
+    let bytes = if r.dry_run {
+        r.bytes_before - r.bytes_after_planned
+    } else {
+        r.freed_bytes
+    };
     println!(
         "{}: {verb} {} entries, {} (size {} -> {})",
         r.cache,
@@ -274,12 +308,16 @@ fn print_eviction(r: &report::EvictionReport) {
                 e.entry.entry.clone(),
                 format_bytes(e.entry.disk_bytes),
                 report::age(Some(e.entry.age_secs)),
-                serde_json::to_value(e.reason).map_or(String::new(), |v| v.as_str().unwrap_or("").to_string()),
+                serde_json::to_value(e.reason)
+                    .map_or(String::new(), |v| v.as_str().unwrap_or("").to_string()),
             ]
         })
         .collect();
     if !rows.is_empty() {
-        print!("{}", report::table(&["ENTRY", "SIZE", "AGE", "REASON"], &rows));
+        print!(
+            "{}",
+            report::table(&["ENTRY", "SIZE", "AGE", "REASON"], &rows)
+        );
     }
     for s in &r.skipped {
         println!("skipped {}: {}", s.entry, s.reason);
@@ -318,7 +356,14 @@ fn print_config(config: &Config) {
         if let Some(v) = &c.verify_schedule {
             println!("verify_schedule = {:?}", v.text);
         }
-        println!("on_problem = \"{}\"", if c.on_problem == config::OnProblem::Repair { "repair" } else { "report" });
+        println!(
+            "on_problem = \"{}\"",
+            if c.on_problem == config::OnProblem::Repair {
+                "repair"
+            } else {
+                "report"
+            }
+        );
     }
     for note in &config.notes {
         println!("# note: {note}");
@@ -337,7 +382,8 @@ async fn stop_signal() {
 }
 
 fn filter(default: &str) -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
 }
 
 /// Journald when systemd connected stderr to the journal, stderr otherwise.
@@ -345,7 +391,10 @@ fn init_daemon_logging(level: &str) {
     use tracing_subscriber::prelude::*;
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {
-            tracing_subscriber::registry().with(filter(level)).with(journald).init();
+            tracing_subscriber::registry()
+                .with(filter(level))
+                .with(journald)
+                .init();
             return;
         }
     }

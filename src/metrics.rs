@@ -5,25 +5,110 @@ use std::fmt::Write;
 
 use crate::report::{CacheStatus, StatusReport};
 
-type Metric = (&'static str, &'static str, &'static str, fn(&CacheStatus) -> Option<f64>);
+type Metric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&CacheStatus) -> Option<f64>,
+);
 
 const METRICS: &[Metric] = &[
-    ("cachewarden_cache_disk_bytes", "gauge", "Disk usage of the cache's entries (as du counts it).", |c| Some(c.disk_bytes as f64)),
-    ("cachewarden_cache_apparent_bytes", "gauge", "Sum of the cache's file lengths.", |c| Some(c.apparent_bytes as f64)),
-    ("cachewarden_cache_entries", "gauge", "Entries in the cache's index.", |c| Some(c.entries as f64)),
-    ("cachewarden_cache_max_size_bytes", "gauge", "The cache's max_size limit.", |c| c.limits.max_size_bytes.map(|b| b as f64)),
-    ("cachewarden_cache_min_free_bytes", "gauge", "The cache's min_free limit.", |c| c.limits.min_free_bytes.map(|b| b as f64)),
-    ("cachewarden_filesystem_available_bytes", "gauge", "Free space on the cache's filesystem.", |c| c.disk.map(|d| d.available_bytes as f64)),
-    ("cachewarden_cache_oldest_entry_age_seconds", "gauge", "Age of the least recently used entry.", |c| c.oldest_age_secs.map(|s| s as f64)),
-    ("cachewarden_cache_over_limit", "gauge", "1 while the cache exceeds a limit.", |c| Some(if c.over_limits.is_empty() { 0.0 } else { 1.0 })),
-    ("cachewarden_evicted_entries_total", "counter", "Entries evicted since the daemon started.", |c| Some(c.evicted_entries_total as f64)),
-    ("cachewarden_evicted_bytes_total", "counter", "Bytes freed by eviction since the daemon started.", |c| Some(c.evicted_bytes_total as f64)),
-    ("cachewarden_problems_open", "gauge", "Broken entries found by the last verification and not repaired.", |c| Some(c.problems.open as f64)),
-    ("cachewarden_problems_found_total", "counter", "Broken entries found since the daemon started.", |c| Some(c.problems.found_total as f64)),
-    ("cachewarden_errors_total", "counter", "Errors (unreadable files, failed removals, watch failures).", |c| Some(c.errors_total as f64)),
-    ("cachewarden_last_scan_timestamp_seconds", "gauge", "When the last full scan finished.", |c| c.last_scan.as_ref().map(|s| s.at as f64)),
-    ("cachewarden_last_scan_duration_seconds", "gauge", "How long the last full scan took.", |c| c.last_scan.as_ref().map(|s| s.duration_ms as f64 / 1000.0)),
-    ("cachewarden_last_eviction_timestamp_seconds", "gauge", "When entries were last evicted.", |c| c.last_eviction.as_ref().map(|e| e.at as f64)),
+    (
+        "cachewarden_cache_disk_bytes",
+        "gauge",
+        "Disk usage of the cache's entries (as du counts it).",
+        |c| Some(c.disk_bytes as f64),
+    ),
+    (
+        "cachewarden_cache_apparent_bytes",
+        "gauge",
+        "Sum of the cache's file lengths.",
+        |c| Some(c.apparent_bytes as f64),
+    ),
+    (
+        "cachewarden_cache_entries",
+        "gauge",
+        "Entries in the cache's index.",
+        |c| Some(c.entries as f64),
+    ),
+    (
+        "cachewarden_cache_max_size_bytes",
+        "gauge",
+        "The cache's max_size limit.",
+        |c| c.limits.max_size_bytes.map(|b| b as f64),
+    ),
+    (
+        "cachewarden_cache_min_free_bytes",
+        "gauge",
+        "The cache's min_free limit.",
+        |c| c.limits.min_free_bytes.map(|b| b as f64),
+    ),
+    (
+        "cachewarden_filesystem_available_bytes",
+        "gauge",
+        "Free space on the cache's filesystem.",
+        |c| c.disk.map(|d| d.available_bytes as f64),
+    ),
+    (
+        "cachewarden_cache_oldest_entry_age_seconds",
+        "gauge",
+        "Age of the least recently used entry.",
+        |c| c.oldest_age_secs.map(|s| s as f64),
+    ),
+    (
+        "cachewarden_cache_over_limit",
+        "gauge",
+        "1 while the cache exceeds a limit.",
+        |c| Some(if c.over_limits.is_empty() { 0.0 } else { 1.0 }),
+    ),
+    (
+        "cachewarden_evicted_entries_total",
+        "counter",
+        "Entries evicted since the daemon started.",
+        |c| Some(c.evicted_entries_total as f64),
+    ),
+    (
+        "cachewarden_evicted_bytes_total",
+        "counter",
+        "Bytes freed by eviction since the daemon started.",
+        |c| Some(c.evicted_bytes_total as f64),
+    ),
+    (
+        "cachewarden_problems_open",
+        "gauge",
+        "Broken entries found by the last verification and not repaired.",
+        |c| Some(c.problems.open as f64),
+    ),
+    (
+        "cachewarden_problems_found_total",
+        "counter",
+        "Broken entries found since the daemon started.",
+        |c| Some(c.problems.found_total as f64),
+    ),
+    (
+        "cachewarden_errors_total",
+        "counter",
+        "Errors (unreadable files, failed removals, watch failures).",
+        |c| Some(c.errors_total as f64),
+    ),
+    (
+        "cachewarden_last_scan_timestamp_seconds",
+        "gauge",
+        "When the last full scan finished.",
+        |c| c.last_scan.as_ref().map(|s| s.at as f64),
+    ),
+    (
+        "cachewarden_last_scan_duration_seconds",
+        "gauge",
+        "How long the last full scan took.",
+        |c| c.last_scan.as_ref().map(|s| s.duration_ms as f64 / 1000.0),
+    ),
+    (
+        "cachewarden_last_eviction_timestamp_seconds",
+        "gauge",
+        "When entries were last evicted.",
+        |c| c.last_eviction.as_ref().map(|e| e.at as f64),
+    ),
 ];
 
 pub fn render(report: &StatusReport) -> String {
@@ -32,7 +117,12 @@ pub fn render(report: &StatusReport) -> String {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for cache in &report.caches {
             if let Some(v) = value(cache) {
-                let _ = writeln!(out, "{name}{{cache=\"{}\",kind=\"{}\"}} {v}", escape(&cache.name), cache.kind);
+                let _ = writeln!(
+                    out,
+                    "{name}{{cache=\"{}\",kind=\"{}\"}} {v}",
+                    escape(&cache.name),
+                    cache.kind
+                );
             }
         }
     }
@@ -45,5 +135,8 @@ pub fn render(report: &StatusReport) -> String {
 }
 
 fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

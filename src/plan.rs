@@ -143,7 +143,12 @@ mod tests {
 
     #[test]
     fn max_age_then_oldest_first_until_under_max_size() {
-        let entries = vec![c(1, 10, NOW - 100), c(2, 10, NOW - 5000), c(3, 10, NOW - 300), c(4, 10, NOW - 200)];
+        let entries = vec![
+            c(1, 10, NOW - 100),
+            c(2, 10, NOW - 5000),
+            c(3, 10, NOW - 300),
+            c(4, 10, NOW - 200),
+        ];
         let limits = PlanLimits {
             max_bytes: Some(20),
             max_age_secs: Some(1000),
@@ -175,7 +180,11 @@ mod tests {
 
     #[test]
     fn min_free_evicts_until_enough_space() {
-        let entries = vec![c(1, 100, NOW - 3000), c(2, 100, NOW - 2000), c(3, 100, NOW - 1000)];
+        let entries = vec![
+            c(1, 100, NOW - 3000),
+            c(2, 100, NOW - 2000),
+            c(3, 100, NOW - 1000),
+        ];
         let limits = PlanLimits {
             min_free_bytes: Some(1150),
             ..Default::default()
@@ -187,7 +196,11 @@ mod tests {
 
     #[test]
     fn ties_are_broken_by_id() {
-        let entries = vec![c(3, 10, NOW - 500), c(1, 10, NOW - 500), c(2, 10, NOW - 500)];
+        let entries = vec![
+            c(3, 10, NOW - 500),
+            c(1, 10, NOW - 500),
+            c(2, 10, NOW - 500),
+        ];
         let limits = PlanLimits {
             max_bytes: Some(10),
             ..Default::default()
@@ -198,17 +211,18 @@ mod tests {
     }
 
     fn arb_entries() -> impl Strategy<Value = Vec<Candidate<u32>>> {
-        prop::collection::vec((0u64..1000, 0i64..20_000, prop::bool::weighted(0.1)), 0..60).prop_map(|v| {
-            v.into_iter()
-                .enumerate()
-                .map(|(i, (size, age, pinned))| Candidate {
-                    id: i as u32,
-                    disk_bytes: size,
-                    last_use: NOW - age,
-                    pinned,
-                })
-                .collect()
-        })
+        prop::collection::vec((0u64..1000, 0i64..20_000, prop::bool::weighted(0.1)), 0..60)
+            .prop_map(|v| {
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, (size, age, pinned))| Candidate {
+                        id: i as u32,
+                        disk_bytes: size,
+                        last_use: NOW - age,
+                        pinned,
+                    })
+                    .collect()
+            })
     }
 
     fn arb_limits() -> impl Strategy<Value = PlanLimits> {
@@ -218,11 +232,13 @@ mod tests {
             prop::option::of(0u64..40_000),
             0i64..5_000,
         )
-            .prop_map(|(max_bytes, max_age_secs, min_free_bytes, min_age_secs)| PlanLimits {
-                max_bytes,
-                max_age_secs,
-                min_free_bytes,
-                min_age_secs,
+            .prop_map(|(max_bytes, max_age_secs, min_free_bytes, min_age_secs)| {
+                PlanLimits {
+                    max_bytes,
+                    max_age_secs,
+                    min_free_bytes,
+                    min_age_secs,
+                }
             })
     }
 

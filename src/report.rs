@@ -220,7 +220,12 @@ pub fn status_table(caches: &[CacheStatus], now: UnixTime) -> String {
         .map(|c| {
             let limit = c.limits.max_size_bytes.map_or("-".into(), format_bytes);
             let eviction = c.last_eviction.as_ref().map_or("never".into(), |e| {
-                format!("{} ago, {} entries, {}", age(Some(now - e.at)), e.entries, format_bytes(e.freed_bytes))
+                format!(
+                    "{} ago, {} entries, {}",
+                    age(Some(now - e.at)),
+                    e.entries,
+                    format_bytes(e.freed_bytes)
+                )
             });
             let mut size = format!("{} / {limit}", format_bytes(c.disk_bytes));
             if !c.over_limits.is_empty() {
@@ -230,7 +235,11 @@ pub fn status_table(caches: &[CacheStatus], now: UnixTime) -> String {
                 c.name.clone(),
                 c.kind.clone(),
                 size,
-                if c.state == "ready" { c.entries.to_string() } else { "scanning".into() },
+                if c.state == "ready" {
+                    c.entries.to_string()
+                } else {
+                    "scanning".into()
+                },
                 age(c.oldest_age_secs),
                 eviction,
                 c.problems.open.to_string(),
@@ -239,7 +248,16 @@ pub fn status_table(caches: &[CacheStatus], now: UnixTime) -> String {
         })
         .collect();
     table(
-        &["CACHE", "KIND", "SIZE / LIMIT", "ENTRIES", "OLDEST", "LAST EVICTION", "PROBLEMS", "ERRORS"],
+        &[
+            "CACHE",
+            "KIND",
+            "SIZE / LIMIT",
+            "ENTRIES",
+            "OLDEST",
+            "LAST EVICTION",
+            "PROBLEMS",
+            "ERRORS",
+        ],
         &rows,
     )
 }

@@ -87,10 +87,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/reload", post(reload))
         .route("/metrics", get(metrics))
         .fallback(|method: Method, uri: axum::http::Uri| async move {
-            ApiError(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {}", uri.path()))
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: {method} {}", uri.path()),
+            )
         })
         .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
-            ApiError(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}", uri.path()))
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on {}", uri.path()),
+            )
         })
         .layer(middleware::from_fn_with_state(shared.clone(), authorize))
         .with_state(shared)
@@ -121,15 +127,23 @@ fn find_cache(shared: &Shared, name: &str) -> Result<Arc<dyn Cache>, ApiError> {
         let names: Vec<String> = shared.caches().iter().map(|c| c.config().name).collect();
         ApiError(
             StatusCode::NOT_FOUND,
-            format!("no cache named {name:?}; configured caches: {}", names.join(", ")),
+            format!(
+                "no cache named {name:?}; configured caches: {}",
+                names.join(", ")
+            ),
         )
     })
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}")))
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {e}"),
+        )
+    })
 }
 
 /// Options from the query string, overridden by a JSON body when one is sent.
@@ -137,11 +151,23 @@ async fn options<T: DeserializeOwned + Default>(
     query: Result<Query<T>, QueryRejection>,
     body: Body,
 ) -> Result<T, ApiError> {
-    let from_query = query.map_err(|e| bad_request(format!("invalid query: {}", e.body_text())))?.0;
+    let from_query = query
+        .map_err(|e| bad_request(format!("invalid query: {}", e.body_text())))?
+        .0;
     let bytes = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY))
         .await
-        .map_err(|_| ApiError(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time".into()))?
-        .map_err(|_| ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {MAX_BODY} bytes")))?;
+        .map_err(|_| {
+            ApiError(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time".into(),
+            )
+        })?
+        .map_err(|_| {
+            ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {MAX_BODY} bytes"),
+            )
+        })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(from_query);
     }
@@ -153,7 +179,10 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError>
     Ok(Json(report).into_response())
 }
 
-async fn cache_status(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn cache_status(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     let cache = find_cache(&shared, &name)?;
     Ok(Json(blocking(move || cache.status(crate::now())).await?).into_response())
 }
@@ -172,7 +201,9 @@ async fn entries(
     query: Result<Query<EntriesQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let cache = find_cache(&shared, &name)?;
-    let q = query.map_err(|e| bad_request(format!("invalid query: {}", e.body_text())))?.0;
+    let q = query
+        .map_err(|e| bad_request(format!("invalid query: {}", e.body_text())))?
+        .0;
     let limit = q.limit.unwrap_or(100).min(MAX_ENTRIES_LISTED);
     let list = blocking(move || cache.entries(q.order, limit, crate::now())).await?;
     Ok(Json(list).into_response())
@@ -218,15 +249,23 @@ async fn verify(
 
 async fn reload(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
     match shared.request_reload().await {
-        Ok(summary) => Ok(Json(serde_json::json!({ "reloaded": true, "config": summary })).into_response()),
-        Err(e) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("config rejected, the old one stays in force: {e}"))),
+        Ok(summary) => {
+            Ok(Json(serde_json::json!({ "reloaded": true, "config": summary })).into_response())
+        }
+        Err(e) => Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("config rejected, the old one stays in force: {e}"),
+        )),
     }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
     let report = blocking(move || shared.status()).await?;
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         crate::metrics::render(&report),
     )
         .into_response())
@@ -271,28 +310,38 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, shutdown: Cancel
         };
         let router = router.clone();
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(peer);
-                router.clone().oneshot(request.map(Body::new))
-            });
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(peer);
+                    router.clone().oneshot(request.map(Body::new))
+                },
+            );
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .keep_alive(false)
+                .half_close(true)
                 .serve_connection(TokioIo::new(stream), service);
             match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
                 Ok(Err(e)) => tracing::debug!("socket connection ended with an error: {e}"),
-                Err(_) => tracing::warn!("closed a socket connection open longer than {CONNECTION_TIMEOUT:?}"),
+                Err(_) => tracing::warn!(
+                    "closed a socket connection open longer than {CONNECTION_TIMEOUT:?}"
+                ),
                 Ok(Ok(())) => {}
             }
             drop(permit);
         });
     }
-    if tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} })
-        .await
-        .is_err()
+    if tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
     {
-        tracing::warn!("stopping with {} socket requests still running", connections.len());
+        tracing::warn!(
+            "stopping with {} socket requests still running",
+            connections.len()
+        );
         connections.abort_all();
     }
 }

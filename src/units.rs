@@ -51,7 +51,9 @@ impl FromStr for SizeLimit {
         if let Some(p) = t.strip_suffix('%') {
             let p: f64 = p.trim().parse().map_err(|_| expected())?;
             if !(0.0..=100.0).contains(&p) {
-                return Err(format!("invalid size {s:?}: a percentage must be between 0% and 100%"));
+                return Err(format!(
+                    "invalid size {s:?}: a percentage must be between 0% and 100%"
+                ));
             }
             return Ok(SizeLimit::Percent(p));
         }
@@ -71,7 +73,9 @@ impl<'de> Deserialize<'de> for SizeLimit {
         impl Visitor<'_> for V {
             type Value = SizeLimit;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a size like \"20 GiB\", a percentage like \"15%\", or a number of bytes")
+                f.write_str(
+                    "a size like \"20 GiB\", a percentage like \"15%\", or a number of bytes",
+                )
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<SizeLimit, E> {
                 u64::try_from(v)
@@ -169,7 +173,10 @@ impl FromStr for CronSchedule {
         }
         let dow = crontab_dow_to_cron_crate(parts[4])
             .map_err(|e| format!("invalid schedule {text:?}: day-of-week {e}"))?;
-        let expr = format!("0 {} {} {} {} {}", parts[0], parts[1], parts[2], parts[3], dow);
+        let expr = format!(
+            "0 {} {} {} {} {}",
+            parts[0], parts[1], parts[2], parts[3], dow
+        );
         let schedule = expr
             .parse::<cron::Schedule>()
             .map_err(|e| format!("invalid schedule {text:?}: {e}"))?;
@@ -209,7 +216,11 @@ fn crontab_dow_to_cron_crate(field: &str) -> Result<String, String> {
             if is_name(a) && is_name(b) {
                 range.to_string()
             } else {
-                let (a, b) = (map(a)?, b.parse::<u32>().map_err(|_| format!("{b:?} is not a day number"))?);
+                let (a, b) = (
+                    map(a)?,
+                    b.parse::<u32>()
+                        .map_err(|_| format!("{b:?} is not a day number"))?,
+                );
                 if b > 7 {
                     return Err(format!("{b} is out of range 0-7"));
                 }
@@ -242,9 +253,15 @@ mod tests {
 
     #[test]
     fn sizes_parse() {
-        assert_eq!("20 GiB".parse::<SizeLimit>(), Ok(SizeLimit::Bytes(20 << 30)));
+        assert_eq!(
+            "20 GiB".parse::<SizeLimit>(),
+            Ok(SizeLimit::Bytes(20 << 30))
+        );
         assert_eq!("20GiB".parse::<SizeLimit>(), Ok(SizeLimit::Bytes(20 << 30)));
-        assert_eq!("500 MB".parse::<SizeLimit>(), Ok(SizeLimit::Bytes(500_000_000)));
+        assert_eq!(
+            "500 MB".parse::<SizeLimit>(),
+            Ok(SizeLimit::Bytes(500_000_000))
+        );
         assert_eq!("4096".parse::<SizeLimit>(), Ok(SizeLimit::Bytes(4096)));
         assert_eq!("15%".parse::<SizeLimit>(), Ok(SizeLimit::Percent(15.0)));
         assert!("20 XB".parse::<SizeLimit>().is_err());
@@ -255,7 +272,10 @@ mod tests {
 
     #[test]
     fn durations_parse() {
-        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
         assert_eq!(parse_duration("1h 5m").unwrap(), Duration::from_secs(3900));
         assert!(parse_duration("soon").is_err());
     }
@@ -293,7 +313,10 @@ mod tests {
         let e = "* * * *".parse::<CronSchedule>().unwrap_err();
         assert!(e.contains("5 fields"), "{e}");
         assert!("61 * * * *".parse::<CronSchedule>().is_err());
-        assert!("0 0 * * 9".parse::<CronSchedule>().unwrap_err().contains("out of range"));
+        assert!("0 0 * * 9"
+            .parse::<CronSchedule>()
+            .unwrap_err()
+            .contains("out of range"));
         assert!("0 0 0 0 0 0".parse::<CronSchedule>().is_err());
     }
 }

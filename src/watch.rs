@@ -73,7 +73,13 @@ struct Tree {
 impl Tree {
     /// Watches `dir` (and, when recursive, every directory below it). Returns the files
     /// found below newly watched subdirectories, which may predate their watch.
-    fn add(&mut self, dir: &Path, recursive: bool, is_root: bool, found: &mut Vec<PathBuf>) -> io::Result<()> {
+    fn add(
+        &mut self,
+        dir: &Path,
+        recursive: bool,
+        is_root: bool,
+        found: &mut Vec<PathBuf>,
+    ) -> io::Result<()> {
         let wd = self.watches.add(dir, mask())?;
         self.dirs.insert(
             wd,
@@ -84,7 +90,10 @@ impl Tree {
             },
         );
         if recursive {
-            let walker = walkdir::WalkDir::new(dir).min_depth(1).follow_links(false).same_file_system(true);
+            let walker = walkdir::WalkDir::new(dir)
+                .min_depth(1)
+                .follow_links(false)
+                .same_file_system(true);
             for item in walker.into_iter().filter_map(Result::ok) {
                 if item.file_type().is_dir() {
                     if let Ok(wd) = self.watches.add(item.path(), mask()) {
@@ -175,7 +184,11 @@ async fn run(
 }
 
 /// Turns one event into changed paths; returns a reason when a rescan is needed.
-fn handle(tree: &mut Tree, event: inotify::Event<std::ffi::OsString>, batch: &mut Vec<PathBuf>) -> Option<String> {
+fn handle(
+    tree: &mut Tree,
+    event: inotify::Event<std::ffi::OsString>,
+    batch: &mut Vec<PathBuf>,
+) -> Option<String> {
     if event.mask.contains(EventMask::Q_OVERFLOW) {
         return Some("the inotify event queue overflowed".into());
     }
@@ -184,24 +197,41 @@ fn handle(tree: &mut Tree, event: inotify::Event<std::ffi::OsString>, batch: &mu
         return None;
     }
     let watched = tree.dirs.get(&event.wd)?;
-    if event.mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
-        return watched
-            .is_root
-            .then(|| format!("watched directory {} was removed or moved", watched.path.display()));
+    if event
+        .mask
+        .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
+    {
+        return watched.is_root.then(|| {
+            format!(
+                "watched directory {} was removed or moved",
+                watched.path.display()
+            )
+        });
     }
     let name = event.name?;
     let path = watched.path.join(&name);
     let recursive = watched.recursive;
     if event.mask.contains(EventMask::ISDIR) {
-        if recursive && event.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
+        if recursive
+            && event
+                .mask
+                .intersects(EventMask::CREATE | EventMask::MOVED_TO)
+        {
             let mut found = Vec::new();
             if let Err(e) = tree.add(&path, true, false, &mut found) {
                 if e.kind() != io::ErrorKind::NotFound {
-                    return Some(format!("cannot watch new directory {}: {e}", path.display()));
+                    return Some(format!(
+                        "cannot watch new directory {}: {e}",
+                        path.display()
+                    ));
                 }
             }
             batch.extend(found.iter().filter_map(|p| tree.relative(p)));
-        } else if event.mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM) && recursive {
+        } else if event
+            .mask
+            .intersects(EventMask::DELETE | EventMask::MOVED_FROM)
+            && recursive
+        {
             // The entries below a removed directory vanish without events of their own
             // when it is moved away: only a rescan finds out which.
             if event.mask.contains(EventMask::MOVED_FROM) {

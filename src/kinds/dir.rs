@@ -49,7 +49,10 @@ impl Kind for DirKind {
             ignored_files: 0,
             errors: Vec::new(),
         };
-        for item in walkdir::WalkDir::new(&self.root).follow_links(false).same_file_system(true) {
+        for item in walkdir::WalkDir::new(&self.root)
+            .follow_links(false)
+            .same_file_system(true)
+        {
             let item = match item {
                 Ok(item) => item,
                 Err(e) => {
@@ -67,7 +70,10 @@ impl Kind for DirKind {
             }
             match item.metadata() {
                 Ok(meta) => {
-                    let rel = item.path().strip_prefix(&self.root).expect("walk stays below root");
+                    let rel = item
+                        .path()
+                        .strip_prefix(&self.root)
+                        .expect("walk stays below root");
                     result.entries.push((rel.into(), entry_meta(&meta)));
                 }
                 // Deleted between readdir and stat: simply not an entry any more.
@@ -134,7 +140,9 @@ impl Kind for DirKind {
                 return Ok(Removal::Skipped("no longer a regular file".into()));
             }
             if fsutil::last_use_stat(&st) > used_before {
-                return Ok(Removal::Skipped("used since the eviction was planned".into()));
+                return Ok(Removal::Skipped(
+                    "used since the eviction was planned".into(),
+                ));
             }
             Ok(match fsutil::unlink_at(&dir, name)? {
                 true => Removal::Removed {
@@ -183,7 +191,12 @@ mod tests {
             let p = dir.path().join(name);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, b"data").unwrap();
-            filetime::set_file_times(&p, FileTime::from_unix_time(*t, 0), FileTime::from_unix_time(*t, 0)).unwrap();
+            filetime::set_file_times(
+                &p,
+                FileTime::from_unix_time(*t, 0),
+                FileTime::from_unix_time(*t, 0),
+            )
+            .unwrap();
         }
         let kind = DirKind::new(dir.path().to_path_buf());
         (dir, kind)
@@ -194,8 +207,12 @@ mod tests {
         let (dir, kind) = kind_with(&[("a", 100), ("sub/b", 200)]);
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
         let mut found = kind.scan();
-        found.entries.sort();
-        let names: Vec<_> = found.entries.iter().map(|(id, _)| kind.name_of(id)).collect();
+        found.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<_> = found
+            .entries
+            .iter()
+            .map(|(id, _)| kind.name_of(id))
+            .collect();
         assert_eq!(names, ["a", "sub/b"]);
         assert_eq!(found.entries[1].1.last_use, 200);
         assert_eq!(found.ignored_files, 1);
@@ -217,7 +234,11 @@ mod tests {
         let (dir, kind) = kind_with(&[]);
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("precious"), b"x").unwrap();
-        filetime::set_file_mtime(outside.path().join("precious"), FileTime::from_unix_time(1, 0)).unwrap();
+        filetime::set_file_mtime(
+            outside.path().join("precious"),
+            FileTime::from_unix_time(1, 0),
+        )
+        .unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("sub")).unwrap();
         let id: Box<Path> = Path::new("sub/precious").into();
         assert!(matches!(kind.remove(&id, i64::MAX), Removal::Skipped(_)));

@@ -40,7 +40,9 @@ pub struct Finding {
 /// What [`Kind::remove`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Removal {
-    Removed { disk_bytes: u64 },
+    Removed {
+        disk_bytes: u64,
+    },
     /// Someone else removed it first.
     Gone,
     /// Left alone on purpose (used since it was planned, lock busy, …); retried later.
@@ -131,9 +133,14 @@ impl KindName {
     }
 
     /// Builds the engine for a cache of this kind.
-    pub fn open(self, config: crate::config::CacheConfig) -> std::sync::Arc<dyn crate::cache::Cache> {
+    pub fn open(
+        self,
+        config: crate::config::CacheConfig,
+    ) -> std::sync::Arc<dyn crate::cache::Cache> {
         match self {
-            KindName::Dir => crate::cache::CacheOf::new(dir::DirKind::new(config.path.clone()), config),
+            KindName::Dir => {
+                crate::cache::CacheOf::open(dir::DirKind::new(config.path.clone()), config)
+            }
         }
     }
 }

@@ -1,1 +1,6 @@
+//! One integration-test binary (as ripgrep does): the real `cachewarden` binary against
+//! temp caches and temp sockets.
 
+mod cli;
+mod common;
+mod daemon;

@@ -1,0 +1,322 @@
+//! The one-shot subcommands, run without a daemon, and config errors.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::common::*;
+
+fn cachewarden(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Each broken config: exit 2, and the message names the file, the line and the key.
+#[test]
+fn bad_config_files_exit_2_naming_file_line_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let head = format!(
+        "[daemon]\nsocket = \"{}/s.sock\"\n\n[[cache]]\nname = \"c\"\nkind = \"dir\"\n",
+        tmp.path().display()
+    );
+    let path_line = format!("path = \"{}\"\n", cache.display());
+    let cases: Vec<(&str, String, usize, &str, &str)> = vec![
+        (
+            "syntax error",
+            format!("{head}{path_line}max_size = \"1 GiB\n"),
+            8,
+            "max_size",
+            "invalid",
+        ),
+        (
+            "unknown key",
+            format!("{head}{path_line}max_sise = \"1 GiB\"\n"),
+            8,
+            "max_sise",
+            "unknown field",
+        ),
+        (
+            "bad size",
+            format!("{head}{path_line}max_size = \"twelve\"\n"),
+            8,
+            "max_size",
+            "invalid size",
+        ),
+        (
+            "bad cron line",
+            format!("{head}{path_line}schedule = \"*/5 * *\"\n"),
+            8,
+            "schedule",
+            "5 fields",
+        ),
+        (
+            "bad cron value",
+            format!("{head}{path_line}verify_schedule = \"0 25 * * *\"\n"),
+            8,
+            "verify_schedule",
+            "invalid schedule",
+        ),
+        (
+            "relative path",
+            format!("{head}path = \"relative/cache\"\n"),
+            7,
+            "path",
+            "relative path",
+        ),
+        (
+            "missing cache dir",
+            format!("{head}path = \"{}/missing\"\n", tmp.path().display()),
+            7,
+            "path",
+            "No such file or directory",
+        ),
+        (
+            "bad duration",
+            format!("{head}{path_line}max_age = \"a while\"\n"),
+            8,
+            "max_age",
+            "invalid duration",
+        ),
+    ];
+    for (what, text, line, key, needle) in cases {
+        let file = tmp.path().join(format!("{}.toml", what.replace(' ', "-")));
+        std::fs::write(&file, &text).unwrap();
+        for args in [
+            vec!["config", "check", file.to_str().unwrap()],
+            vec!["--config", file.to_str().unwrap(), "daemon"],
+        ] {
+            let out = cachewarden(&args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+            let location = format!("{}:{line}: key `{key}`", file.display());
+            assert!(
+                err.contains(&location),
+                "{what}: {err:?} lacks {location:?}"
+            );
+            assert!(err.contains(needle), "{what}: {err:?} lacks {needle:?}");
+        }
+    }
+    let out = cachewarden(&["config", "check", "/nonexistent/config.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("/nonexistent/config.toml: cannot read config file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn config_check_prints_the_effective_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &tmp.path().join("s.sock"),
+        &[("c", tmp.path(), "max_size = \"2 GiB\"\nmin_free = \"10%\"")],
+    );
+    let file = tmp.path().join("c.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = cachewarden(&["config", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "max_size = \"2.0 GiB\"",
+        "min_free = \"10%\"",
+        "min_age = \"10m\"",
+        "schedule = \"17 * * * *\"",
+    ] {
+        assert!(printed.contains(needle), "{printed} lacks {needle}");
+    }
+}
+
+#[test]
+fn example_config_checks_clean_once_its_path_exists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml"))
+            .unwrap()
+            .replace("/var/cache/ccache", tmp.path().to_str().unwrap());
+    let file = tmp.path().join("example.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = cachewarden(&["config", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn one_shot_scan_evict_and_verify_work_without_a_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    for i in 0..4 {
+        file_aged(&cache.join(format!("f{i}")), 40 * 1024, (5 - i) * DAY);
+    }
+    let config = tmp.path().join("c.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            &tmp.path().join("none.sock"),
+            &[("c", &cache, "max_size = \"80 KiB\"")],
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+
+    let out = cachewarden(&["--config", cfg, "scan", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "over the limit is a finding: {}",
+        stderr(&out)
+    );
+    let scan = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(scan[0]["entries"], 4);
+    assert_eq!(scan[0]["over_limits"][0], "max_size");
+
+    let out = cachewarden(&["--config", cfg, "evict", "--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let plan = json(&String::from_utf8_lossy(&out.stdout));
+    let planned: Vec<_> = plan[0]["evicted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entry"].as_str().unwrap())
+        .collect();
+    assert_eq!(planned, ["f0", "f1"]);
+    assert_eq!(plan[0]["evicted"][0]["reason"], "max-size");
+    assert_eq!(files(&cache).len(), 4, "a dry run removes nothing");
+
+    let out = cachewarden(&["--config", cfg, "evict"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("evicted 2 entries"));
+    assert_eq!(files(&cache), ["f2", "f3"]);
+    let out = cachewarden(&["--config", cfg, "evict", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "nothing left to do");
+
+    let out = cachewarden(&["--config", cfg, "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0);
+    assert_eq!(v["caches"][0]["checked"], 2);
+
+    let out = cachewarden(&["--config", cfg, "scan", "--cache", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no cache named \"nope\""));
+}
+
+/// An unreadable entry is a problem with the documented JSON shape; `--repair` removes it.
+/// Run as nobody, since root reads everything.
+#[test]
+fn verify_reports_unreadable_entries_and_repairs_them() {
+    let tmp = open_tempdir();
+    let cache = tmp.path().join("cache");
+    file_aged(&cache.join("good"), 100, DAY);
+    file_aged(&cache.join("sub/locked"), 100, DAY);
+    std::fs::set_permissions(
+        cache.join("sub/locked"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    for p in [
+        cache.as_path(),
+        &cache.join("good"),
+        &cache.join("sub"),
+        &cache.join("sub/locked"),
+    ] {
+        nix::unistd::chown(p, Some(nobody), None).unwrap();
+    }
+    let config = tmp.path().join("c.toml");
+    std::fs::write(
+        &config,
+        config_text(&tmp.path().join("none.sock"), &[("c", &cache, "")]),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let as_nobody = |extra: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                BIN,
+                "--config",
+                config.to_str().unwrap(),
+                "verify",
+                "--json",
+            ])
+            .args(extra)
+            .env("HOME", "/nonexistent")
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{v}");
+    assert_eq!(problems[0]["cache"], "c");
+    assert_eq!(problems[0]["entry"], "sub/locked");
+    assert_eq!(problems[0]["path"], "sub/locked");
+    assert_eq!(problems[0]["problem"], "unreadable");
+    assert_eq!(problems[0]["repaired"], false);
+    assert!(cache.join("sub/locked").exists());
+
+    let out = as_nobody(&["--repair"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v["problems"][0]["repaired"], true);
+    assert_eq!(files(&cache), ["good"]);
+}
+
+#[test]
+fn status_without_a_daemon_is_a_clear_error() {
+    let out = cachewarden(&["status", "--socket", "/nonexistent/cw.sock"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot reach the cachewarden daemon at /nonexistent/cw.sock"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let out = cachewarden(&["--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Exit status: 0 ok; 1 the check found something"),
+        "{text}"
+    );
+    let out = cachewarden(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn status_table_talks_to_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    file_aged(&cache.join("a"), 4096, 3 * DAY);
+    let socket = tmp.path().join("run/cw.sock");
+    let daemon = Daemon::start(
+        tmp.path(),
+        &config_text(&socket, &[("mycache", &cache, "max_size = \"1 GiB\"")]),
+    );
+    let out = cachewarden(&["--config", daemon.config.to_str().unwrap(), "status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("CACHE"), "{text}");
+    assert!(
+        text.contains("mycache") && text.contains("4.0 KiB / 1.0 GiB") && text.contains("3d"),
+        "{text}"
+    );
+    let out = cachewarden(&["status", "--json", "--socket", socket.to_str().unwrap()]);
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v["caches"][0]["name"], "mycache");
+}

@@ -1,0 +1,224 @@
+//! Shared test tools: a real daemon on a temp socket, a raw HTTP client, polling.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use filetime::FileTime;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cachewarden");
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A temp dir that other users can traverse (for tests that run clients as nobody).
+pub fn open_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Writes `len` bytes at `path`, last used `age` ago.
+pub fn file_aged(path: &Path, len: usize, age: Duration) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, vec![7u8; len]).unwrap();
+    let t = FileTime::from_unix_time(now() - age.as_secs() as i64, 0);
+    filetime::set_file_times(path, t, t).unwrap();
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub const HOUR: Duration = Duration::from_secs(3600);
+pub const DAY: Duration = Duration::from_secs(86400);
+
+/// One HTTP/1.1 request over the socket; returns (status, body).
+pub fn http(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw(socket, request.as_bytes())
+}
+
+/// Sends raw bytes, reads the whole answer, parses the status line.
+pub fn raw(socket: &Path, bytes: &[u8]) -> (u16, String) {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(bytes).unwrap();
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+pub fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// A config with one `dir` cache per (name, path, extra lines).
+pub fn config_text(socket: &Path, caches: &[(&str, &Path, &str)]) -> String {
+    let mut text = format!(
+        "[daemon]\nsocket = \"{}\"\nlog_level = \"debug\"\n",
+        socket.display()
+    );
+    for (name, path, extra) in caches {
+        text.push_str(&format!(
+            "\n[[cache]]\nname = \"{name}\"\nkind = \"dir\"\npath = \"{}\"\n{extra}\n",
+            path.display()
+        ));
+    }
+    text
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `cachewarden daemon` on `config` and waits until every cache is scanned.
+    pub fn start(dir: &Path, config_text: &str) -> Daemon {
+        let config = dir.join("config.toml");
+        std::fs::write(&config, config_text).unwrap();
+        let socket = PathBuf::from(
+            config_text
+                .lines()
+                .find_map(|l| l.strip_prefix("socket = "))
+                .expect("config names a socket")
+                .trim_matches('"'),
+        );
+        let log = dir.join(format!("daemon-{}.log", now_nanos()));
+        let child = Command::new(BIN)
+            .args(["--config", config.to_str().unwrap(), "daemon"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("RUST_LOG")
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon {
+            child,
+            socket,
+            config,
+            log,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    pub fn wait_ready(&mut self) {
+        let socket = self.socket.clone();
+        wait_for("the daemon to finish its first scan", DEADLINE, || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("daemon exited early ({status}): {}", self.log_text());
+            }
+            UnixStream::connect(&socket).ok()?;
+            let status = json(&http(&socket, "GET", "/v1/status", "").1);
+            let ready = status["caches"]
+                .as_array()?
+                .iter()
+                .all(|c| c["state"] == "ready");
+            ready.then_some(())
+        });
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let (code, body) = http(&self.socket, "GET", path, "");
+        (code, json(&body))
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let (code, body) = http(&self.socket, "POST", path, body);
+        (code, json(&body))
+    }
+
+    pub fn cache_status(&self, name: &str) -> Value {
+        let (code, v) = self.get(&format!("/v1/caches/{name}"));
+        assert_eq!(code, 200, "{v}");
+        v
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = wait_for("the daemon to stop", DEADLINE, || {
+            self.child.try_wait().unwrap()
+        });
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Names of the files below `dir`, sorted, relative.
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            e.path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}

@@ -1,0 +1,377 @@
+//! The real daemon binary on a temp socket over temp caches.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::common::*;
+
+#[test]
+fn status_follows_watch_events_without_a_rescan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    file_aged(&cache.join("a"), 1000, HOUR);
+    file_aged(&cache.join("sub/b"), 1000, HOUR);
+    let socket = tmp.path().join("run/cw.sock");
+    let daemon = Daemon::start(tmp.path(), &config_text(&socket, &[("c", &cache, "")]));
+    let before = daemon.cache_status("c");
+    assert_eq!(before["entries"], 2);
+    let scan = before["last_scan"].clone();
+
+    std::fs::write(cache.join("new"), vec![1u8; 50_000]).unwrap();
+    let after = wait_for("the new file in status", DEADLINE, || {
+        let s = daemon.cache_status("c");
+        (s["entries"] == 3).then_some(s)
+    });
+    assert!(
+        after["disk_bytes"].as_u64().unwrap() >= before["disk_bytes"].as_u64().unwrap() + 50_000
+    );
+    assert_eq!(
+        after["last_scan"], scan,
+        "status must come from watch events, not a rescan"
+    );
+
+    // A directory created after start is watched too, with files written at once.
+    std::fs::create_dir_all(cache.join("late/deeper")).unwrap();
+    std::fs::write(cache.join("late/deeper/x"), b"x").unwrap();
+    wait_for("a file in a new directory", DEADLINE, || {
+        (daemon.cache_status("c")["entries"] == 4).then_some(())
+    });
+    std::fs::write(cache.join("late/deeper/y"), b"y").unwrap();
+    wait_for("a second file in the new directory", DEADLINE, || {
+        (daemon.cache_status("c")["entries"] == 5).then_some(())
+    });
+
+    std::fs::remove_file(cache.join("a")).unwrap();
+    wait_for("the removal in status", DEADLINE, || {
+        (daemon.cache_status("c")["entries"] == 4).then_some(())
+    });
+    assert_eq!(daemon.cache_status("c")["last_scan"], scan);
+
+    let (code, list) = daemon.get("/v1/caches/c/entries?order=largest&limit=1");
+    assert_eq!(code, 200);
+    assert_eq!(list[0]["entry"], "new");
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(daemon.stop().code(), Some(0));
+}
+
+#[test]
+fn eviction_honours_every_limit_and_min_age() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sized = tmp.path().join("sized");
+    // 40 KiB files (so st_blocks is exact): one past max_age, four old, two young.
+    let kib40 = 40 * 1024;
+    file_aged(&sized.join("expired"), kib40, 40 * DAY);
+    for (i, age) in [5, 4, 3, 2].iter().enumerate() {
+        file_aged(&sized.join(format!("old{i}")), kib40, *age * DAY);
+    }
+    file_aged(&sized.join("young1"), kib40, Duration::from_secs(60));
+    file_aged(&sized.join("young2"), kib40, Duration::from_secs(60));
+    file_aged(&sized.join("pinned.keep"), kib40, 90 * DAY);
+
+    let full = tmp.path().join("full");
+    file_aged(&full.join("old"), kib40, 3 * DAY);
+    file_aged(&full.join("young"), kib40, Duration::from_secs(10));
+
+    let socket = tmp.path().join("run/cw.sock");
+    let config = config_text(
+        &socket,
+        &[
+            (
+                "sized",
+                &sized,
+                "max_size = \"160 KiB\"\nmax_age = \"30d\"\nmin_age = \"1h\"\nkeep = [\"*.keep\"]",
+            ),
+            // The filesystem is never 100% free: everything evictable must go.
+            ("full", &full, "min_free = \"100%\"\nmin_age = \"1h\""),
+        ],
+    );
+    let daemon = Daemon::start(tmp.path(), &config);
+
+    // At startup: the expired file (max_age), then oldest first down to 160 KiB; the pinned
+    // and the young files stay whatever the limit says.
+    wait_for("startup eviction", DEADLINE, || {
+        (files(&sized).len() == 4).then_some(())
+    });
+    assert_eq!(files(&sized), ["old3", "pinned.keep", "young1", "young2"]);
+    let s = daemon.cache_status("sized");
+    assert_eq!(s["disk_bytes"], 4 * kib40 as u64);
+    assert_eq!(s["last_eviction"]["entries"], 4);
+    assert_eq!(s["evicted_bytes_total"], 4 * kib40 as u64);
+    assert_eq!(
+        files(&full),
+        ["young"],
+        "min_free evicts all but min_age-protected entries"
+    );
+    assert!(daemon.cache_status("full")["over_limits"]
+        .as_array()
+        .unwrap()
+        .contains(&"min_free".into()));
+
+    // A new file pushes the cache over max_size: the oldest evictable entry goes promptly,
+    // without waiting for the schedule.
+    std::fs::write(sized.join("fresh"), vec![1u8; kib40]).unwrap();
+    wait_for("event-driven eviction", DEADLINE, || {
+        (!sized.join("old3").exists()).then_some(())
+    });
+    assert_eq!(files(&sized), ["fresh", "pinned.keep", "young1", "young2"]);
+
+    // Over the limit with only protected entries left: nothing more is removed, and the
+    // plan says why.
+    std::fs::write(sized.join("fresh2"), vec![1u8; kib40]).unwrap();
+    wait_for("fresh2 in the index", DEADLINE, || {
+        (daemon.cache_status("sized")["disk_bytes"] == 5 * kib40 as u64).then_some(())
+    });
+    let (code, plan) = daemon.post("/v1/caches/sized/evict?dry_run=true", "");
+    assert_eq!(code, 200, "{plan}");
+    assert!(plan["evicted"].as_array().unwrap().is_empty(), "{plan}");
+    assert!(
+        plan["unmet"][0].as_str().unwrap().contains("max_size"),
+        "{plan}"
+    );
+    assert_eq!(files(&sized).len(), 5);
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = tmp.path().join("one");
+    let two = tmp.path().join("two");
+    file_aged(&one.join("a"), 100, HOUR);
+    file_aged(&two.join("b"), 100, HOUR);
+    let socket = tmp.path().join("run/cw.sock");
+    let good = config_text(&socket, &[("one", &one, "max_size = \"1 GiB\"")]);
+    let daemon = Daemon::start(tmp.path(), &good);
+
+    std::fs::write(&daemon.config, format!("{good}\nmax_sise = \"2 GiB\"\n")).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    wait_for("the reload error in the log", DEADLINE, || {
+        daemon
+            .log_text()
+            .contains("reload failed, keeping the running config")
+            .then_some(())
+    });
+    let log = daemon.log_text();
+    assert!(
+        log.contains("config.toml:") && log.contains("max_sise"),
+        "{log}"
+    );
+    let (code, status) = daemon.get("/v1/status");
+    assert_eq!(code, 200);
+    assert_eq!(status["caches"][0]["name"], "one");
+    assert_eq!(status["caches"][0]["limits"]["max_size_bytes"], 1u64 << 30);
+
+    // The same through the API: 422 with the location, the old config still in force.
+    let (code, err) = daemon.post("/v1/reload", "");
+    assert_eq!(code, 422, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("max_sise"), "{err}");
+
+    // A good config takes effect on the next SIGHUP: new limits, a new cache.
+    let better = config_text(
+        &socket,
+        &[("one", &one, "max_size = \"2 GiB\""), ("two", &two, "")],
+    );
+    std::fs::write(&daemon.config, better).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    let status = wait_for("the new config", DEADLINE, || {
+        let (_, s) = daemon.get("/v1/status");
+        (s["caches"].as_array().unwrap().len() == 2 && s["caches"][1]["state"] == "ready")
+            .then_some(s)
+    });
+    assert_eq!(status["caches"][0]["limits"]["max_size_bytes"], 2u64 << 30);
+    assert_eq!(status["caches"][1]["entries"], 1);
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_refuses_and_stale_sockets_are_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let socket = tmp.path().join("run/cw.sock");
+    std::fs::create_dir(tmp.path().join("run")).unwrap();
+    // A stale socket file left by a killed daemon.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let config = config_text(&socket, &[("c", &cache, "")]);
+    let daemon = Daemon::start(tmp.path(), &config);
+
+    let second = Command::new(BIN)
+        .args(["--config", daemon.config.to_str().unwrap(), "daemon"])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("already running") && err.contains(&format!("pid {}", daemon.child.id())),
+        "{err}"
+    );
+    assert_eq!(
+        daemon.get("/v1/status").0,
+        200,
+        "the first daemon still answers"
+    );
+
+    // SIGTERM stops it cleanly and removes the socket.
+    assert_eq!(daemon.stop().code(), Some(0));
+    assert!(!socket.exists());
+}
+
+#[test]
+fn malformed_requests_get_4xx_and_the_daemon_keeps_answering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    file_aged(&cache.join("a"), 100, DAY);
+    let socket = tmp.path().join("run/cw.sock");
+    let daemon = Daemon::start(
+        tmp.path(),
+        &config_text(&socket, &[("c", &cache, "max_size = \"1 GiB\"")]),
+    );
+
+    // A client that connects and says nothing holds one slot, not the server.
+    let _silent = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+
+    let (code, _) = raw(&socket, b"GARBAGE\r\n\r\n");
+    assert!((400..500).contains(&code), "{code}");
+    let (code, _) = raw(
+        &socket,
+        b"GET /v1/status HTTP/1.1\r\ncontent-length: nope\r\n\r\n",
+    );
+    assert!((400..500).contains(&code), "{code}");
+
+    let cases: &[(&str, &str, &str, u16, &str)] = &[
+        (
+            "POST",
+            "/v1/caches/c/evict",
+            "{not json",
+            400,
+            "invalid JSON body",
+        ),
+        (
+            "POST",
+            "/v1/caches/c/evict",
+            "{\"dry_run\": \"yes\"}",
+            400,
+            "invalid JSON body",
+        ),
+        (
+            "POST",
+            "/v1/caches/c/evict",
+            "{\"bogus\": true}",
+            400,
+            "unknown field",
+        ),
+        (
+            "POST",
+            "/v1/caches/c/evict?dry_run=maybe",
+            "",
+            400,
+            "invalid query",
+        ),
+        (
+            "GET",
+            "/v1/caches/c/entries?order=sideways",
+            "",
+            400,
+            "invalid query",
+        ),
+        (
+            "POST",
+            "/v1/caches/nope/evict",
+            "",
+            404,
+            "no cache named \\\"nope\\\"",
+        ),
+        (
+            "GET",
+            "/v1/caches/nope/entries",
+            "",
+            404,
+            "configured caches: c",
+        ),
+        ("GET", "/v2/everything", "", 404, "no such endpoint"),
+        ("DELETE", "/v1/status", "", 405, "not allowed"),
+    ];
+    for (method, path, body, want, needle) in cases {
+        let (code, text) = http(&socket, method, path, body);
+        assert_eq!(code, *want, "{method} {path} {body}: {text}");
+        let v = json(&text);
+        assert!(v["error"].is_string(), "{text}");
+        assert!(
+            text.contains(needle),
+            "{method} {path}: {text} lacks {needle}"
+        );
+    }
+    let big = "x".repeat(100 * 1024);
+    let (code, text) = http(&socket, "POST", "/v1/caches/c/verify", &big);
+    assert_eq!(code, 413, "{text}");
+
+    // Still healthy, nothing lost.
+    let (code, status) = daemon.get("/v1/status");
+    assert_eq!(code, 200);
+    assert_eq!(status["caches"][0]["entries"], 1);
+    assert!(cache.join("a").exists());
+    let (code, metrics) = http(&socket, "GET", "/metrics", "");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("cachewarden_cache_entries{cache=\"c\",kind=\"dir\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn another_uid_may_read_status_but_not_change_anything() {
+    let tmp = open_tempdir();
+    let cache = tmp.path().join("cache");
+    file_aged(&cache.join("old"), 100, 10 * DAY);
+    let socket = tmp.path().join("run/cw.sock");
+    let config = config_text(&socket, &[("c", &cache, "")])
+        .replace("[daemon]\n", "[daemon]\nsocket_group = \"nogroup\"\n");
+    // max_age is added after start, so the file is evictable only on request.
+    let daemon = Daemon::start(tmp.path(), &config);
+    let dir_mode = std::fs::metadata(socket.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o750);
+    let sock_mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(sock_mode, 0o660);
+
+    let as_nobody = |args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                "curl",
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                "--unix-socket",
+            ])
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("setpriv and curl are installed (.ci/run installs them)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.parse::<u16>().unwrap_or(0), body.to_string())
+    };
+    let (code, body) = as_nobody(&["http://localhost/v1/status"]);
+    assert_eq!(code, 200, "{body}");
+    for path in [
+        "/v1/caches/c/evict",
+        "/v1/caches/c/verify?repair=true",
+        "/v1/reload",
+    ] {
+        let (code, body) = as_nobody(&["-X", "POST", &format!("http://localhost{path}")]);
+        assert_eq!(code, 403, "{path}: {body}");
+        assert!(body.contains("uid 65534"), "{body}");
+    }
+    // The daemon's own uid (root here) may.
+    let (code, _) = daemon.post("/v1/caches/c/evict", "");
+    assert_eq!(code, 200);
+}
