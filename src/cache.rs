@@ -7,7 +7,7 @@
 //! scan runs are replayed after the scan's result replaces the index, so a file created
 //! mid-scan is never lost.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -17,7 +17,7 @@ use glob::MatchOptions;
 use crate::config::CacheConfig;
 use crate::fsutil::{self, DiskSpace};
 use crate::index::Index;
-use crate::kinds::{Kind, Removal, UnixTime, WatchDir};
+use crate::kinds::{Kind, Removal, Removing, Survivors, UnixTime, WatchDir};
 use crate::parallel;
 use crate::plan::{self, Candidate, PlanLimits};
 use crate::report::*;
@@ -96,6 +96,7 @@ impl<K: Kind> CacheOf<K> {
             max_age_secs: config.limits.max_age.map(|d| d.as_secs() as i64),
             min_free_bytes: config.limits.min_free.map(|l| l.resolve(total)),
             min_age_secs: config.limits.min_age.as_secs() as i64,
+            in_use_since: None,
         }
     }
 
@@ -325,10 +326,12 @@ impl<K: Kind> Cache for CacheOf<K> {
         let _work = self.work.lock().unwrap();
         let config = self.cfg();
         let disk = self.disk();
-        let limits = self.plan_limits(&config, disk);
-        let candidates: Vec<Candidate<K::Id>> = {
+        let in_use = self.kind.in_use();
+        let mut limits = self.plan_limits(&config, disk);
+        limits.in_use_since = in_use.as_ref().map(|u| u.since);
+        let (plan, survivors) = {
             let index = self.index.lock().unwrap();
-            index
+            let candidates: Vec<Candidate<K::Id>> = index
                 .iter()
                 .map(|(id, m)| Candidate {
                     id: id.clone(),
@@ -336,16 +339,31 @@ impl<K: Kind> Cache for CacheOf<K> {
                     last_use: m.last_use,
                     pinned: self.pinned(&config, id),
                 })
-                .collect()
+                .collect();
+            let plan = plan::plan(&candidates, &limits, disk.map(|d| d.available_bytes), now);
+            drop(candidates);
+            let going: HashSet<&K::Id> = plan.evict.iter().map(|p| &p.id).collect();
+            let survivors = Survivors::new(
+                index
+                    .iter()
+                    .filter(|(id, _)| !going.contains(id))
+                    .map(|(_, m)| m.aux)
+                    .collect(),
+            );
+            drop(going);
+            (plan, survivors)
         };
-        let plan = plan::plan(&candidates, &limits, disk.map(|d| d.available_bytes), now);
-        drop(candidates);
 
         let started = Instant::now();
         let outcomes: Vec<Option<Removal>> = if dry_run {
             vec![None; plan.evict.len()]
         } else {
-            parallel::map(&plan.evict, |p| Some(self.kind.remove(&p.id, p.last_use)))
+            parallel::map(&plan.evict, |p| {
+                Some(
+                    self.kind
+                        .remove(&p.id, p.last_use, Removing::Evict(&survivors)),
+                )
+            })
         };
 
         let mut report = EvictionReport {
@@ -359,6 +377,8 @@ impl<K: Kind> Cache for CacheOf<K> {
             evicted: Vec::new(),
             skipped: Vec::new(),
             unmet: plan.unmet.clone(),
+            held_in_use: plan.held_in_use,
+            in_use_by: in_use.filter(|_| plan.held_in_use > 0).map(|u| u.by),
             duration_ms: 0,
         };
         {
@@ -445,7 +465,7 @@ impl<K: Kind> Cache for CacheOf<K> {
                 && if *last_use > young_after {
                     false
                 } else {
-                    match self.kind.remove(id, young_after) {
+                    match self.kind.remove(id, young_after, Removing::Repair(&found)) {
                         Removal::Removed { .. } | Removal::Gone => {
                             index.remove(id);
                             true

@@ -24,6 +24,11 @@ use crate::units::{self, CronSchedule, SizeLimit};
 /// `go env`, with limits fit for a developer workstation.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default-config.toml");
 
+/// The system daemon's config (the packaged unit names it explicitly).
+pub const SYSTEM_CONFIG: &str = "/etc/cachewarden/config.toml";
+/// The system daemon's socket (systemd's `RuntimeDirectory=cachewarden`).
+pub const SYSTEM_SOCKET: &str = "/run/cachewarden/cachewarden.sock";
+
 /// Enforcement schedule when a cache sets none. Limits are also enforced as soon as watch
 /// events push a cache over one; this catches entries that merely grew old.
 pub const DEFAULT_SCHEDULE: &str = "17 * * * *";
@@ -183,25 +188,26 @@ impl Env {
         }
     }
 
-    /// The config file used when none is named: the user's, then the system's.
+    /// The config file used when none is named: the user's; for root also the
+    /// system's. (A user's daemon must not pick up the system daemon's config and
+    /// socket: without a file of their own, users get the embedded default.)
     pub fn default_config_file(&self) -> Option<PathBuf> {
         let user = self
             .xdg_config_home
             .clone()
             .or_else(|| self.home.as_ref().map(|h| h.join(".config")))
             .map(|d| d.join("cachewarden/config.toml"));
-        [user, Some(PathBuf::from("/etc/cachewarden/config.toml"))]
-            .into_iter()
-            .flatten()
-            .find(|p| p.is_file())
+        let system = (self.uid == 0).then(|| PathBuf::from(SYSTEM_CONFIG));
+        [user, system].into_iter().flatten().find(|p| p.is_file())
     }
 
     /// `/run/cachewarden/…` for root (the system unit's RuntimeDirectory), the user's
     /// runtime dir otherwise.
     pub fn default_socket(&self) -> PathBuf {
-        let dir = if self.uid == 0 {
-            PathBuf::from("/run/cachewarden")
-        } else if let Some(run) = &self.xdg_runtime_dir {
+        if self.uid == 0 {
+            return PathBuf::from(SYSTEM_SOCKET);
+        }
+        let dir = if let Some(run) = &self.xdg_runtime_dir {
             run.join("cachewarden")
         } else {
             PathBuf::from(format!("/tmp/cachewarden-{}", self.uid))
@@ -327,7 +333,9 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
             }
             Err(message) => return Err(err_at(path_span, Some("path"), message)),
         };
-        if let Err(message) = check_root_is_safe(&path, env) {
+        if let Err(message) =
+            check_root_is_safe(&path, env).and_then(|()| raw.kind.check_root(&path))
+        {
             return Err(err_at(path_span, Some("path"), message));
         }
         if let Some(other) = caches
@@ -425,6 +433,8 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
 fn resolve_cache_path(kind: KindName, path: &Path) -> Result<Option<PathBuf>, String> {
     let path = if path == Path::new("auto") {
         match kind.discover() {
+            // Not created yet (go never ran): nothing to manage.
+            Ok(Some(p)) if !p.exists() => return Ok(None),
             Ok(Some(p)) => p,
             Ok(None) => return Ok(None),
             Err(e) => return Err(e),

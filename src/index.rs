@@ -1,72 +1,156 @@
 //! The in-memory index of one cache: every entry's size and last use, with totals kept
 //! up to date on every change so `status` never walks the disk.
 //!
-//! Entries live in a hash map keyed by the kind's id; ordering by last use is computed
-//! on demand (the planner sorts a snapshot). Watch events therefore cost O(1), and the
-//! O(n log n) sort is paid only when eviction is planned or a listing asks for it.
+//! ## Memory
+//!
+//! A busy GOCACHE holds millions of entries, so the index is built for size, not
+//! generality: 256 shards (by a hash of the id), each a `Vec` of `(id, Packed)` sorted
+//! by id. No per-entry allocation, no hash-table slack: a 33-byte GOCACHE id plus the
+//! 24-byte [`Packed`] record is 57 bytes an entry (measured in `docs/benchmarks.md`).
+//! Lookups are a binary search in one shard; an insert moves at most one shard's tail
+//! (1/256 of the index), which watch events can afford.
+//!
+//! Ordering by last use is computed on demand: the planner sorts a snapshot, so events
+//! stay cheap and the O(n log n) sort is paid only when eviction is planned.
 
-use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::kinds::{EntryMeta, UnixTime};
 
+const SHARDS: usize = 256;
+
+/// What the index stores per entry; `EntryMeta` unpacked. Disk usage is kept in
+/// 512-byte units (as `st_blocks`), times as unsigned seconds (1970–2106).
+#[derive(Clone, Copy)]
+#[repr(C, packed)]
+struct Packed {
+    last_use: u32,
+    disk_blocks: u32,
+    apparent_bytes: u64,
+    aux: u64,
+}
+
+impl Packed {
+    fn pack(m: &EntryMeta) -> Packed {
+        Packed {
+            last_use: m.last_use.clamp(0, u32::MAX as i64) as u32,
+            disk_blocks: m.disk_bytes.div_ceil(512).min(u32::MAX as u64) as u32,
+            apparent_bytes: m.apparent_bytes,
+            aux: m.aux,
+        }
+    }
+
+    fn unpack(self) -> EntryMeta {
+        EntryMeta {
+            disk_bytes: self.disk_blocks as u64 * 512,
+            apparent_bytes: self.apparent_bytes,
+            last_use: self.last_use as i64,
+            aux: self.aux,
+        }
+    }
+}
+
 pub struct Index<I> {
-    entries: HashMap<I, EntryMeta>,
+    shards: Vec<Vec<(I, Packed)>>,
+    len: usize,
     disk_bytes: u64,
     apparent_bytes: u64,
 }
 
-impl<I: Eq + Hash + Clone> Default for Index<I> {
+impl<I: Ord + Hash + Clone> Default for Index<I> {
     fn default() -> Self {
         Index {
-            entries: HashMap::new(),
+            shards: (0..SHARDS).map(|_| Vec::new()).collect(),
+            len: 0,
             disk_bytes: 0,
             apparent_bytes: 0,
         }
     }
 }
 
-impl<I: Eq + Hash + Clone> Index<I> {
+fn shard_of<I: Hash>(id: &I) -> usize {
+    let mut h = DefaultHasher::new();
+    id.hash(&mut h);
+    (h.finish() % SHARDS as u64) as usize
+}
+
+impl<I: Ord + Hash + Clone> Index<I> {
+    /// Builds an index in one go (a full scan's result); a later duplicate id wins.
     pub fn from_entries(entries: impl IntoIterator<Item = (I, EntryMeta)>) -> Self {
         let mut index = Index::default();
         for (id, meta) in entries {
-            index.upsert(id, meta);
+            index.shards[shard_of(&id)].push((id, Packed::pack(&meta)));
         }
+        for shard in &mut index.shards {
+            // Stable sort keeps insertion order among equal ids; keep the last of each.
+            shard.sort_by(|a, b| a.0.cmp(&b.0));
+            shard.reverse();
+            shard.dedup_by(|a, b| a.0 == b.0);
+            shard.reverse();
+            shard.shrink_to_fit();
+        }
+        index.recount();
         index
+    }
+
+    fn recount(&mut self) {
+        self.len = self.shards.iter().map(Vec::len).sum();
+        let (mut disk, mut apparent) = (0, 0);
+        for (_, p) in self.shards.iter().flatten() {
+            let m = p.unpack();
+            disk += m.disk_bytes;
+            apparent += m.apparent_bytes;
+        }
+        self.disk_bytes = disk;
+        self.apparent_bytes = apparent;
     }
 
     /// Inserts or updates one entry, keeping the totals exact.
     pub fn upsert(&mut self, id: I, meta: EntryMeta) {
-        if let Some(old) = self.entries.insert(id, meta) {
-            self.subtract(&old);
+        let packed = Packed::pack(&meta);
+        let new = packed.unpack();
+        let shard = &mut self.shards[shard_of(&id)];
+        match shard.binary_search_by(|(k, _)| k.cmp(&id)) {
+            Ok(i) => {
+                let old = shard[i].1.unpack();
+                shard[i].1 = packed;
+                self.disk_bytes -= old.disk_bytes;
+                self.apparent_bytes -= old.apparent_bytes;
+            }
+            Err(i) => {
+                shard.insert(i, (id, packed));
+                self.len += 1;
+            }
         }
-        self.disk_bytes += meta.disk_bytes;
-        self.apparent_bytes += meta.apparent_bytes;
+        self.disk_bytes += new.disk_bytes;
+        self.apparent_bytes += new.apparent_bytes;
     }
 
     pub fn remove(&mut self, id: &I) -> Option<EntryMeta> {
-        let old = self.entries.remove(id)?;
-        self.subtract(&old);
+        let shard = &mut self.shards[shard_of(id)];
+        let i = shard.binary_search_by(|(k, _)| k.cmp(id)).ok()?;
+        let old = shard.remove(i).1.unpack();
+        self.len -= 1;
+        self.disk_bytes -= old.disk_bytes;
+        self.apparent_bytes -= old.apparent_bytes;
         Some(old)
     }
 
-    fn subtract(&mut self, old: &EntryMeta) {
-        self.disk_bytes -= old.disk_bytes;
-        self.apparent_bytes -= old.apparent_bytes;
-    }
-
-    pub fn get(&self, id: &I) -> Option<&EntryMeta> {
-        self.entries.get(id)
+    pub fn get(&self, id: &I) -> Option<EntryMeta> {
+        let shard = &self.shards[shard_of(id)];
+        let i = shard.binary_search_by(|(k, _)| k.cmp(id)).ok()?;
+        Some(shard[i].1.unpack())
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
+    /// Disk usage of all entries (the sum of their rounded-up 512-byte blocks).
     pub fn disk_bytes(&self) -> u64 {
         self.disk_bytes
     }
@@ -76,11 +160,15 @@ impl<I: Eq + Hash + Clone> Index<I> {
     }
 
     pub fn oldest_use(&self) -> Option<UnixTime> {
-        self.entries.values().map(|m| m.last_use).min()
+        self.shards
+            .iter()
+            .flatten()
+            .map(|(_, p)| p.last_use as i64)
+            .min()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&I, &EntryMeta)> {
-        self.entries.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (&I, EntryMeta)> {
+        self.shards.iter().flatten().map(|(id, p)| (id, p.unpack()))
     }
 }
 
@@ -91,26 +179,63 @@ mod tests {
 
     fn meta(disk: u64, t: i64) -> EntryMeta {
         EntryMeta {
-            disk_bytes: disk,
-            apparent_bytes: disk / 2,
+            disk_bytes: disk * 512,
+            apparent_bytes: disk * 100,
             last_use: t,
+            aux: disk ^ 7,
         }
     }
 
     proptest! {
-        /// Whatever sequence of upserts and removals arrives, the running totals equal a
-        /// fresh sum over the entries.
+        /// Whatever sequence of upserts and removals arrives, the index holds exactly
+        /// what a map would, and the running totals equal a fresh sum.
         #[test]
-        fn totals_match_entries(ops in prop::collection::vec((0u8..20, any::<bool>(), 0u64..1_000_000, 0i64..1000), 0..200)) {
+        fn behaves_like_a_map(ops in prop::collection::vec((0u16..300, any::<bool>(), 0u64..100_000, 0i64..1000), 0..400)) {
             let mut index = Index::default();
+            let mut model = std::collections::BTreeMap::new();
             for (id, insert, size, t) in ops {
-                if insert { index.upsert(id, meta(size, t)); } else { index.remove(&id); }
+                if insert {
+                    index.upsert(id, meta(size, t));
+                    model.insert(id, meta(size, t));
+                } else {
+                    prop_assert_eq!(index.remove(&id), model.remove(&id));
+                }
             }
-            let disk: u64 = index.iter().map(|(_, m)| m.disk_bytes).sum();
-            let apparent: u64 = index.iter().map(|(_, m)| m.apparent_bytes).sum();
+            prop_assert_eq!(index.len(), model.len());
+            for (id, m) in &model {
+                prop_assert_eq!(index.get(id), Some(*m));
+            }
+            let disk: u64 = model.values().map(|m| m.disk_bytes).sum();
+            let apparent: u64 = model.values().map(|m| m.apparent_bytes).sum();
             prop_assert_eq!(index.disk_bytes(), disk);
             prop_assert_eq!(index.apparent_bytes(), apparent);
-            prop_assert_eq!(index.oldest_use(), index.iter().map(|(_, m)| m.last_use).min());
+            prop_assert_eq!(index.oldest_use(), model.values().map(|m| m.last_use).min());
+            let rebuilt = Index::from_entries(model.iter().map(|(k, v)| (*k, *v)));
+            prop_assert_eq!(rebuilt.disk_bytes(), disk);
+            prop_assert_eq!(rebuilt.len(), model.len());
         }
+    }
+
+    #[test]
+    fn later_duplicates_win_in_bulk_builds() {
+        let index = Index::from_entries([(1u8, meta(1, 10)), (1u8, meta(2, 20))]);
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.get(&1).unwrap().last_use, 20);
+    }
+
+    #[test]
+    fn sizes_round_up_to_blocks() {
+        let mut index = Index::default();
+        index.upsert(
+            1u8,
+            EntryMeta {
+                disk_bytes: 100,
+                apparent_bytes: 100,
+                last_use: -5,
+                aux: 0,
+            },
+        );
+        assert_eq!(index.disk_bytes(), 512);
+        assert_eq!(index.get(&1).unwrap().last_use, 0);
     }
 }

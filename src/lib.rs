@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod fsutil;
 pub mod go_env;
+pub mod go_procs;
 pub mod index;
 pub mod kinds;
 pub mod metrics;

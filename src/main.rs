@@ -120,7 +120,16 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
         Command::Status { json, socket } => {
             let socket = match socket {
                 Some(s) => s,
-                None => load(cli.config.as_deref())?.daemon.socket,
+                None => {
+                    let own = load(cli.config.as_deref())?.daemon.socket;
+                    // A user without a daemon of their own asks the system daemon.
+                    let system = PathBuf::from(config::SYSTEM_SOCKET);
+                    if !own.exists() && cli.config.is_none() && system.exists() {
+                        system
+                    } else {
+                        own
+                    }
+                }
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -30,6 +30,8 @@ pub struct PlanLimits {
     pub max_age_secs: Option<i64>,
     pub min_free_bytes: Option<u64>,
     pub min_age_secs: i64,
+    /// Entries used at or after this may still be opened by a running tool.
+    pub in_use_since: Option<UnixTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +58,9 @@ pub struct Plan<I> {
     pub bytes_after: u64,
     /// Limits the plan cannot meet, because what remains is pinned or too young.
     pub unmet: Vec<String>,
+    /// Entries old enough to evict but held because a running tool may open them; the
+    /// eviction is retried once that tool exits.
+    pub held_in_use: u64,
 }
 
 /// Plans an eviction. `available_bytes` is the filesystem's free space now (only needed
@@ -68,10 +73,13 @@ pub fn plan<I: Ord + Clone>(
 ) -> Plan<I> {
     let bytes_before: u64 = entries.iter().map(|e| e.disk_bytes).sum();
     let protect_after = now.saturating_sub(limits.min_age_secs);
-    let mut evictable: Vec<&Candidate<I>> = entries
+    let old_enough: Vec<&Candidate<I>> = entries
         .iter()
         .filter(|e| !e.pinned && e.last_use <= protect_after)
         .collect();
+    let in_use = |e: &Candidate<I>| limits.in_use_since.is_some_and(|t| e.last_use >= t);
+    let held_in_use = old_enough.iter().filter(|e| in_use(e)).count() as u64;
+    let mut evictable: Vec<&Candidate<I>> = old_enough.into_iter().filter(|e| !in_use(e)).collect();
     evictable.sort_by(|a, b| (a.last_use, &a.id).cmp(&(b.last_use, &b.id)));
 
     let expired_before = limits.max_age_secs.map(|age| now.saturating_sub(age));
@@ -108,13 +116,15 @@ pub fn plan<I: Ord + Clone>(
     let mut unmet = Vec::new();
     if let (true, Some(max)) = (too_big(size), limits.max_bytes) {
         unmet.push(format!(
-            "max_size: {size} bytes remain above the limit of {max} bytes; the rest is pinned by keep or younger than min_age"
+            "max_size: {size} bytes remain above the limit of {max} bytes; the rest is pinned by keep, younger than min_age{}",
+            held_note(held_in_use)
         ));
     }
     if let (true, Some(min)) = (too_full(freed), limits.min_free_bytes) {
         unmet.push(format!(
-            "min_free: the filesystem would have {} bytes free, below {min} bytes; the rest of the cache is pinned by keep or younger than min_age",
-            available_bytes.unwrap_or(0).saturating_add(freed)
+            "min_free: the filesystem would have {} bytes free, below {min} bytes; the rest of the cache is pinned by keep, younger than min_age{}",
+            available_bytes.unwrap_or(0).saturating_add(freed),
+            held_note(held_in_use)
         ));
     }
     Plan {
@@ -122,6 +132,16 @@ pub fn plan<I: Ord + Clone>(
         bytes_before,
         bytes_after: size,
         unmet,
+        held_in_use,
+    }
+}
+
+fn held_note(held: u64) -> String {
+    match held {
+        0 => String::new(),
+        n => {
+            format!(", or one of {n} entries a running tool may still open (retried when it exits)")
+        }
     }
 }
 
@@ -154,6 +174,7 @@ mod tests {
             max_age_secs: Some(1000),
             min_free_bytes: None,
             min_age_secs: 50,
+            in_use_since: None,
         };
         let p = plan(&entries, &limits, None, NOW);
         let got: Vec<_> = p.evict.iter().map(|e| (e.id, e.reason)).collect();
@@ -172,6 +193,7 @@ mod tests {
             max_age_secs: Some(1),
             min_free_bytes: None,
             min_age_secs: 60,
+            in_use_since: None,
         };
         let p = plan(&entries, &limits, None, NOW);
         assert!(p.evict.is_empty());
@@ -192,6 +214,25 @@ mod tests {
         let p = plan(&entries, &limits, Some(1000), NOW);
         let got: Vec<_> = p.evict.iter().map(|e| (e.id, e.reason)).collect();
         assert_eq!(got, [(1, Reason::MinFree), (2, Reason::MinFree)]);
+    }
+
+    #[test]
+    fn entries_a_running_tool_may_open_are_held() {
+        let entries = vec![
+            c(1, 10, NOW - 5000),
+            c(2, 10, NOW - 4000),
+            c(3, 10, NOW - 3000),
+        ];
+        let limits = PlanLimits {
+            max_bytes: Some(0),
+            in_use_since: Some(NOW - 4500),
+            ..Default::default()
+        };
+        let p = plan(&entries, &limits, None, NOW);
+        let ids: Vec<_> = p.evict.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [1]);
+        assert_eq!(p.held_in_use, 2);
+        assert!(p.unmet[0].contains("running tool"), "{:?}", p.unmet);
     }
 
     #[test]
@@ -231,15 +272,17 @@ mod tests {
             prop::option::of(0i64..20_000),
             prop::option::of(0u64..40_000),
             0i64..5_000,
+            prop::option::of(0i64..20_000),
         )
-            .prop_map(|(max_bytes, max_age_secs, min_free_bytes, min_age_secs)| {
-                PlanLimits {
+            .prop_map(
+                |(max_bytes, max_age_secs, min_free_bytes, min_age_secs, in_use_age)| PlanLimits {
                     max_bytes,
                     max_age_secs,
                     min_free_bytes,
                     min_age_secs,
-                }
-            })
+                    in_use_since: in_use_age.map(|a| NOW - a),
+                },
+            )
     }
 
     proptest! {
@@ -247,7 +290,9 @@ mod tests {
         fn plan_invariants(entries in arb_entries(), limits in arb_limits(), avail in 0u64..20_000) {
             let p = plan(&entries, &limits, Some(avail), NOW);
             let evicted: std::collections::HashSet<u32> = p.evict.iter().map(|e| e.id).collect();
-            let protected = |e: &Candidate<u32>| e.pinned || e.last_use > NOW - limits.min_age_secs;
+            let protected = |e: &Candidate<u32>| {
+                e.pinned || e.last_use > NOW - limits.min_age_secs || limits.in_use_since.is_some_and(|t| e.last_use >= t)
+            };
             let kept: Vec<&Candidate<u32>> = entries.iter().filter(|e| !evicted.contains(&e.id)).collect();
             let size_after: u64 = kept.iter().map(|e| e.disk_bytes).sum();
             prop_assert_eq!(p.bytes_after, size_after);

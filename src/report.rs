@@ -167,6 +167,9 @@ pub struct EvictionReport {
     pub evicted: Vec<EvictedView>,
     pub skipped: Vec<SkippedView>,
     pub unmet: Vec<String>,
+    /// Entries old enough to go but held because a running tool may open them.
+    pub held_in_use: u64,
+    pub in_use_by: Option<String>,
     pub duration_ms: u64,
 }
 

@@ -13,9 +13,10 @@
 //!
 //! ## Shape
 //!
-//! Watches are per directory, non-recursive; a kind asks for a `recursive` dir only when
-//! its entries live at any depth (`dir`), and then new subdirectories get a watch (and a
-//! walk, since files may land in them before the watch exists). Changed paths are
+//! Watches are per directory, non-recursive; a kind says how many levels below a
+//! directory to watch (GOCACHE: the root and its 256 shards; `dir`: the whole tree), and
+//! new subdirectories within that depth get a watch (and a walk, since files may land
+//! in them before the watch exists). Changed paths are
 //! batched — sent when the stream has been quiet for [`QUIET`] or the batch is
 //! [`MAX_BATCH_DELAY`] old — so a burst of writes costs one index update and one limit
 //! check. A queue overflow (`IN_Q_OVERFLOW`) or a watched root disappearing asks for a
@@ -60,7 +61,8 @@ fn mask() -> WatchMask {
 
 struct Watched {
     path: PathBuf,
-    recursive: bool,
+    /// Levels of new subdirectories to watch below this one.
+    depth: u32,
     is_root: bool,
 }
 
@@ -71,12 +73,13 @@ struct Tree {
 }
 
 impl Tree {
-    /// Watches `dir` (and, when recursive, every directory below it). Returns the files
-    /// found below newly watched subdirectories, which may predate their watch.
+    /// Watches `dir` and `depth` levels of directories below it. Returns the files found
+    /// below newly watched subdirectories, which may predate their watch. Listing uses
+    /// the directory entries' types: no per-file `stat`.
     fn add(
         &mut self,
         dir: &Path,
-        recursive: bool,
+        depth: u32,
         is_root: bool,
         found: &mut Vec<PathBuf>,
     ) -> io::Result<()> {
@@ -85,30 +88,34 @@ impl Tree {
             wd,
             Watched {
                 path: dir.to_path_buf(),
-                recursive,
+                depth,
                 is_root,
             },
         );
-        if recursive {
-            let walker = walkdir::WalkDir::new(dir)
-                .min_depth(1)
-                .follow_links(false)
-                .same_file_system(true);
-            for item in walker.into_iter().filter_map(Result::ok) {
-                if item.file_type().is_dir() {
-                    if let Ok(wd) = self.watches.add(item.path(), mask()) {
-                        self.dirs.insert(
-                            wd,
-                            Watched {
-                                path: item.path().to_path_buf(),
-                                recursive: true,
-                                is_root: false,
-                            },
-                        );
-                    }
-                } else if !is_root {
-                    found.push(item.path().to_path_buf());
+        if depth == 0 {
+            return Ok(());
+        }
+        let walker = walkdir::WalkDir::new(dir)
+            .min_depth(1)
+            .max_depth(depth.min(u32::MAX - 1) as usize)
+            .follow_links(false)
+            .same_file_system(true);
+        for item in walker.into_iter().filter_map(Result::ok) {
+            if item.file_type().is_dir() {
+                if let Ok(wd) = self.watches.add(item.path(), mask()) {
+                    let below = depth.saturating_sub(item.depth() as u32);
+                    let below = if depth == u32::MAX { u32::MAX } else { below };
+                    self.dirs.insert(
+                        wd,
+                        Watched {
+                            path: item.path().to_path_buf(),
+                            depth: below,
+                            is_root: false,
+                        },
+                    );
                 }
+            } else if !is_root {
+                found.push(item.path().to_path_buf());
             }
         }
         Ok(())
@@ -135,7 +142,7 @@ pub fn start(
     };
     let mut ignored = Vec::new();
     for dir in dirs {
-        tree.add(&dir.path, dir.recursive, true, &mut ignored)?;
+        tree.add(&dir.path, dir.depth, true, &mut ignored)?;
     }
     let stream = inotify.into_event_stream(vec![0u8; 64 * 1024])?;
     Ok(tokio::spawn(run(tree, stream, tx, cancel)))
@@ -210,15 +217,20 @@ fn handle(
     }
     let name = event.name?;
     let path = watched.path.join(&name);
-    let recursive = watched.recursive;
+    let depth = watched.depth;
     if event.mask.contains(EventMask::ISDIR) {
-        if recursive
+        if depth > 0
             && event
                 .mask
                 .intersects(EventMask::CREATE | EventMask::MOVED_TO)
         {
             let mut found = Vec::new();
-            if let Err(e) = tree.add(&path, true, false, &mut found) {
+            let below = if depth == u32::MAX {
+                u32::MAX
+            } else {
+                depth - 1
+            };
+            if let Err(e) = tree.add(&path, below, false, &mut found) {
                 if e.kind() != io::ErrorKind::NotFound {
                     return Some(format!(
                         "cannot watch new directory {}: {e}",
@@ -230,7 +242,7 @@ fn handle(
         } else if event
             .mask
             .intersects(EventMask::DELETE | EventMask::MOVED_FROM)
-            && recursive
+            && depth > 0
         {
             // The entries below a removed directory vanish without events of their own
             // when it is moved away: only a rescan finds out which.

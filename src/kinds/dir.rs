@@ -16,7 +16,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{EntryMeta, Finding, Kind, Removal, ScanResult, UnixTime, WatchDir};
+use super::{EntryMeta, Finding, Kind, Removal, Removing, ScanResult, UnixTime, WatchDir};
 use crate::fsutil;
 
 /// Files younger than this are never evicted: a tool that just wrote a file is likely
@@ -87,7 +87,7 @@ impl Kind for DirKind {
     fn watch_dirs(&self) -> Vec<WatchDir> {
         vec![WatchDir {
             path: self.root.clone(),
-            recursive: true,
+            depth: u32::MAX,
         }]
     }
 
@@ -123,7 +123,7 @@ impl Kind for DirKind {
         }
     }
 
-    fn remove(&self, id: &Box<Path>, used_before: UnixTime) -> Removal {
+    fn remove(&self, id: &Box<Path>, used_before: UnixTime, _how: Removing) -> Removal {
         let attempt = || -> io::Result<Removal> {
             let (parent, name) = fsutil::split_beneath(id)?;
             let dir = match fsutil::open_dir_beneath(&self.root, parent) {
@@ -177,13 +177,17 @@ fn entry_meta(meta: &std::fs::Metadata) -> EntryMeta {
         disk_bytes: fsutil::disk_usage(meta),
         apparent_bytes: meta.len(),
         last_use: meta.atime().max(meta.mtime()),
+        aux: 0,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::Survivors;
     use filetime::FileTime;
+
+    const EVICT: Removing = Removing::Evict(&Survivors::NONE);
 
     fn kind_with(files: &[(&str, i64)]) -> (tempfile::TempDir, DirKind) {
         let dir = tempfile::tempdir().unwrap();
@@ -222,11 +226,14 @@ mod tests {
     fn remove_skips_files_used_after_the_plan() {
         let (dir, kind) = kind_with(&[("a", 100)]);
         let id: Box<Path> = Path::new("a").into();
-        assert!(matches!(kind.remove(&id, 99), Removal::Skipped(_)));
+        assert!(matches!(kind.remove(&id, 99, EVICT), Removal::Skipped(_)));
         assert!(dir.path().join("a").exists());
-        assert!(matches!(kind.remove(&id, 100), Removal::Removed { .. }));
+        assert!(matches!(
+            kind.remove(&id, 100, EVICT),
+            Removal::Removed { .. }
+        ));
         assert!(!dir.path().join("a").exists());
-        assert_eq!(kind.remove(&id, 100), Removal::Gone);
+        assert_eq!(kind.remove(&id, 100, EVICT), Removal::Gone);
     }
 
     #[test]
@@ -241,7 +248,10 @@ mod tests {
         .unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("sub")).unwrap();
         let id: Box<Path> = Path::new("sub/precious").into();
-        assert!(matches!(kind.remove(&id, i64::MAX), Removal::Skipped(_)));
+        assert!(matches!(
+            kind.remove(&id, i64::MAX, EVICT),
+            Removal::Skipped(_)
+        ));
         assert!(outside.path().join("precious").exists());
     }
 

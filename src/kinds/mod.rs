@@ -7,6 +7,7 @@
 //! touches only this folder and [`KindName`].
 
 pub mod dir;
+pub mod go_build;
 
 use std::fmt;
 use std::hash::Hash;
@@ -27,6 +28,9 @@ pub struct EntryMeta {
     /// Sum of file lengths.
     pub apparent_bytes: u64,
     pub last_use: UnixTime,
+    /// Kind-private data the index keeps with the entry (go-build: a fingerprint of the
+    /// output the action names, so eviction can tell whether a survivor still needs it).
+    pub aux: u64,
 }
 
 /// One thing wrong with an entry, as found by [`Kind::verify`].
@@ -53,8 +57,44 @@ pub enum Removal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchDir {
     pub path: PathBuf,
-    /// Also watch every directory below it, including ones created later.
-    pub recursive: bool,
+    /// How many levels of subdirectories to watch too, including ones created later:
+    /// 0 for the directory alone, `u32::MAX` for the whole tree.
+    pub depth: u32,
+}
+
+/// Why an entry is being removed.
+#[derive(Debug, Clone, Copy)]
+pub enum Removing<'a> {
+    /// Eviction; the `aux` values of the entries that stay.
+    Evict(&'a Survivors),
+    /// Repair of a broken entry: what is wrong with it.
+    Repair(&'a [Finding]),
+}
+
+/// The sorted `aux` values of the entries an eviction keeps.
+#[derive(Debug, Default)]
+pub struct Survivors(Vec<u64>);
+
+impl Survivors {
+    pub const NONE: Survivors = Survivors(Vec::new());
+
+    pub fn new(mut aux: Vec<u64>) -> Survivors {
+        aux.sort_unstable();
+        aux.dedup();
+        Survivors(aux)
+    }
+
+    pub fn contains(&self, aux: u64) -> bool {
+        self.0.binary_search(&aux).is_ok()
+    }
+}
+
+/// Entries used at or after `since` may still be opened by a running tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InUse {
+    pub since: UnixTime,
+    /// Who, for people: "go (pid 1234) running since 12:00:03".
+    pub by: String,
 }
 
 /// Everything one full scan found.
@@ -83,7 +123,7 @@ pub trait Kind: Send + Sync + 'static {
     fn verify(&self, id: &Self::Id) -> Vec<Finding>;
     /// Removes the entry unless it was used after `used_before` (it may have been used
     /// since the plan was made) — following the owning tool's protocol.
-    fn remove(&self, id: &Self::Id, used_before: UnixTime) -> Removal;
+    fn remove(&self, id: &Self::Id, used_before: UnixTime, how: Removing) -> Removal;
     /// The entry's name for people and for `keep` patterns.
     fn name_of(&self, id: &Self::Id) -> String;
     /// The entry's main path relative to the root.
@@ -92,6 +132,11 @@ pub trait Kind: Send + Sync + 'static {
     fn parse_name(&self, name: &str) -> Option<Self::Id>;
     /// How the kind knows when an entry was last used, for `status`.
     fn last_use_signal(&self) -> &'static str;
+    /// Whether a running tool may still open entries used since some time, which
+    /// eviction must then leave alone whatever `min_age` says.
+    fn in_use(&self) -> Option<InUse> {
+        None
+    }
 }
 
 /// The `kind = "…"` values of the config file.
@@ -100,12 +145,15 @@ pub trait Kind: Send + Sync + 'static {
 pub enum KindName {
     /// A plain directory whose regular files are the entries.
     Dir,
+    /// Go's build cache (GOCACHE).
+    GoBuild,
 }
 
 impl fmt::Display for KindName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             KindName::Dir => "dir",
+            KindName::GoBuild => "go-build",
         })
     }
 }
@@ -115,6 +163,7 @@ impl KindName {
     pub fn default_min_age(self) -> Duration {
         match self {
             KindName::Dir => dir::DEFAULT_MIN_AGE,
+            KindName::GoBuild => go_build::DEFAULT_MIN_AGE,
         }
     }
 
@@ -122,6 +171,7 @@ impl KindName {
     pub fn min_age_floor(self) -> Duration {
         match self {
             KindName::Dir => dir::MIN_AGE_FLOOR,
+            KindName::GoBuild => go_build::MIN_AGE_FLOOR,
         }
     }
 
@@ -129,6 +179,15 @@ impl KindName {
     pub fn discover(self) -> Result<Option<PathBuf>, String> {
         match self {
             KindName::Dir => Err("path = \"auto\" needs a kind that can find its own cache (a dir cache needs an explicit path)".into()),
+            KindName::GoBuild => Ok(crate::go_env::discover().gocache),
+        }
+    }
+
+    /// Refuses a root that is not recognisably a cache of this kind (safety rule 2).
+    pub fn check_root(self, root: &Path) -> Result<(), String> {
+        match self {
+            KindName::Dir => Ok(()),
+            KindName::GoBuild => go_build::GoBuildKind::check_root(root),
         }
     }
 
@@ -140,6 +199,9 @@ impl KindName {
         match self {
             KindName::Dir => {
                 crate::cache::CacheOf::open(dir::DirKind::new(config.path.clone()), config)
+            }
+            KindName::GoBuild => {
+                crate::cache::CacheOf::open(go_build::GoBuildKind::new(config.path.clone()), config)
             }
         }
     }
