@@ -1,0 +1,385 @@
+//! The go-build kind against Debian's real Go toolchain and a real GOCACHE.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// A Go module and the environment that points go at this test's own caches.
+struct GoWorld {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    cache: PathBuf,
+    module: PathBuf,
+}
+
+impl GoWorld {
+    fn new() -> GoWorld {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let module = root.join("app");
+        std::fs::create_dir_all(module.join("lib")).unwrap();
+        std::fs::write(module.join("go.mod"), "module example.com/app\n\ngo 1.19\n").unwrap();
+        std::fs::write(
+            module.join("main.go"),
+            r#"package main
+
+import (
+	"archive/zip"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"regexp"
+	"text/template"
+
+	"example.com/app/lib"
+)
+
+func main() {
+	_ = zip.NewWriter(os.Stdout)
+	_ = gzip.NewWriter(os.Stdout)
+	b, _ := json.Marshal(map[string]int{"a": lib.Double(2)})
+	fmt.Println(string(b), sha256.Sum256(b), regexp.MustCompile("a+").MatchString("aa"))
+	_ = template.Must(template.New("x").Parse("{{.}}"))
+	_ = http.DefaultClient
+}
+"#,
+        )
+        .unwrap();
+        std::fs::write(
+            module.join("lib/lib.go"),
+            "package lib\n\n// Double doubles.\nfunc Double(x int) int { return 2 * x }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            module.join("lib/lib_test.go"),
+            "package lib\n\nimport \"testing\"\n\nfunc TestDouble(t *testing.T) {\n\tif Double(2) != 4 {\n\t\tt.Fatal(\"math\")\n\t}\n}\n",
+        )
+        .unwrap();
+        let cache = root.join("gocache");
+        std::fs::create_dir(&cache).unwrap();
+        GoWorld {
+            _tmp: tmp,
+            cache,
+            module,
+            root,
+        }
+    }
+
+    fn go(&self, args: &[&str], arch: Option<&str>) -> Output {
+        let mut cmd = Command::new("go");
+        cmd.args(args)
+            .current_dir(&self.module)
+            .env("HOME", &self.root)
+            .env("GOPATH", self.root.join("gopath"))
+            .env("GOCACHE", &self.cache)
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOPROXY", "off")
+            .env("GOSUMDB", "off")
+            .env("CGO_ENABLED", "0")
+            .env_remove("GOOS");
+        match arch {
+            Some(a) => cmd.env("GOARCH", a),
+            None => cmd.env_remove("GOARCH"),
+        };
+        cmd.output()
+            .expect("go is installed (scripts/test installs golang-go)")
+    }
+
+    fn go_ok(&self, args: &[&str], arch: Option<&str>) {
+        let out = self.go(args, arch);
+        assert!(
+            out.status.success(),
+            "go {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Sets every cache file's mtime back by `age`, as if last used then.
+    fn age_cache(&self, age: Duration) {
+        let t = filetime::FileTime::from_unix_time(now() - age.as_secs() as i64, 0);
+        for e in walkdir::WalkDir::new(&self.cache)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            if e.file_type().is_file() {
+                filetime::set_file_mtime(e.path(), t).unwrap();
+            }
+        }
+    }
+
+    fn config(&self, extra: &str) -> PathBuf {
+        let text = format!(
+            "[daemon]\nsocket = \"{}/run/cw.sock\"\nlog_level = \"debug\"\n\n[[cache]]\nname = \"gb\"\nkind = \"go-build\"\npath = \"{}\"\n{extra}\n",
+            self.root.display(),
+            self.cache.display()
+        );
+        let path = self.root.join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Action files with a non-empty output no other action names: (action path, output path).
+    fn unique_entries(&self) -> Vec<(PathBuf, PathBuf)> {
+        let mut by_output: std::collections::HashMap<String, Vec<PathBuf>> = Default::default();
+        for e in walkdir::WalkDir::new(&self.cache)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            if e.file_name().to_string_lossy().ends_with("-a") {
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                let output = text.split(' ').nth(2).unwrap().to_string();
+                by_output
+                    .entry(output)
+                    .or_default()
+                    .push(e.path().to_path_buf());
+            }
+        }
+        let mut found: Vec<(PathBuf, PathBuf)> = by_output
+            .into_iter()
+            .filter(|(_, actions)| actions.len() == 1)
+            .map(|(out, actions)| {
+                (
+                    actions[0].clone(),
+                    self.cache.join(&out[..2]).join(format!("{out}-d")),
+                )
+            })
+            .filter(|(_, d)| std::fs::metadata(d).is_ok_and(|m| m.len() > 16))
+            .collect();
+        found.sort();
+        found
+    }
+}
+
+fn cachewarden(config: &Path, args: &[&str]) -> (i32, serde_json::Value) {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: not JSON ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), value)
+}
+
+fn rel(cache: &Path, p: &Path) -> String {
+    p.strip_prefix(cache)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn verify_finds_damaged_real_entries_and_repair_lets_go_rebuild() {
+    let world = GoWorld::new();
+    world.go_ok(&["build", "-o", "/dev/null", "."], Some("arm64"));
+    world.age_cache(DAY);
+    let config = world.config("");
+
+    let (code, healthy) = cachewarden(&config, &["verify", "--json"]);
+    assert_eq!(code, 0, "{healthy}");
+    assert_eq!(
+        healthy["problems"].as_array().unwrap().len(),
+        0,
+        "{healthy}"
+    );
+    assert!(
+        healthy["caches"][0]["checked"].as_u64().unwrap() > 100,
+        "{healthy}"
+    );
+
+    let picks = world.unique_entries();
+    assert!(picks.len() >= 3);
+    let (flip_a, flip_d) = &picks[0];
+    let (trunc_a, _) = &picks[1];
+    let (garble_a, _) = &picks[2];
+    // Flip one byte of an output, keeping its size: go would serve it to the compiler.
+    let mut bytes = std::fs::read(flip_d).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(flip_d, &bytes).unwrap();
+    // Truncate one action file; garble another.
+    let text = std::fs::read(trunc_a).unwrap();
+    std::fs::write(trunc_a, &text[..100]).unwrap();
+    let mut text = std::fs::read(garble_a).unwrap();
+    text[70] = b'z';
+    std::fs::write(garble_a, &text).unwrap();
+    world.age_cache(DAY);
+
+    let (code, found) = cachewarden(&config, &["verify", "--json"]);
+    assert_eq!(code, 1, "{found}");
+    let mut got: Vec<(String, String)> = found["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["path"].as_str().unwrap().to_string(),
+                p["problem"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (
+            rel(&world.cache, flip_a),
+            "output-hash-mismatch".to_string(),
+        ),
+        (rel(&world.cache, trunc_a), "action-truncated".to_string()),
+        (rel(&world.cache, garble_a), "action-garbled".to_string()),
+    ];
+    want.sort();
+    assert_eq!(got, want, "exactly the damaged entries");
+    assert!(found["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["cache"] == "gb" && p["entry"].is_string()));
+
+    let (code, repaired) = cachewarden(&config, &["verify", "--repair", "--json"]);
+    assert_eq!(code, 0, "{repaired}");
+    assert!(
+        repaired["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["repaired"] == true),
+        "{repaired}"
+    );
+    assert!(!flip_d.exists() && !flip_a.exists() && !trunc_a.exists() && !garble_a.exists());
+
+    world.go_ok(&["build", "-o", "/dev/null", "."], Some("arm64"));
+    let (code, after) = cachewarden(&config, &["verify", "--json"]);
+    assert_eq!(code, 0, "{after}");
+    assert_eq!(after["problems"].as_array().unwrap().len(), 0);
+}
+
+/// The daemon trims a real GOCACHE far below its size while real go commands loop on
+/// it: no go command may fail, and the cache ends within its limit except for entries
+/// min_age protects.
+#[test]
+fn real_go_commands_never_fail_while_the_daemon_evicts() {
+    let world = GoWorld::new();
+    world.go_ok(&["build", "-o", "/dev/null", "."], Some("arm64"));
+    world.go_ok(&["build", "std"], Some("arm64"));
+    world.go_ok(&["vet", "./..."], None);
+    world.go_ok(&["test", "-count=1", "./..."], None);
+    world.age_cache(DAY);
+
+    let config = world.config("max_size = \"8 MiB\"\nschedule = \"* * * * *\"");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let daemon = Daemon::start(&world.root, &text);
+    let start = daemon.cache_status("gb");
+    assert!(
+        start["last_scan"]["disk_bytes"].as_u64().unwrap() > 40 << 20,
+        "{start}"
+    );
+
+    let world = &world;
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let jobs: Vec<_> = [
+            (vec!["build", "-o", "/dev/null", "."], Some("arm64")),
+            (vec!["build", "std"], Some("arm64")),
+            (vec!["vet", "./..."], None),
+            (vec!["test", "-count=1", "./..."], None),
+        ]
+        .into_iter()
+        .map(|(args, arch)| {
+            s.spawn(move || {
+                let mut failed = Vec::new();
+                for _ in 0..3 {
+                    let out = world.go(&args, arch);
+                    if !out.status.success() {
+                        failed.push(format!(
+                            "go {args:?}: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+        // Keep evicting while they run.
+        let poker = s.spawn(|| {
+            for _ in 0..40 {
+                let (code, report) = daemon.post("/v1/caches/gb/evict", "");
+                assert_eq!(code, 200, "{report}");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        let failed = jobs.into_iter().flat_map(|j| j.join().unwrap()).collect();
+        poker.join().unwrap();
+        failed
+    });
+    assert!(
+        failures.is_empty(),
+        "go commands failed while the daemon evicted:\n{}",
+        failures.join("\n")
+    );
+
+    let status = daemon.cache_status("gb");
+    assert!(
+        status["evicted_entries_total"].as_u64().unwrap() > 100,
+        "{status}"
+    );
+    let (_, report) = daemon.post("/v1/caches/gb/evict", "");
+    let size = report["bytes_after_planned"].as_u64().unwrap();
+    if size > 8 << 20 {
+        // Over the limit only because of protected entries: the oldest one is young.
+        let (_, oldest) = daemon.get("/v1/caches/gb/entries?order=oldest&limit=1");
+        assert!(
+            oldest[0]["age_secs"].as_i64().unwrap() < 2 * 3600,
+            "{oldest} {report}"
+        );
+        assert!(
+            report["unmet"][0].as_str().unwrap().contains("max_size"),
+            "{report}"
+        );
+    }
+    // Whatever was removed, go still builds, and what remains is sound.
+    world.go_ok(&["build", "-o", "/dev/null", "."], Some("arm64"));
+    let (code, verified) = daemon.post("/v1/caches/gb/verify", "");
+    assert_eq!(code, 200);
+    assert_eq!(
+        verified["problems"].as_array().unwrap().len(),
+        0,
+        "{verified}"
+    );
+}
+
+#[test]
+fn a_directory_that_is_not_a_go_cache_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("precious.txt"), b"x").unwrap();
+    let config = tmp.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[cache]]\nname = \"gb\"\nkind = \"go-build\"\npath = \"{}\"\n",
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":4: key `path`") && err.contains("does not look like a Go build cache"),
+        "{err}"
+    );
+}
