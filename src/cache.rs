@@ -8,7 +8,7 @@
 //! mid-scan is never lost.
 
 use std::collections::{HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -17,10 +17,15 @@ use glob::MatchOptions;
 use crate::config::CacheConfig;
 use crate::fsutil::{self, DiskSpace};
 use crate::index::Index;
-use crate::kinds::{Kind, Removal, Removing, Survivors, UnixTime, WatchDir};
+use crate::kinds::{
+    EntryMeta, Kind, Removal, Removing, ScanResult, Stamp, Survivors, UnixTime, WatchDir,
+};
 use crate::parallel;
 use crate::plan::{self, Candidate, PlanLimits};
 use crate::report::*;
+
+/// Entries with their metadata, as scans and snapshots list them.
+type Entries<K> = Vec<(<K as Kind>::Id, EntryMeta)>;
 
 /// How many recent errors and problems `status` shows.
 const RECENT: usize = 20;
@@ -42,6 +47,12 @@ pub trait Cache: Send + Sync {
     fn evict(&self, dry_run: bool, now: UnixTime) -> EvictionReport;
     fn verify(&self, repair: bool, now: UnixTime) -> VerifyReport;
     fn record_error(&self, message: String, now: UnixTime);
+    /// Saves the index to `path` for a cheap restart; `Ok(false)` if this kind has no
+    /// partitions to make a restart incremental.
+    fn save_snapshot(&self, path: &Path) -> std::io::Result<bool>;
+    /// Loads a snapshot saved by [`Cache::save_snapshot`] and rescans only partitions
+    /// that changed since. `None` (after logging why) means: do a full scan.
+    fn restore(&self, path: &Path, now: UnixTime) -> Option<ScanRecord>;
 }
 
 pub struct CacheOf<K: Kind> {
@@ -51,6 +62,8 @@ pub struct CacheOf<K: Kind> {
     history: Mutex<History>,
     /// Paths changed while a full scan runs, replayed after it.
     changed_during_scan: Mutex<Option<Vec<PathBuf>>>,
+    /// Per partition, its directory's mtime when last scanned (see `snapshot.rs`).
+    stamps: Mutex<Vec<Option<Stamp>>>,
     work: Mutex<()>,
 }
 
@@ -72,11 +85,12 @@ struct History {
 impl<K: Kind> CacheOf<K> {
     pub fn open(kind: K, config: CacheConfig) -> Arc<dyn Cache> {
         Arc::new(CacheOf {
-            kind,
             config: RwLock::new(config),
             index: Mutex::new(Index::default()),
             history: Mutex::new(History::default()),
             changed_during_scan: Mutex::new(None),
+            stamps: Mutex::new(vec![None; kind.partitions()]),
+            kind,
             work: Mutex::new(()),
         })
     }
@@ -157,6 +171,64 @@ impl<K: Kind> CacheOf<K> {
         }
         Ok(())
     }
+
+    /// Replaces the index with a scan's result (plus entries kept from a snapshot),
+    /// then replays the changes watched meanwhile.
+    fn install(
+        &self,
+        result: ScanResult<K::Id>,
+        kept: Vec<(K::Id, EntryMeta)>,
+        started: Instant,
+        now: UnixTime,
+        partitions_rescanned: Option<u64>,
+    ) -> ScanRecord {
+        {
+            let mut stamps = self.stamps.lock().unwrap();
+            for (p, stamp) in &result.stamps {
+                if let Some(slot) = stamps.get_mut(*p) {
+                    *slot = *stamp;
+                }
+            }
+        }
+        let fresh = Index::from_entries(kept.into_iter().chain(result.entries));
+        let record = ScanRecord {
+            at: now,
+            duration_ms: started.elapsed().as_millis() as u64,
+            entries: fresh.len() as u64,
+            disk_bytes: fresh.disk_bytes(),
+            ignored_files: result.ignored_files,
+            errors: result.errors.len() as u64,
+            partitions_rescanned,
+            partitions: partitions_rescanned.map(|_| self.kind.partitions() as u64),
+        };
+        *self.index.lock().unwrap() = fresh;
+        release_freed_memory();
+        let replay = self
+            .changed_during_scan
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_default();
+        self.apply_changes(&replay);
+        let mut history = self.history.lock().unwrap();
+        history.scanned = true;
+        history.last_scan = Some(record.clone());
+        drop(history);
+        for e in result.errors.into_iter().take(RECENT) {
+            self.record_error(format!("scan: {e}"), now);
+        }
+        record
+    }
+}
+
+/// Hands memory freed after a scan (its transient buffers, the old index) back to the
+/// OS, so a long-running daemon's RSS reflects what it holds, not its peak.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 impl<K: Kind> Cache for CacheOf<K> {
@@ -173,31 +245,7 @@ impl<K: Kind> Cache for CacheOf<K> {
         *self.changed_during_scan.lock().unwrap() = Some(Vec::new());
         let started = Instant::now();
         let result = self.kind.scan();
-        let fresh = Index::from_entries(result.entries);
-        let record = ScanRecord {
-            at: now,
-            duration_ms: started.elapsed().as_millis() as u64,
-            entries: fresh.len() as u64,
-            disk_bytes: fresh.disk_bytes(),
-            ignored_files: result.ignored_files,
-            errors: result.errors.len() as u64,
-        };
-        *self.index.lock().unwrap() = fresh;
-        let replay = self
-            .changed_during_scan
-            .lock()
-            .unwrap()
-            .take()
-            .unwrap_or_default();
-        self.apply_changes(&replay);
-        let mut history = self.history.lock().unwrap();
-        history.scanned = true;
-        history.last_scan = Some(record.clone());
-        drop(history);
-        for e in result.errors.into_iter().take(RECENT) {
-            self.record_error(format!("scan: {e}"), now);
-        }
-        record
+        self.install(result, Vec::new(), started, now, None)
     }
 
     fn apply_changes(&self, rel_paths: &[PathBuf]) {
@@ -507,5 +555,94 @@ impl<K: Kind> Cache for CacheOf<K> {
             history.errors.pop_front();
         }
         history.errors.push_back(ErrorRecord { at: now, message });
+    }
+
+    fn save_snapshot(&self, path: &Path) -> std::io::Result<bool> {
+        if self.kind.partitions() == 0 {
+            return Ok(false);
+        }
+        let stamps = self.stamps.lock().unwrap().clone();
+        let index = self.index.lock().unwrap();
+        crate::snapshot::save(&self.kind, path, &stamps, index.len(), index.iter())?;
+        Ok(true)
+    }
+
+    fn restore(&self, path: &Path, now: UnixTime) -> Option<ScanRecord> {
+        let parts = self.kind.partitions();
+        if parts == 0 {
+            return None;
+        }
+        let _work = self.work.lock().unwrap();
+        *self.changed_during_scan.lock().unwrap() = Some(Vec::new());
+        let started = Instant::now();
+        let snapshot = match crate::snapshot::load(&self.kind, path) {
+            Ok(s) => s,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("not using the snapshot: {e}");
+                }
+                *self.changed_during_scan.lock().unwrap() = None;
+                return None;
+            }
+        };
+        let unchanged: Vec<bool> = (0..parts)
+            .map(|p| {
+                snapshot.stamps[p].is_some() && self.kind.partition_stamp(p) == snapshot.stamps[p]
+            })
+            .collect();
+        let changed: Vec<usize> = (0..parts).filter(|&p| !unchanged[p]).collect();
+        let (mut kept, stale): (Entries<K>, Entries<K>) = snapshot
+            .entries
+            .into_iter()
+            .partition(|(id, _)| unchanged[self.kind.partition_of(id)]);
+        {
+            let mut stamps = self.stamps.lock().unwrap();
+            for p in (0..parts).filter(|&p| unchanged[p]) {
+                stamps[p] = snapshot.stamps[p];
+            }
+        }
+        let named = Survivors::new(kept.iter().map(|(_, m)| m.aux).collect());
+        let mut result = self
+            .kind
+            .scan_partitions(&changed, &|aux| named.contains(aux));
+
+        // An entry that vanished from a changed partition may leave behind something
+        // that now belongs to no one in an unchanged one (go-build: an output whose
+        // action was removed): rescan those partitions too.
+        let found: HashSet<&K::Id> = result.entries.iter().map(|(id, _)| id).collect();
+        let named_now = Survivors::new(
+            kept.iter()
+                .chain(&result.entries)
+                .map(|(_, m)| m.aux)
+                .collect(),
+        );
+        let extra: Vec<usize> = stale
+            .iter()
+            .filter(|(id, m)| !found.contains(id) && !named_now.contains(m.aux))
+            .filter_map(|(_, m)| self.kind.partition_of_aux(m.aux))
+            .filter(|&p| unchanged[p])
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        drop(found);
+        let mut rescanned = changed.len();
+        if !extra.is_empty() {
+            kept.retain(|(id, _)| !extra.contains(&self.kind.partition_of(id)));
+            let named = Survivors::new(
+                kept.iter()
+                    .chain(&result.entries)
+                    .map(|(_, m)| m.aux)
+                    .collect(),
+            );
+            let more = self
+                .kind
+                .scan_partitions(&extra, &|aux| named.contains(aux));
+            result.entries.extend(more.entries);
+            result.stamps.extend(more.stamps);
+            result.errors.extend(more.errors);
+            result.ignored_files += more.ignored_files;
+            rescanned += extra.len();
+        }
+        Some(self.install(result, kept, started, now, Some(rescanned as u64)))
     }
 }

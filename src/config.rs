@@ -87,6 +87,8 @@ pub struct DaemonConfig {
     /// Group allowed to read status over the socket (socket mode 0660, dir 0750).
     pub socket_group: Option<(String, u32)>,
     pub log_level: String,
+    /// Where index snapshots are kept for cheap restarts (`None`: no snapshots).
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -135,6 +137,7 @@ struct RawDaemon {
     socket: Option<Spanned<PathBuf>>,
     socket_group: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
+    state_dir: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +174,7 @@ pub struct Env {
     pub uid: u32,
     pub xdg_runtime_dir: Option<PathBuf>,
     pub xdg_config_home: Option<PathBuf>,
+    pub xdg_state_home: Option<PathBuf>,
 }
 
 impl Env {
@@ -185,6 +189,7 @@ impl Env {
             uid: nix::unistd::getuid().as_raw(),
             xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
             xdg_config_home: var("XDG_CONFIG_HOME"),
+            xdg_state_home: var("XDG_STATE_HOME"),
         }
     }
 
@@ -199,6 +204,19 @@ impl Env {
             .map(|d| d.join("cachewarden/config.toml"));
         let system = (self.uid == 0).then(|| PathBuf::from(SYSTEM_CONFIG));
         [user, system].into_iter().flatten().find(|p| p.is_file())
+    }
+
+    /// `/var/lib/cachewarden` for root (the system unit's `StateDirectory=`), the
+    /// user's XDG state dir otherwise.
+    pub fn default_state_dir(&self) -> Option<PathBuf> {
+        if self.uid == 0 {
+            return Some(PathBuf::from("/var/lib/cachewarden"));
+        }
+        let base = self
+            .xdg_state_home
+            .clone()
+            .or_else(|| self.home.as_ref().map(|h| h.join(".local/state")))?;
+        Some(base.join("cachewarden"))
     }
 
     /// `/run/cachewarden/…` for root (the system unit's RuntimeDirectory), the user's
@@ -279,6 +297,20 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                     ))
                 }
             },
+        },
+        state_dir: match raw.daemon.state_dir {
+            Some(d) if d.get_ref().is_relative() => {
+                return Err(err_at(
+                    Some(d.span()),
+                    Some("state_dir"),
+                    format!(
+                        "{:?} is a relative path; give an absolute path",
+                        d.get_ref()
+                    ),
+                ))
+            }
+            Some(d) => Some(d.into_inner()),
+            None => env.default_state_dir(),
         },
         log_level: match raw.daemon.log_level {
             None => "info".to_string(),
@@ -515,6 +547,7 @@ mod tests {
             uid: 1000,
             xdg_runtime_dir: Some(PathBuf::from("/run/user/1000")),
             xdg_config_home: None,
+            xdg_state_home: None,
         }
     }
 

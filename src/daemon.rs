@@ -53,6 +53,8 @@ pub struct Shared {
 struct Running {
     config: Config,
     caches: Vec<Arc<dyn Cache>>,
+    /// Fixed at start: the directory snapshots go to, if it could be created.
+    state_dir: Option<PathBuf>,
 }
 
 enum Control {
@@ -118,6 +120,7 @@ pub async fn run(
         tracing::info!("{note}");
     }
 
+    let state_dir = prepare_state_dir(config.daemon.state_dir.as_deref());
     let (control_tx, mut control_rx) = mpsc::channel(4);
     let shared = Arc::new(Shared {
         own_uid: nix::unistd::getuid().as_raw(),
@@ -125,6 +128,7 @@ pub async fn run(
         running: RwLock::new(Running {
             config: config.clone(),
             caches: Vec::new(),
+            state_dir: state_dir.clone(),
         }),
         control: control_tx,
     });
@@ -138,7 +142,7 @@ pub async fn run(
     let mut supervisors: HashMap<String, Supervisor> = HashMap::new();
     let mut first_scans = Vec::new();
     for cache_config in &config.caches {
-        let (supervisor, scanned) = Supervisor::start(cache_config.clone());
+        let (supervisor, scanned) = Supervisor::start(cache_config.clone(), state_dir.as_deref());
         first_scans.push(scanned);
         supervisors.insert(cache_config.name.clone(), supervisor);
     }
@@ -205,7 +209,9 @@ fn publish(shared: &Shared, config: Config, supervisors: &HashMap<String, Superv
         .iter()
         .filter_map(|c| supervisors.get(&c.name).map(|s| s.cache.clone()))
         .collect();
-    *shared.running.write().unwrap() = Running { config, caches };
+    let mut running = shared.running.write().unwrap();
+    running.config = config;
+    running.caches = caches;
 }
 
 /// Re-reads the config. A bad config changes nothing; a good one updates limits and
@@ -243,7 +249,8 @@ fn reload(
                 supervisor.reconfigured.notify_one();
             }
             None => {
-                let (supervisor, _) = Supervisor::start(cache_config.clone());
+                let state_dir = shared.running.read().unwrap().state_dir.clone();
+                let (supervisor, _) = Supervisor::start(cache_config.clone(), state_dir.as_deref());
                 supervisors.insert(cache_config.name.clone(), supervisor);
             }
         }
@@ -280,13 +287,15 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn start(config: CacheConfig) -> (Supervisor, oneshot::Receiver<()>) {
+    fn start(config: CacheConfig, state_dir: Option<&Path>) -> (Supervisor, oneshot::Receiver<()>) {
+        let snapshot = state_dir.map(|d| d.join(format!("{}.snapshot", config.name)));
         let cache = config.kind.open(config);
         let stop = CancellationToken::new();
         let reconfigured = Arc::new(Notify::new());
         let (scanned_tx, scanned_rx) = oneshot::channel();
         let task = tokio::spawn(supervise(
             cache.clone(),
+            snapshot,
             stop.clone(),
             reconfigured.clone(),
             scanned_tx,
@@ -316,6 +325,46 @@ async fn scan(cache: &Arc<dyn Cache>) {
             size = %format_bytes(record.disk_bytes),
             ms = record.duration_ms,
             "scanned"
+        );
+    }
+}
+
+/// Restores the index from a snapshot; false if a full scan is needed.
+async fn restore(cache: &Arc<dyn Cache>, snapshot: Option<&Path>) -> bool {
+    let Some(path) = snapshot.map(Path::to_path_buf) else {
+        return false;
+    };
+    let c = cache.clone();
+    match blocking(move || c.restore(&path, crate::now()))
+        .await
+        .flatten()
+    {
+        Some(record) => {
+            tracing::info!(
+                cache = %cache.config().name,
+                entries = record.entries,
+                size = %format_bytes(record.disk_bytes),
+                rescanned = record.partitions_rescanned.unwrap_or(0),
+                of = record.partitions.unwrap_or(0),
+                ms = record.duration_ms,
+                "restored from snapshot"
+            );
+            true
+        }
+        None => false,
+    }
+}
+
+async fn save_snapshot(cache: &Arc<dyn Cache>, snapshot: Option<&Path>) {
+    let Some(path) = snapshot.map(Path::to_path_buf) else {
+        return;
+    };
+    let c = cache.clone();
+    let shown = path.clone();
+    if let Some(Err(e)) = blocking(move || c.save_snapshot(&path)).await {
+        cache.record_error(
+            format!("cannot save the snapshot {}: {e}", shown.display()),
+            crate::now(),
         );
     }
 }
@@ -367,6 +416,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 async fn supervise(
     cache: Arc<dyn Cache>,
+    snapshot: Option<PathBuf>,
     stop: CancellationToken,
     reconfigured: Arc<Notify>,
     scanned: oneshot::Sender<()>,
@@ -387,9 +437,12 @@ async fn supervise(
             false
         }
     };
-    scan(&cache).await;
+    if !restore(&cache, snapshot.as_deref()).await {
+        scan(&cache).await;
+    }
     let _ = scanned.send(());
     enforce(&cache, "startup").await;
+    save_snapshot(&cache, snapshot.as_deref()).await;
 
     let mut last_enforce = Instant::now();
     let mut enforce_pending = false;
@@ -402,7 +455,10 @@ async fn supervise(
         let enforce_at = last_enforce + ENFORCE_INTERVAL;
         let rescan_at = last_rescan.map_or_else(Instant::now, |t| t + RESCAN_INTERVAL);
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                save_snapshot(&cache, snapshot.as_deref()).await;
+                return;
+            }
             _ = reconfigured.notified() => {
                 // Limits may have tightened: check them now.
                 enforce(&cache, "config reloaded").await;
@@ -436,9 +492,32 @@ async fn supervise(
             }
             _ = sleep_until_opt(next_enforce) => {
                 enforce(&cache, "schedule").await;
+                save_snapshot(&cache, snapshot.as_deref()).await;
                 last_enforce = Instant::now();
             }
             _ = sleep_until_opt(next_verify) => verify(&cache).await,
+        }
+    }
+}
+
+/// Creates the snapshot directory (private); without one, restarts scan fully.
+fn prepare_state_dir(dir: Option<&Path>) -> Option<PathBuf> {
+    let dir = dir?;
+    // Only a directory we create is made private: a configured existing one is the
+    // operator's to set up.
+    let made = match dir.exists() {
+        true => Ok(()),
+        false => std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))),
+    };
+    match made {
+        Ok(()) => Some(dir.to_path_buf()),
+        Err(e) => {
+            tracing::warn!(
+                "no index snapshots (restarts rescan everything): cannot use {}: {e}",
+                dir.display()
+            );
+            None
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod parallel;
 pub mod plan;
 pub mod report;
 pub mod server;
+pub mod snapshot;
 pub mod units;
 pub mod watch;
 

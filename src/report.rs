@@ -94,6 +94,10 @@ pub struct ScanRecord {
     pub disk_bytes: u64,
     pub ignored_files: u64,
     pub errors: u64,
+    /// Set when the index came from a snapshot: how many partitions (of how many)
+    /// had to be rescanned.
+    pub partitions_rescanned: Option<u64>,
+    pub partitions: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

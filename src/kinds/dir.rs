@@ -48,6 +48,7 @@ impl Kind for DirKind {
             entries: Vec::new(),
             ignored_files: 0,
             errors: Vec::new(),
+            stamps: Vec::new(),
         };
         for item in walkdir::WalkDir::new(&self.root)
             .follow_links(false)

@@ -59,7 +59,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode};
 use sha2::{Digest, Sha256};
 
-use super::{EntryMeta, Finding, Kind, Removal, Removing, ScanResult, UnixTime, WatchDir};
+use super::{EntryMeta, Finding, Kind, Removal, Removing, ScanResult, Stamp, UnixTime, WatchDir};
 use crate::{fsutil, parallel};
 
 /// Default `min_age`: go's own advice is not to trim what was used in the last day;
@@ -256,6 +256,116 @@ impl GoBuildKind {
     }
 }
 
+impl GoBuildKind {
+    /// Scans some shards. Actions elsewhere are not seen: an output here counts as
+    /// named if `named_elsewhere` says an entry outside these shards names it, and an
+    /// action here whose output lies in an unscanned shard gets that output's full size.
+    fn scan_shards(
+        &self,
+        shards: &[u8],
+        named_elsewhere: &dyn Fn(u64) -> bool,
+    ) -> ScanResult<GoId> {
+        let per_shard = parallel::map(shards, |&s| scan_shard(&self.root, s));
+        let mut scanned = [false; 256];
+        for &s in shards {
+            scanned[s as usize] = true;
+        }
+        let mut result = ScanResult {
+            entries: Vec::new(),
+            ignored_files: 0,
+            errors: Vec::new(),
+            stamps: shards
+                .iter()
+                .zip(&per_shard)
+                .map(|(&s, r)| (s as usize, r.stamp))
+                .collect(),
+        };
+        // Outputs per shard, sorted by id, with how many actions name them.
+        let mut outputs: Vec<Vec<(&[u8; 32], &FileStat, u32)>> = vec![Vec::new(); 256];
+        for shard in &per_shard {
+            result.errors.extend(shard.errors.iter().cloned());
+            result.ignored_files += shard.ignored;
+            for s in shard.seen.iter().filter(|s| s.id.role == Role::Output) {
+                outputs[s.id.hash[0] as usize].push((&s.id.hash, &s.st, 0));
+            }
+        }
+        for shard in &mut outputs {
+            shard.sort_unstable_by_key(|(id, _, _)| **id);
+        }
+        let find = |outputs: &Vec<Vec<(&[u8; 32], &FileStat, u32)>>, id: &[u8; 32]| {
+            outputs[id[0] as usize]
+                .binary_search_by_key(&id, |(o, _, _)| o)
+                .ok()
+        };
+        for shard in &per_shard {
+            for s in &shard.seen {
+                if let Some(Ok(a)) = &s.action {
+                    if let Some(i) = find(&outputs, &a.output) {
+                        outputs[a.output[0] as usize][i].2 += 1;
+                    }
+                }
+            }
+        }
+        let grace_before = crate::now() - ORPHAN_GRACE.as_secs() as i64;
+        for shard in &per_shard {
+            for s in &shard.seen {
+                let own_disk = fsutil::disk_usage_stat(&s.st);
+                let own_len = s.st.st_size as u64;
+                match (&s.action, s.id.role) {
+                    (Some(parsed), Role::Action) => {
+                        let (mut disk, mut apparent, mut aux) = (own_disk, own_len, 0);
+                        if let Ok(a) = parsed {
+                            aux = fingerprint(&a.output);
+                            if let Some(i) = find(&outputs, &a.output) {
+                                let (_, st, refs) = outputs[a.output[0] as usize][i];
+                                disk += fsutil::disk_usage_stat(st) / refs as u64;
+                                apparent += st.st_size as u64 / refs as u64;
+                            } else if !scanned[a.output[0] as usize] {
+                                if let Some(st) = self.stat_output(&a.output) {
+                                    disk += fsutil::disk_usage_stat(&st);
+                                    apparent += st.st_size as u64;
+                                }
+                            }
+                        }
+                        result.entries.push((
+                            s.id,
+                            EntryMeta {
+                                disk_bytes: disk,
+                                apparent_bytes: apparent,
+                                last_use: mtime(&s.st),
+                                aux,
+                            },
+                        ));
+                    }
+                    (None, Role::Output) => {
+                        let refs = find(&outputs, &s.id.hash)
+                            .map_or(0, |i| outputs[s.id.hash[0] as usize][i].2);
+                        let named = refs > 0 || named_elsewhere(fingerprint(&s.id.hash));
+                        if !named && mtime(&s.st) < grace_before {
+                            result.entries.push((
+                                s.id,
+                                EntryMeta {
+                                    disk_bytes: own_disk,
+                                    apparent_bytes: own_len,
+                                    last_use: mtime(&s.st),
+                                    aux: fingerprint(&s.id.hash),
+                                },
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        result
+    }
+
+    fn stat_output(&self, output: &[u8; 32]) -> Option<FileStat> {
+        let dir = self.shard_dir(output).ok()?;
+        fsutil::stat_at(&dir, OsStr::new(&format!("{}-d", to_hex(output)))).ok()
+    }
+}
+
 /// One file of a shard, as the scan saw it.
 struct Seen {
     id: GoId,
@@ -278,19 +388,41 @@ fn read_at(dir: &OwnedFd, name: &OsStr, max: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn scan_shard(root: &Path, shard: &str) -> (Vec<Seen>, Vec<String>, u64) {
-    let mut seen = Vec::new();
-    let mut errors = Vec::new();
-    let mut ignored = 0;
-    let dir = match fsutil::open_dir_beneath(root, Path::new(shard)) {
+/// What one shard directory holds, and its mtime before it was listed.
+struct ShardScan {
+    stamp: Option<Stamp>,
+    seen: Vec<Seen>,
+    errors: Vec<String>,
+    ignored: u64,
+}
+
+fn scan_shard(root: &Path, shard: u8) -> ShardScan {
+    let shard = format!("{shard:02x}");
+    let mut out = ShardScan {
+        stamp: None,
+        seen: Vec::new(),
+        errors: Vec::new(),
+        ignored: 0,
+    };
+    let dir = match fsutil::open_dir_beneath(root, Path::new(&shard)) {
         Ok(dir) => dir,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return (seen, errors, 0),
-        Err(e) => return (seen, vec![format!("{shard}: {e}")], 0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return out,
+        Err(e) => {
+            out.errors.push(format!("{shard}: {e}"));
+            return out;
+        }
     };
-    let names = match std::fs::read_dir(root.join(shard)) {
+    // The stamp is taken before listing: a change made during the listing moves the
+    // directory's mtime past it, so a restart rescans this shard.
+    out.stamp = nix::sys::stat::fstat(&dir).ok().map(|st| Stamp::of(&st));
+    let names = match std::fs::read_dir(root.join(&shard)) {
         Ok(names) => names,
-        Err(e) => return (seen, vec![format!("{shard}: {e}")], 0),
+        Err(e) => {
+            out.errors.push(format!("{shard}: {e}"));
+            return out;
+        }
     };
+    let (seen, errors, mut ignored) = (&mut out.seen, &mut out.errors, 0);
     for item in names.flatten() {
         let name = item.file_name();
         let Some(id) = parse_file_name(name.as_bytes()) else {
@@ -324,7 +456,8 @@ fn scan_shard(root: &Path, shard: &str) -> (Vec<Seen>, Vec<String>, u64) {
         };
         seen.push(Seen { id, st, action });
     }
-    (seen, errors, ignored)
+    out.ignored = ignored;
+    out
 }
 
 fn mtime(st: &FileStat) -> UnixTime {
@@ -339,85 +472,53 @@ impl Kind for GoBuildKind {
     }
 
     fn scan(&self) -> ScanResult<GoId> {
-        let shards: Vec<String> = (0..=255u8).map(|b| format!("{b:02x}")).collect();
-        let per_shard = parallel::map(&shards, |s| scan_shard(&self.root, s));
-        let mut result = ScanResult {
-            entries: Vec::new(),
-            ignored_files: 0,
-            errors: Vec::new(),
+        self.scan_shards(&(0..=255).collect::<Vec<u8>>(), &|_| false)
+    }
+
+    fn partitions(&self) -> usize {
+        256
+    }
+
+    fn partition_of(&self, id: &GoId) -> usize {
+        id.hash[0] as usize
+    }
+
+    fn partition_stamp(&self, partition: usize) -> Option<Stamp> {
+        let st = nix::sys::stat::lstat(&self.root.join(format!("{partition:02x}"))).ok()?;
+        Some(Stamp::of(&st))
+    }
+
+    fn scan_partitions(
+        &self,
+        partitions: &[usize],
+        named_elsewhere: &dyn Fn(u64) -> bool,
+    ) -> ScanResult<GoId> {
+        let shards: Vec<u8> = partitions.iter().map(|&p| p as u8).collect();
+        self.scan_shards(&shards, named_elsewhere)
+    }
+
+    fn partition_of_aux(&self, aux: u64) -> Option<usize> {
+        // The fingerprint is the output id's first 8 bytes, little endian: its low byte
+        // is the id's first byte, which names the shard.
+        (aux != 0).then_some((aux & 0xff) as usize)
+    }
+
+    fn encode_id(&self, id: &GoId, out: &mut Vec<u8>) {
+        out.extend_from_slice(&id.hash);
+        out.push(matches!(id.role, Role::Output) as u8);
+    }
+
+    fn decode_id(&self, bytes: &[u8]) -> Option<GoId> {
+        let (hash, role) = bytes.split_at_checked(32)?;
+        let role = match role {
+            [0] => Role::Action,
+            [1] => Role::Output,
+            _ => return None,
         };
-        // Outputs per shard, sorted by id, with how many actions name them.
-        let mut outputs: Vec<Vec<(&[u8; 32], &FileStat, u32)>> = vec![Vec::new(); 256];
-        for (seen, errors, ignored) in &per_shard {
-            result.errors.extend(errors.iter().cloned());
-            result.ignored_files += ignored;
-            for s in seen.iter().filter(|s| s.id.role == Role::Output) {
-                outputs[s.id.hash[0] as usize].push((&s.id.hash, &s.st, 0));
-            }
-        }
-        for shard in &mut outputs {
-            shard.sort_unstable_by_key(|(id, _, _)| **id);
-        }
-        let find = |outputs: &Vec<Vec<(&[u8; 32], &FileStat, u32)>>, id: &[u8; 32]| {
-            outputs[id[0] as usize]
-                .binary_search_by_key(&id, |(o, _, _)| o)
-                .ok()
-        };
-        for (seen, _, _) in &per_shard {
-            for s in seen {
-                if let Some(Ok(a)) = &s.action {
-                    if let Some(i) = find(&outputs, &a.output) {
-                        outputs[a.output[0] as usize][i].2 += 1;
-                    }
-                }
-            }
-        }
-        let grace_before = crate::now() - ORPHAN_GRACE.as_secs() as i64;
-        for (seen, _, _) in &per_shard {
-            for s in seen {
-                let own_disk = fsutil::disk_usage_stat(&s.st);
-                let own_len = s.st.st_size as u64;
-                match (&s.action, s.id.role) {
-                    (Some(parsed), Role::Action) => {
-                        let (mut disk, mut apparent, mut aux) = (own_disk, own_len, 0);
-                        if let Ok(a) = parsed {
-                            aux = fingerprint(&a.output);
-                            if let Some(i) = find(&outputs, &a.output) {
-                                let (_, st, refs) = outputs[a.output[0] as usize][i];
-                                disk += fsutil::disk_usage_stat(st) / refs as u64;
-                                apparent += st.st_size as u64 / refs as u64;
-                            }
-                        }
-                        result.entries.push((
-                            s.id,
-                            EntryMeta {
-                                disk_bytes: disk,
-                                apparent_bytes: apparent,
-                                last_use: mtime(&s.st),
-                                aux,
-                            },
-                        ));
-                    }
-                    (None, Role::Output) => {
-                        let refs = find(&outputs, &s.id.hash)
-                            .map_or(0, |i| outputs[s.id.hash[0] as usize][i].2);
-                        if refs == 0 && mtime(&s.st) < grace_before {
-                            result.entries.push((
-                                s.id,
-                                EntryMeta {
-                                    disk_bytes: own_disk,
-                                    apparent_bytes: own_len,
-                                    last_use: mtime(&s.st),
-                                    aux: fingerprint(&s.id.hash),
-                                },
-                            ));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        result
+        Some(GoId {
+            hash: hash.try_into().ok()?,
+            role,
+        })
     }
 
     fn watch_dirs(&self) -> Vec<WatchDir> {
@@ -881,6 +982,104 @@ pub mod tests {
         assert!(check(again).is_empty(), "same mtime and size: trusted");
         filetime::set_file_mtime(&p, filetime::FileTime::from_unix_time(old + 1, 0)).unwrap();
         assert_eq!(check(again), ["output-hash-mismatch"]);
+    }
+
+    fn cache_at(root: &Path) -> std::sync::Arc<dyn crate::cache::Cache> {
+        let text = format!(
+            "[[cache]]\nname = \"gb\"\nkind = \"go-build\"\npath = \"{}\"\n",
+            root.display()
+        );
+        let env = crate::config::Env {
+            home: None,
+            uid: 1000,
+            xdg_runtime_dir: None,
+            xdg_config_home: None,
+            xdg_state_home: None,
+        };
+        let config =
+            crate::config::parse(&text, crate::config::ConfigSource::Embedded, &env).unwrap();
+        crate::cache::CacheOf::open(kind(root), config.caches[0].clone())
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_index_rescanning_only_changed_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("gocache");
+        let old = crate::now() - 86400;
+        for seed in 0..300 {
+            put(&root, seed, format!("output {seed}").as_bytes(), old);
+        }
+        for b in 0..=255u8 {
+            std::fs::create_dir_all(root.join(format!("{b:02x}"))).unwrap();
+        }
+        let snap = dir.path().join("gb.snapshot");
+        let first = cache_at(&root);
+        let scanned = first.scan(crate::now());
+        assert_eq!(scanned.entries, 300);
+        assert!(first.save_snapshot(&snap).unwrap());
+
+        // Unchanged cache: nothing rescanned, same index.
+        let second = cache_at(&root);
+        let restored = second.restore(&snap, crate::now()).unwrap();
+        assert_eq!(restored.partitions_rescanned, Some(0));
+        assert_eq!(
+            (restored.entries, restored.disk_bytes),
+            (scanned.entries, scanned.disk_bytes)
+        );
+        let oldest = |c: &std::sync::Arc<dyn crate::cache::Cache>| {
+            c.entries(crate::report::EntryOrder::Oldest, 1000, 0)
+        };
+        let names = |v: Vec<crate::report::EntryView>| {
+            v.into_iter()
+                .map(|e| e.entry)
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(names(oldest(&first)), names(oldest(&second)));
+
+        // One new entry and one removed: only their shards are rescanned.
+        let (added, _) = put(&root, 1000, b"new output", old);
+        let (gone, _) = put(&root, 1001, b"gone soon", old);
+        let third = cache_at(&root);
+        third.scan(crate::now());
+        third.save_snapshot(&snap).unwrap();
+        std::fs::remove_file(root.join(format!("{:02x}/{}-a", gone[0], to_hex(&gone)))).unwrap();
+        let (added2, _) = put(&root, 1002, b"another", old);
+        let fourth = cache_at(&root);
+        let restored = fourth.restore(&snap, crate::now()).unwrap();
+        assert!(restored.partitions_rescanned.unwrap() <= 4, "{restored:?}");
+        let now_names = names(oldest(&fourth));
+        assert!(now_names.contains(
+            &GoId {
+                hash: added,
+                role: Role::Action
+            }
+            .file_name()
+        ));
+        assert!(now_names.contains(
+            &GoId {
+                hash: added2,
+                role: Role::Action
+            }
+            .file_name()
+        ));
+        assert!(!now_names.contains(
+            &GoId {
+                hash: gone,
+                role: Role::Action
+            }
+            .file_name()
+        ));
+        let full = cache_at(&root);
+        let truth = full.scan(crate::now());
+        assert_eq!(restored.entries, truth.entries);
+        assert_eq!(names(oldest(&full)), now_names);
+
+        // A damaged snapshot is never trusted.
+        let bytes = std::fs::read(&snap).unwrap();
+        std::fs::write(&snap, &bytes[..bytes.len() - 10]).unwrap();
+        assert!(cache_at(&root).restore(&snap, crate::now()).is_none());
+        std::fs::write(&snap, b"garbage").unwrap();
+        assert!(cache_at(&root).restore(&snap, crate::now()).is_none());
     }
 
     #[test]

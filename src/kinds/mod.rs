@@ -104,6 +104,26 @@ pub struct ScanResult<I> {
     pub ignored_files: u64,
     /// Parts of the tree that could not be read; the scan goes on without them.
     pub errors: Vec<String>,
+    /// For kinds with partitions: each scanned partition's directory mtime, taken
+    /// before it was listed (`None`: the directory does not exist).
+    pub stamps: Vec<(usize, Option<Stamp>)>,
+}
+
+/// A directory's mtime to the nanosecond: it changes whenever an entry is added to or
+/// removed from the directory, so an unchanged stamp means an unchanged listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub secs: i64,
+    pub nanos: i64,
+}
+
+impl Stamp {
+    pub fn of(st: &nix::sys::stat::FileStat) -> Stamp {
+        Stamp {
+            secs: st.st_mtime,
+            nanos: st.st_mtime_nsec,
+        }
+    }
 }
 
 pub trait Kind: Send + Sync + 'static {
@@ -135,6 +155,41 @@ pub trait Kind: Send + Sync + 'static {
     /// Whether a running tool may still open entries used since some time, which
     /// eviction must then leave alone whatever `min_age` says.
     fn in_use(&self) -> Option<InUse> {
+        None
+    }
+
+    // Incremental restarts (see `snapshot.rs`). A kind whose entries sit in a fixed set
+    // of directories ("partitions") can rescan only those whose mtime changed since a
+    // snapshot of the index was saved. The defaults mean "no partitions": a restart
+    // scans everything.
+
+    /// How many partitions the cache has (0: no incremental restart).
+    fn partitions(&self) -> usize {
+        0
+    }
+    fn partition_of(&self, _id: &Self::Id) -> usize {
+        0
+    }
+    /// The partition directory's current stamp.
+    fn partition_stamp(&self, _partition: usize) -> Option<Stamp> {
+        None
+    }
+    /// Scans some partitions; `named_elsewhere` tells whether an entry outside them
+    /// carries a given `aux` (go-build: whether an action elsewhere names an output).
+    fn scan_partitions(
+        &self,
+        _partitions: &[usize],
+        _named_elsewhere: &dyn Fn(u64) -> bool,
+    ) -> ScanResult<Self::Id> {
+        self.scan()
+    }
+    /// The partition holding what an entry's `aux` refers to (go-build: the output's
+    /// shard), so a restart can recheck it when the entry vanished.
+    fn partition_of_aux(&self, _aux: u64) -> Option<usize> {
+        None
+    }
+    fn encode_id(&self, _id: &Self::Id, _out: &mut Vec<u8>) {}
+    fn decode_id(&self, _bytes: &[u8]) -> Option<Self::Id> {
         None
     }
 }
