@@ -383,3 +383,29 @@ fn a_directory_that_is_not_a_go_cache_is_refused() {
         "{err}"
     );
 }
+
+/// SIGTERM saves a snapshot of the index; the next start restores it and, with the
+/// cache unchanged, rescans nothing.
+#[test]
+fn a_restart_restores_the_index_from_its_snapshot() {
+    let world = GoWorld::new();
+    world.go_ok(&["build", "./lib"], None);
+    world.go_ok(&["vet", "./lib"], None);
+    let state = world.root.join("state");
+    let text = std::fs::read_to_string(world.config(""))
+        .unwrap()
+        .replace("log_level = \"debug\"\n", &format!("log_level = \"debug\"\nstate_dir = \"{}\"\n", state.display()));
+    let daemon = Daemon::start(&world.root, &text);
+    let before = daemon.cache_status("gb");
+    assert!(before["entries"].as_u64().unwrap() > 5, "{before}");
+    assert_eq!(daemon.stop().code(), Some(0));
+    assert!(state.join("gb.snapshot").exists());
+
+    let daemon = Daemon::start(&world.root, &text);
+    let after = daemon.cache_status("gb");
+    assert_eq!(after["last_scan"]["partitions_rescanned"], 0, "{after}");
+    assert_eq!(after["last_scan"]["partitions"], 256);
+    assert_eq!(after["entries"], before["entries"]);
+    assert_eq!(after["disk_bytes"], before["disk_bytes"]);
+    assert!(daemon.log_text().contains("restored from snapshot"));
+}
