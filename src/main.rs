@@ -344,6 +344,9 @@ fn print_config(config: &Config) {
         println!("socket_group = {name:?}");
     }
     println!("log_level = {:?}", config.daemon.log_level);
+    if let Some(dir) = &config.daemon.state_dir {
+        println!("state_dir = {:?}", dir.display().to_string());
+    }
     for c in &config.caches {
         println!("\n[[cache]]");
         println!("name = {:?}", c.name);
