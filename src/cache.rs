@@ -47,6 +47,8 @@ pub trait Cache: Send + Sync {
     fn evict(&self, dry_run: bool, now: UnixTime) -> EvictionReport;
     fn verify(&self, repair: bool, now: UnixTime) -> VerifyReport;
     fn record_error(&self, message: String, now: UnixTime);
+    /// Entries used at or after this may still be opened by a running tool.
+    fn in_use_since(&self) -> Option<UnixTime>;
     /// Saves the index to `path` for a cheap restart; `Ok(false)` if this kind has no
     /// partitions to make a restart incremental.
     fn save_snapshot(&self, path: &Path) -> std::io::Result<bool>;
@@ -426,6 +428,7 @@ impl<K: Kind> Cache for CacheOf<K> {
             skipped: Vec::new(),
             unmet: plan.unmet.clone(),
             held_in_use: plan.held_in_use,
+            in_use_since: in_use.as_ref().map(|u| u.since),
             in_use_by: in_use.filter(|_| plan.held_in_use > 0).map(|u| u.by),
             duration_ms: 0,
         };
@@ -555,6 +558,10 @@ impl<K: Kind> Cache for CacheOf<K> {
             history.errors.pop_front();
         }
         history.errors.push_back(ErrorRecord { at: now, message });
+    }
+
+    fn in_use_since(&self) -> Option<UnixTime> {
+        self.kind.in_use().map(|u| u.since)
     }
 
     fn save_snapshot(&self, path: &Path) -> std::io::Result<bool> {

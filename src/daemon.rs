@@ -39,6 +39,8 @@ use crate::watch::{self, Change};
 
 /// Event-driven enforcement runs at most this often per cache.
 pub const ENFORCE_INTERVAL: Duration = Duration::from_secs(5);
+/// While eviction is deferred for a running tool, how often to check if it exited.
+pub const IN_USE_POLL: Duration = Duration::from_secs(10);
 /// Overflow-driven rescans run at most this often per cache.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -369,11 +371,11 @@ async fn save_snapshot(cache: &Arc<dyn Cache>, snapshot: Option<&Path>) {
     }
 }
 
-async fn enforce(cache: &Arc<dyn Cache>, why: &str) {
+/// Enforces the limits; returns the in-use horizon when a limit stays unmet because a
+/// running tool may still open entries (the supervisor retries once that changes).
+async fn enforce(cache: &Arc<dyn Cache>, why: &str) -> Option<i64> {
     let c = cache.clone();
-    let Some(report) = blocking(move || c.evict(false, crate::now())).await else {
-        return;
-    };
+    let report = blocking(move || c.evict(false, crate::now())).await?;
     if report.removed_entries > 0 || !report.skipped.is_empty() {
         tracing::info!(
             cache = %report.cache,
@@ -386,6 +388,16 @@ async fn enforce(cache: &Arc<dyn Cache>, why: &str) {
     for unmet in &report.unmet {
         tracing::debug!(cache = %report.cache, "limit not met: {unmet}");
     }
+    let held = report.held_in_use > 0 && !report.unmet.is_empty();
+    if held {
+        tracing::info!(
+            cache = %report.cache,
+            held = report.held_in_use,
+            "eviction deferred while {} runs",
+            report.in_use_by.as_deref().unwrap_or("a tool")
+        );
+    }
+    report.in_use_since.filter(|_| held)
 }
 
 async fn verify(cache: &Arc<dyn Cache>) {
@@ -441,7 +453,7 @@ async fn supervise(
         scan(&cache).await;
     }
     let _ = scanned.send(());
-    enforce(&cache, "startup").await;
+    let mut held_since = enforce(&cache, "startup").await;
     save_snapshot(&cache, snapshot.as_deref()).await;
 
     let mut last_enforce = Instant::now();
@@ -461,7 +473,7 @@ async fn supervise(
             }
             _ = reconfigured.notified() => {
                 // Limits may have tightened: check them now.
-                enforce(&cache, "config reloaded").await;
+                held_since = enforce(&cache, "config reloaded").await;
                 last_enforce = Instant::now();
             }
             change = changes.recv(), if watching => match change {
@@ -481,7 +493,7 @@ async fn supervise(
             },
             _ = tokio::time::sleep_until(enforce_at), if enforce_pending => {
                 enforce_pending = false;
-                enforce(&cache, "limit crossed").await;
+                held_since = enforce(&cache, "limit crossed").await;
                 last_enforce = Instant::now();
             }
             _ = tokio::time::sleep_until(rescan_at), if rescan_pending.is_some() => {
@@ -490,8 +502,15 @@ async fn supervise(
                 last_rescan = Some(Instant::now());
                 enforce_pending = true;
             }
+            _ = tokio::time::sleep(IN_USE_POLL), if held_since.is_some() => {
+                let c = cache.clone();
+                let now_since = blocking(move || c.in_use_since()).await.flatten();
+                if now_since != held_since {
+                    held_since = enforce(&cache, "a tool that held entries exited").await;
+                }
+            }
             _ = sleep_until_opt(next_enforce) => {
-                enforce(&cache, "schedule").await;
+                held_since = enforce(&cache, "schedule").await;
                 save_snapshot(&cache, snapshot.as_deref()).await;
                 last_enforce = Instant::now();
             }

@@ -173,6 +173,7 @@ pub struct EvictionReport {
     pub unmet: Vec<String>,
     /// Entries old enough to go but held because a running tool may open them.
     pub held_in_use: u64,
+    pub in_use_since: Option<UnixTime>,
     pub in_use_by: Option<String>,
     pub duration_ms: u64,
 }

@@ -392,9 +392,13 @@ fn a_restart_restores_the_index_from_its_snapshot() {
     world.go_ok(&["build", "./lib"], None);
     world.go_ok(&["vet", "./lib"], None);
     let state = world.root.join("state");
-    let text = std::fs::read_to_string(world.config(""))
-        .unwrap()
-        .replace("log_level = \"debug\"\n", &format!("log_level = \"debug\"\nstate_dir = \"{}\"\n", state.display()));
+    let text = std::fs::read_to_string(world.config("")).unwrap().replace(
+        "log_level = \"debug\"\n",
+        &format!(
+            "log_level = \"debug\"\nstate_dir = \"{}\"\n",
+            state.display()
+        ),
+    );
     let daemon = Daemon::start(&world.root, &text);
     let before = daemon.cache_status("gb");
     assert!(before["entries"].as_u64().unwrap() > 5, "{before}");
@@ -408,4 +412,82 @@ fn a_restart_restores_the_index_from_its_snapshot() {
     assert_eq!(after["entries"], before["entries"]);
     assert_eq!(after["disk_bytes"], before["disk_bytes"]);
     assert!(daemon.log_text().contains("restored from snapshot"));
+}
+
+/// While a go command runs, entries it may still open are held whatever min_age says;
+/// the eviction happens once it exits (go-caches.md, "Long builds").
+#[test]
+fn eviction_waits_for_a_running_go_command() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+
+    let world = GoWorld::new();
+    std::fs::create_dir_all(world.module.join("sleeper")).unwrap();
+    std::fs::write(
+        world.module.join("sleeper/main.go"),
+        "package main\n\nimport (\n\t\"fmt\"\n\t\"time\"\n)\n\nfunc main() {\n\tfmt.Println(\"ready\")\n\ttime.Sleep(5 * time.Minute)\n}\n",
+    )
+    .unwrap();
+    world.go_ok(&["build", "-o", "/dev/null", "."], Some("arm64"));
+    world.age_cache(Duration::from_secs(600));
+
+    // `go run` keeps the go process alive for the program's whole run.
+    let mut go_run = Command::new("go");
+    go_run
+        .args(["run", "./sleeper"])
+        .current_dir(&world.module)
+        .env("HOME", &world.root)
+        .env("GOPATH", world.root.join("gopath"))
+        .env("GOCACHE", &world.cache)
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("CGO_ENABLED", "0")
+        .stdout(std::process::Stdio::piped())
+        .process_group(0);
+    let mut running = go_run.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(running.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+
+    let config =
+        world.config("max_size = \"1 MiB\"\nmin_age = \"1s\"\nunsafe_allow_short_min_age = true");
+    let daemon = Daemon::start(&world.root, &std::fs::read_to_string(config).unwrap());
+    let (_, plan) = daemon.post("/v1/caches/gb/evict?dry_run=true", "");
+    assert!(plan["held_in_use"].as_u64().unwrap() > 50, "{plan}");
+    assert!(
+        plan["in_use_by"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {}", running.id())),
+        "{plan}"
+    );
+    assert!(
+        plan["unmet"][0].as_str().unwrap().contains("running tool"),
+        "{plan}"
+    );
+    assert_eq!(daemon.cache_status("gb")["evicted_entries_total"], 0);
+
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(running.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    running.wait().unwrap();
+    let status = wait_for("the deferred eviction", DEADLINE, || {
+        let s = daemon.cache_status("gb");
+        (s["evicted_entries_total"].as_u64().unwrap() > 50).then_some(s)
+    });
+    assert!(
+        status["disk_bytes"].as_u64().unwrap() <= 1 << 20
+            || !status["over_limits"].as_array().unwrap().is_empty()
+    );
+    assert!(
+        daemon
+            .log_text()
+            .contains("eviction deferred while go (pid"),
+        "{}",
+        daemon.log_text()
+    );
 }
