@@ -24,6 +24,28 @@ use crate::parallel;
 use crate::plan::{self, Candidate, PlanLimits};
 use crate::report::*;
 
+/// Entries a user names for removal: exact entry names, or every version of a module
+/// (names starting with `module@`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub entries: Vec<String>,
+    pub modules: Vec<String>,
+}
+
+impl Selection {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.modules.is_empty()
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.entries.iter().any(|e| e == name)
+            || self.modules.iter().any(|m| {
+                name.strip_prefix(m.as_str())
+                    .is_some_and(|rest| rest.starts_with('@'))
+            })
+    }
+}
+
 /// Entries with their metadata, as scans and snapshots list them.
 type Entries<K> = Vec<(<K as Kind>::Id, EntryMeta)>;
 
@@ -45,6 +67,10 @@ pub trait Cache: Send + Sync {
     /// `min_free`? (Age is left to the schedule.)
     fn over_size_or_free_limit(&self) -> bool;
     fn evict(&self, dry_run: bool, now: UnixTime) -> EvictionReport;
+    /// Removes the entries a user named, whatever the limits say — but never one used
+    /// within `min_age` or one a running tool may open (those are reported skipped).
+    fn evict_selected(&self, selection: &Selection, dry_run: bool, now: UnixTime)
+        -> EvictionReport;
     fn verify(&self, repair: bool, now: UnixTime) -> VerifyReport;
     fn record_error(&self, message: String, now: UnixTime);
     /// Entries used at or after this may still be opened by a running tool.
@@ -221,6 +247,106 @@ impl<K: Kind> CacheOf<K> {
         }
         record
     }
+
+    /// Removes what a plan lists (or, for a dry run, only reports it) and keeps the
+    /// index and history in step.
+    fn carry_out(
+        &self,
+        config: &CacheConfig,
+        plan: plan::Plan<K::Id>,
+        survivors: &Survivors,
+        in_use: Option<crate::kinds::InUse>,
+        dry_run: bool,
+        now: UnixTime,
+    ) -> EvictionReport {
+        let started = Instant::now();
+        let outcomes: Vec<Option<Removal>> = if dry_run {
+            vec![None; plan.evict.len()]
+        } else {
+            parallel::map(&plan.evict, |p| {
+                Some(
+                    self.kind
+                        .remove(&p.id, p.last_use, Removing::Evict(survivors)),
+                )
+            })
+        };
+
+        let mut report = EvictionReport {
+            cache: config.name.clone(),
+            dry_run,
+            at: now,
+            bytes_before: plan.bytes_before,
+            bytes_after_planned: plan.bytes_after,
+            removed_entries: 0,
+            freed_bytes: 0,
+            evicted: Vec::new(),
+            skipped: Vec::new(),
+            unmet: plan.unmet.clone(),
+            held_in_use: plan.held_in_use,
+            in_use_since: in_use.as_ref().map(|u| u.since),
+            in_use_by: in_use.filter(|_| plan.held_in_use > 0).map(|u| u.by),
+            duration_ms: 0,
+        };
+        {
+            let mut index = self.index.lock().unwrap();
+            for (planned, outcome) in plan.evict.iter().zip(outcomes) {
+                let mut view = self.view(
+                    config,
+                    &planned.id,
+                    planned.disk_bytes,
+                    planned.last_use,
+                    now,
+                );
+                view.pinned = false;
+                match outcome {
+                    None => report.evicted.push(EvictedView {
+                        entry: view,
+                        reason: planned.reason,
+                    }),
+                    Some(Removal::Removed { disk_bytes }) => {
+                        index.remove(&planned.id);
+                        report.removed_entries += 1;
+                        report.freed_bytes += disk_bytes;
+                        report.evicted.push(EvictedView {
+                            entry: view,
+                            reason: planned.reason,
+                        });
+                    }
+                    Some(Removal::Gone) => {
+                        index.remove(&planned.id);
+                    }
+                    Some(Removal::Skipped(why)) => {
+                        // Used since planning, or busy: refresh its metadata so the next
+                        // plan sees the truth.
+                        let _ = self.apply_one(&mut index, planned.id.clone());
+                        report.skipped.push(SkippedView {
+                            entry: view.entry,
+                            path: view.path,
+                            reason: why,
+                        });
+                    }
+                }
+            }
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        if !dry_run {
+            let mut history = self.history.lock().unwrap();
+            history.evicted_entries_total += report.removed_entries;
+            history.evicted_bytes_total += report.freed_bytes;
+            if report.removed_entries > 0
+                || !report.skipped.is_empty()
+                || history.last_eviction.is_none()
+            {
+                history.last_eviction = Some(EvictionSummary {
+                    at: now,
+                    entries: report.removed_entries,
+                    freed_bytes: report.freed_bytes,
+                    skipped: report.skipped.len() as u64,
+                });
+            }
+        }
+        report
+    }
 }
 
 /// Hands memory freed after a scan (its transient buffers, the old index) back to the
@@ -254,10 +380,10 @@ impl<K: Kind> Cache for CacheOf<K> {
         if let Some(pending) = self.changed_during_scan.lock().unwrap().as_mut() {
             pending.extend_from_slice(rel_paths);
         }
-        let mut ids: Vec<K::Id> = rel_paths
-            .iter()
-            .filter_map(|p| self.kind.entry_at(p))
-            .collect();
+        let mut ids: Vec<K::Id> = Vec::new();
+        for p in rel_paths {
+            self.kind.entries_at(p, &mut ids);
+        }
         ids.sort();
         ids.dedup();
         let mut errors = Vec::new();
@@ -388,6 +514,7 @@ impl<K: Kind> Cache for CacheOf<K> {
                     disk_bytes: m.disk_bytes,
                     last_use: m.last_use,
                     pinned: self.pinned(&config, id),
+                    tier: self.kind.tier(id),
                 })
                 .collect();
             let plan = plan::plan(&candidates, &limits, disk.map(|d| d.available_bytes), now);
@@ -404,92 +531,78 @@ impl<K: Kind> Cache for CacheOf<K> {
             (plan, survivors)
         };
 
-        let started = Instant::now();
-        let outcomes: Vec<Option<Removal>> = if dry_run {
-            vec![None; plan.evict.len()]
-        } else {
-            parallel::map(&plan.evict, |p| {
-                Some(
-                    self.kind
-                        .remove(&p.id, p.last_use, Removing::Evict(&survivors)),
-                )
-            })
-        };
+        self.carry_out(&config, plan, &survivors, in_use, dry_run, now)
+    }
 
-        let mut report = EvictionReport {
-            cache: config.name.clone(),
-            dry_run,
-            at: now,
-            bytes_before: plan.bytes_before,
-            bytes_after_planned: plan.bytes_after,
-            removed_entries: 0,
-            freed_bytes: 0,
-            evicted: Vec::new(),
-            skipped: Vec::new(),
-            unmet: plan.unmet.clone(),
-            held_in_use: plan.held_in_use,
-            in_use_since: in_use.as_ref().map(|u| u.since),
-            in_use_by: in_use.filter(|_| plan.held_in_use > 0).map(|u| u.by),
-            duration_ms: 0,
-        };
-        {
-            let mut index = self.index.lock().unwrap();
-            for (planned, outcome) in plan.evict.iter().zip(outcomes) {
-                let mut view = self.view(
-                    &config,
-                    &planned.id,
-                    planned.disk_bytes,
-                    planned.last_use,
-                    now,
-                );
-                view.pinned = false;
-                match outcome {
-                    None => report.evicted.push(EvictedView {
-                        entry: view,
-                        reason: planned.reason,
+    fn evict_selected(
+        &self,
+        selection: &Selection,
+        dry_run: bool,
+        now: UnixTime,
+    ) -> EvictionReport {
+        let _work = self.work.lock().unwrap();
+        let config = self.cfg();
+        let in_use = self.kind.in_use();
+        let young_after = now - config.limits.min_age.as_secs() as i64;
+        let mut refused = Vec::new();
+        let (plan, survivors) = {
+            let index = self.index.lock().unwrap();
+            let mut chosen: Vec<(u8, UnixTime, K::Id, u64)> = Vec::new();
+            for (id, m) in index.iter() {
+                let name = self.kind.name_of(id);
+                if !selection.matches(&name) {
+                    continue;
+                }
+                let why = if m.last_use > young_after {
+                    Some("used within min_age".to_string())
+                } else if in_use.as_ref().is_some_and(|u| m.last_use >= u.since) {
+                    Some(format!(
+                        "may still be opened by {}",
+                        in_use.as_ref().unwrap().by
+                    ))
+                } else {
+                    None
+                };
+                match why {
+                    Some(reason) => refused.push(SkippedView {
+                        entry: name,
+                        path: self.kind.path_of(id),
+                        reason,
                     }),
-                    Some(Removal::Removed { disk_bytes }) => {
-                        index.remove(&planned.id);
-                        report.removed_entries += 1;
-                        report.freed_bytes += disk_bytes;
-                        report.evicted.push(EvictedView {
-                            entry: view,
-                            reason: planned.reason,
-                        });
-                    }
-                    Some(Removal::Gone) => {
-                        index.remove(&planned.id);
-                    }
-                    Some(Removal::Skipped(why)) => {
-                        // Used since planning, or busy: refresh its metadata so the next
-                        // plan sees the truth.
-                        let _ = self.apply_one(&mut index, planned.id.clone());
-                        report.skipped.push(SkippedView {
-                            entry: view.entry,
-                            path: view.path,
-                            reason: why,
-                        });
-                    }
+                    None => chosen.push((self.kind.tier(id), m.last_use, id.clone(), m.disk_bytes)),
                 }
             }
-        }
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        if !dry_run {
-            let mut history = self.history.lock().unwrap();
-            history.evicted_entries_total += report.removed_entries;
-            history.evicted_bytes_total += report.freed_bytes;
-            if report.removed_entries > 0
-                || !report.skipped.is_empty()
-                || history.last_eviction.is_none()
-            {
-                history.last_eviction = Some(EvictionSummary {
-                    at: now,
-                    entries: report.removed_entries,
-                    freed_bytes: report.freed_bytes,
-                    skipped: report.skipped.len() as u64,
-                });
-            }
-        }
+            chosen.sort();
+            let going: HashSet<&K::Id> = chosen.iter().map(|c| &c.2).collect();
+            let survivors = Survivors::new(
+                index
+                    .iter()
+                    .filter(|(id, _)| !going.contains(id))
+                    .map(|(_, m)| m.aux)
+                    .collect(),
+            );
+            drop(going);
+            let bytes_before = index.disk_bytes();
+            let freed: u64 = chosen.iter().map(|c| c.3).sum();
+            let plan = plan::Plan {
+                evict: chosen
+                    .into_iter()
+                    .map(|(_, last_use, id, disk_bytes)| plan::Planned {
+                        id,
+                        disk_bytes,
+                        last_use,
+                        reason: plan::Reason::Requested,
+                    })
+                    .collect(),
+                bytes_before,
+                bytes_after: bytes_before - freed,
+                unmet: Vec::new(),
+                held_in_use: 0,
+            };
+            (plan, survivors)
+        };
+        let mut report = self.carry_out(&config, plan, &survivors, in_use, dry_run, now);
+        report.skipped.extend(refused);
         report
     }
 

@@ -20,8 +20,25 @@ use crate::kinds::{InUse, UnixTime};
 pub const MARGIN_SECS: i64 = 5 * 60;
 const MTIME_INTERVAL_SECS: i64 = 3600;
 
+/// Which of go's caches a process may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoCache {
+    /// GOCACHE.
+    Build,
+    /// GOMODCACHE (default `$GOPATH/pkg/mod`).
+    Mod,
+}
+
 /// The in-use horizon for the GOCACHE at `root`, if any go command may be using it.
 pub fn in_use_since(root: &Path) -> Option<InUse> {
+    oldest_go_using(root, GoCache::Build).map(|(started, pid)| InUse {
+        since: started - MTIME_INTERVAL_SECS - MARGIN_SECS,
+        by: format!("go (pid {pid}) running since {}", format_local(started)),
+    })
+}
+
+/// The oldest running go command that may use the cache at `root`: (start, pid).
+pub fn oldest_go_using(root: &Path, cache: GoCache) -> Option<(UnixTime, i32)> {
     let boot = boot_time()?;
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
@@ -39,7 +56,7 @@ pub fn in_use_since(root: &Path) -> Option<InUse> {
         if !std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == "go") {
             continue;
         }
-        if !may_use(&dir, root) {
+        if !may_use(&dir, root, cache) {
             continue;
         }
         let Some(start_ticks) = std::fs::read_to_string(dir.join("stat"))
@@ -53,11 +70,7 @@ pub fn in_use_since(root: &Path) -> Option<InUse> {
             oldest = Some((started, pid));
         }
     }
-    let (started, pid) = oldest?;
-    Some(InUse {
-        since: started - MTIME_INTERVAL_SECS - MARGIN_SECS,
-        by: format!("go (pid {pid}) running since {}", format_local(started)),
-    })
+    oldest
 }
 
 /// Field 22 of `/proc/<pid>/stat`; the command name (field 2) may contain spaces and
@@ -73,22 +86,32 @@ fn boot_time() -> Option<UnixTime> {
         .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
 }
 
-/// False only when the process's environment sends it to another build cache.
-fn may_use(proc_dir: &Path, root: &Path) -> bool {
+/// False only when the process's environment sends it to another cache.
+fn may_use(proc_dir: &Path, root: &Path, cache: GoCache) -> bool {
     let Ok(environ) = std::fs::read(proc_dir.join("environ")) else {
         return true;
     };
-    let Some(value) = environ
-        .split(|&b| b == 0)
-        .find_map(|kv| kv.strip_prefix(b"GOCACHE="))
-    else {
-        return true;
+    let var = |name: &[u8]| {
+        environ
+            .split(|&b| b == 0)
+            .find_map(|kv| kv.strip_prefix(name))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     };
-    let value = String::from_utf8_lossy(value);
-    if value == "off" {
-        return false;
-    }
-    let theirs = Path::new(value.as_ref());
+    let theirs = match cache {
+        GoCache::Build => match var(b"GOCACHE=") {
+            Some(v) if v == "off" => return false,
+            Some(v) => std::path::PathBuf::from(v),
+            None => return true,
+        },
+        GoCache::Mod => match (var(b"GOMODCACHE="), var(b"GOPATH=")) {
+            (Some(v), _) if !v.is_empty() => std::path::PathBuf::from(v),
+            (_, Some(gopath)) => match gopath.split(':').find(|s| !s.is_empty()) {
+                Some(first) => Path::new(first).join("pkg/mod"),
+                None => return true,
+            },
+            _ => return true,
+        },
+    };
     theirs.canonicalize().map_or(true, |p| p == root)
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use cachewarden::cache::Cache;
+use cachewarden::cache::{Cache, Selection};
 use cachewarden::config::{self, Config, Env};
 use cachewarden::report::{self, StatusReport};
 use cachewarden::units::{format_bytes, format_duration};
@@ -55,6 +55,9 @@ enum Command {
     },
     /// Enforce the limits now (no daemon needed). With --dry-run, show the plan and exit 1
     /// if it would remove anything; without, exit 1 if a limit still cannot be met.
+    ///
+    /// With --entry or --module, remove exactly those entries instead (needs --cache
+    /// when several caches are configured); exits 1 if any was skipped or none matched.
     Evict {
         #[arg(long)]
         dry_run: bool,
@@ -62,6 +65,12 @@ enum Command {
         json: bool,
         #[arg(long, value_name = "NAME")]
         cache: Option<String>,
+        /// Remove this entry (as status and --json name it, e.g. github.com/pkg/errors@v0.9.1).
+        #[arg(long, value_name = "ENTRY")]
+        entry: Vec<String>,
+        /// Remove every version of this module.
+        #[arg(long, value_name = "MODULE")]
+        module: Vec<String>,
     },
     /// Check every entry's integrity (no daemon needed). Exits 1 if problems remain.
     Verify {
@@ -178,20 +187,38 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             dry_run,
             json,
             cache,
+            entry,
+            module,
         } => {
             init_cli_logging();
             let caches = open_caches(&load(cli.config.as_deref())?, cache.as_deref())?;
+            let selection = Selection {
+                entries: entry,
+                modules: module,
+            };
+            if !selection.is_empty() && caches.len() != 1 {
+                anyhow::bail!("--entry and --module need --cache NAME to say which cache");
+            }
             let now = cachewarden::now();
             let reports: Vec<_> = caches
                 .iter()
                 .map(|c| {
                     c.scan(now);
-                    c.evict(dry_run, now)
+                    match selection.is_empty() {
+                        true => c.evict(dry_run, now),
+                        false => c.evict_selected(&selection, dry_run, now),
+                    }
                 })
                 .collect();
-            let found = reports
-                .iter()
-                .any(|r| !r.unmet.is_empty() || (dry_run && !r.evicted.is_empty()));
+            let found = if selection.is_empty() {
+                reports
+                    .iter()
+                    .any(|r| !r.unmet.is_empty() || (dry_run && !r.evicted.is_empty()))
+            } else {
+                reports
+                    .iter()
+                    .any(|r| !r.skipped.is_empty() || r.evicted.is_empty())
+            };
             if json {
                 print_json(&reports)?;
             } else {

@@ -21,7 +21,14 @@ pub struct Candidate<I> {
     pub last_use: UnixTime,
     /// Matched a `keep` pattern: never evicted, still counted.
     pub pinned: bool,
+    /// Eviction tier: under size or free-space pressure every evictable entry of a lower
+    /// tier goes before any of a higher one (go-mod: extracted trees, rebuildable
+    /// offline, before module zips). [`AGE_ONLY`] entries go only when past `max_age`.
+    pub tier: u8,
 }
+
+/// The tier of entries that only `max_age` evicts.
+pub const AGE_ONLY: u8 = u8::MAX;
 
 /// Limits resolved to plain numbers (percentages already applied to the filesystem).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,6 +47,8 @@ pub enum Reason {
     MaxAge,
     MaxSize,
     MinFree,
+    /// Named by a user (`evict --entry`, `--module`).
+    Requested,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,8 +88,7 @@ pub fn plan<I: Ord + Clone>(
         .collect();
     let in_use = |e: &Candidate<I>| limits.in_use_since.is_some_and(|t| e.last_use >= t);
     let held_in_use = old_enough.iter().filter(|e| in_use(e)).count() as u64;
-    let mut evictable: Vec<&Candidate<I>> = old_enough.into_iter().filter(|e| !in_use(e)).collect();
-    evictable.sort_by(|a, b| (a.last_use, &a.id).cmp(&(b.last_use, &b.id)));
+    let evictable: Vec<&Candidate<I>> = old_enough.into_iter().filter(|e| !in_use(e)).collect();
 
     let expired_before = limits.max_age_secs.map(|age| now.saturating_sub(age));
     let mut size = bytes_before;
@@ -91,26 +99,38 @@ pub fn plan<I: Ord + Clone>(
         _ => false,
     };
 
+    // First everything past max_age, oldest first; then, under pressure, the rest by
+    // tier and age.
+    let (mut expired, mut rest): (Vec<&Candidate<I>>, Vec<&Candidate<I>>) = evictable
+        .into_iter()
+        .partition(|e| expired_before.is_some_and(|t| e.last_use < t));
+    expired.sort_by(|a, b| (a.last_use, &a.id).cmp(&(b.last_use, &b.id)));
+    rest.retain(|e| e.tier != AGE_ONLY);
+    rest.sort_by(|a, b| (a.tier, a.last_use, &a.id).cmp(&(b.tier, b.last_use, &b.id)));
+
     let mut evict = Vec::new();
-    for e in evictable {
-        let reason = if expired_before.is_some_and(|t| e.last_use < t) {
-            Reason::MaxAge
-        } else if too_big(size) {
-            Reason::MaxSize
-        } else if too_full(freed) {
-            Reason::MinFree
-        } else {
-            // Sorted oldest first: nothing later is expired either, and both limits hold.
-            break;
-        };
-        size -= e.disk_bytes;
-        freed += e.disk_bytes;
+    let mut take = |e: &Candidate<I>, reason, size: &mut u64, freed: &mut u64| {
+        *size -= e.disk_bytes;
+        *freed += e.disk_bytes;
         evict.push(Planned {
             id: e.id.clone(),
             disk_bytes: e.disk_bytes,
             last_use: e.last_use,
             reason,
         });
+    };
+    for e in expired {
+        take(e, Reason::MaxAge, &mut size, &mut freed);
+    }
+    for e in rest {
+        let reason = if too_big(size) {
+            Reason::MaxSize
+        } else if too_full(freed) {
+            Reason::MinFree
+        } else {
+            break;
+        };
+        take(e, reason, &mut size, &mut freed);
     }
 
     let mut unmet = Vec::new();
@@ -156,6 +176,7 @@ mod tests {
             disk_bytes: size,
             last_use: t,
             pinned: false,
+            tier: 0,
         }
     }
 
@@ -236,6 +257,28 @@ mod tests {
     }
 
     #[test]
+    fn lower_tiers_go_first_under_pressure() {
+        let mut tree = c(1, 10, NOW - 100);
+        tree.tier = 0;
+        let mut zip = c(2, 10, NOW - 5000);
+        zip.tier = 1;
+        let mut meta = c(3, 10, NOW - 9000);
+        meta.tier = AGE_ONLY;
+        let limits = PlanLimits {
+            max_bytes: Some(15),
+            ..Default::default()
+        };
+        let p = plan(&[tree, zip, meta], &limits, None, NOW);
+        let ids: Vec<_> = p.evict.iter().map(|e| e.id).collect();
+        assert_eq!(
+            ids,
+            [1, 2],
+            "the newer tree goes before the older zip; meta stays"
+        );
+        assert_eq!(p.unmet.len(), 0);
+    }
+
+    #[test]
     fn ties_are_broken_by_id() {
         let entries = vec![
             c(3, 10, NOW - 500),
@@ -252,18 +295,23 @@ mod tests {
     }
 
     fn arb_entries() -> impl Strategy<Value = Vec<Candidate<u32>>> {
-        prop::collection::vec((0u64..1000, 0i64..20_000, prop::bool::weighted(0.1)), 0..60)
-            .prop_map(|v| {
-                v.into_iter()
-                    .enumerate()
-                    .map(|(i, (size, age, pinned))| Candidate {
-                        id: i as u32,
-                        disk_bytes: size,
-                        last_use: NOW - age,
-                        pinned,
-                    })
-                    .collect()
-            })
+        let tier = prop::sample::select(vec![0u8, 0, 1, AGE_ONLY]);
+        prop::collection::vec(
+            (0u64..1000, 0i64..20_000, prop::bool::weighted(0.1), tier),
+            0..60,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (size, age, pinned, tier))| Candidate {
+                    id: i as u32,
+                    disk_bytes: size,
+                    last_use: NOW - age,
+                    pinned,
+                    tier,
+                })
+                .collect()
+        })
     }
 
     fn arb_limits() -> impl Strategy<Value = PlanLimits> {
@@ -309,18 +357,24 @@ mod tests {
                 }
             }
             // Limits hold afterwards, unless only protected entries remain.
-            let evictable_left = kept.iter().any(|e| !protected(e));
+            let evictable_left = kept.iter().any(|e| !protected(e) && e.tier != AGE_ONLY);
             if let Some(max) = limits.max_bytes {
                 prop_assert!(size_after <= max || !evictable_left);
             }
             if let Some(min) = limits.min_free_bytes {
                 prop_assert!(avail + freed >= min || !evictable_left);
             }
-            // Evicted ⊆ oldest: any evictable entry kept is newer (by (last use, id)) than every evicted one.
-            for k in kept.iter().filter(|e| !protected(e)) {
-                for e in &p.evict {
-                    prop_assert!((e.last_use, e.id) < (k.last_use, k.id));
+            // Evicted ⊆ oldest: any evictable entry kept (not age-only) comes after every
+            // entry evicted for pressure in (tier, last use, id) order.
+            let tier_of = |id: u32| entries[id as usize].tier;
+            for k in kept.iter().filter(|e| !protected(e) && e.tier != AGE_ONLY) {
+                for e in p.evict.iter().filter(|e| e.reason != Reason::MaxAge) {
+                    prop_assert!((tier_of(e.id), e.last_use, e.id) < (k.tier, k.last_use, k.id));
                 }
+            }
+            // Age-only entries go only for max_age.
+            for e in &p.evict {
+                prop_assert!(tier_of(e.id) != AGE_ONLY || e.reason == Reason::MaxAge);
             }
             // Minimal: without the last size/free eviction, a limit would be broken.
             if let Some(last) = p.evict.last().filter(|e| e.reason != Reason::MaxAge) {

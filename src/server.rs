@@ -7,6 +7,7 @@
 //! | GET  | `/v1/caches/{name}` | one cache's status |
 //! | GET  | `/v1/caches/{name}/entries?order=oldest\|largest&limit=N` | entries from the index |
 //! | POST | `/v1/caches/{name}/evict?dry_run=true\|false` | enforce the limits now |
+//! | POST | `/v1/caches/{name}/evict?entry=E` or `module=M` | remove named entries / every version of a module |
 //! | POST | `/v1/caches/{name}/verify?repair=true\|false` | integrity sweep |
 //! | POST | `/v1/reload` | re-read the config file (like SIGHUP) |
 //! | GET  | `/metrics` | Prometheus text format |
@@ -214,6 +215,17 @@ async fn entries(
 struct EvictOptions {
     #[serde(default)]
     dry_run: bool,
+    /// Remove exactly these entries (`module@version` for go-mod) instead of enforcing
+    /// the limits. In a query string: one `entry=`.
+    #[serde(default)]
+    entry: Option<String>,
+    #[serde(default)]
+    entries: Vec<String>,
+    /// Remove every version of these modules. In a query string: one `module=`.
+    #[serde(default)]
+    module: Option<String>,
+    #[serde(default)]
+    modules: Vec<String>,
 }
 
 async fn evict(
@@ -223,8 +235,17 @@ async fn evict(
     body: Body,
 ) -> Result<Response, ApiError> {
     let cache = find_cache(&shared, &name)?;
-    let opts = options(query, body).await?;
-    let report = blocking(move || cache.evict(opts.dry_run, crate::now())).await?;
+    let opts: EvictOptions = options(query, body).await?;
+    let selection = crate::cache::Selection {
+        entries: opts.entries.into_iter().chain(opts.entry).collect(),
+        modules: opts.modules.into_iter().chain(opts.module).collect(),
+    };
+    let dry_run = opts.dry_run;
+    let report = if selection.is_empty() {
+        blocking(move || cache.evict(dry_run, crate::now())).await?
+    } else {
+        blocking(move || cache.evict_selected(&selection, dry_run, crate::now())).await?
+    };
     Ok(Json(report).into_response())
 }
 

@@ -137,6 +137,15 @@ pub trait Kind: Send + Sync + 'static {
     fn watch_dirs(&self) -> Vec<WatchDir>;
     /// The entry a changed path (relative to the root) belongs to, if any.
     fn entry_at(&self, rel: &Path) -> Option<Self::Id>;
+    /// Every entry a changed path may affect (some kinds split one thing on disk into
+    /// several entries).
+    fn entries_at(&self, rel: &Path, out: &mut Vec<Self::Id>) {
+        out.extend(self.entry_at(rel));
+    }
+    /// The entry's eviction tier (see `plan::Candidate::tier`).
+    fn tier(&self, _id: &Self::Id) -> u8 {
+        0
+    }
     /// The entry's current metadata, `None` if it no longer exists.
     fn stat(&self, id: &Self::Id) -> io::Result<Option<EntryMeta>>;
     /// Everything wrong with the entry; empty when healthy.

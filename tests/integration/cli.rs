@@ -3,6 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -319,4 +320,61 @@ fn status_table_talks_to_the_daemon() {
     let out = cachewarden(&["status", "--json", "--socket", socket.to_str().unwrap()]);
     let v = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(v["caches"][0]["name"], "mycache");
+}
+
+/// `evict --entry` / `--module` remove exactly what was named, never anything used
+/// within min_age, and say so.
+#[test]
+fn targeted_eviction_removes_exactly_the_named_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    file_aged(&cache.join("keep"), 100, 3 * DAY);
+    file_aged(&cache.join("pkg@v1"), 100, 3 * DAY);
+    file_aged(&cache.join("pkg@v2"), 100, 3 * DAY);
+    file_aged(&cache.join("pkg@v3"), 100, Duration::from_secs(5));
+    file_aged(&cache.join("other"), 100, 3 * DAY);
+    let config = tmp.path().join("c.toml");
+    std::fs::write(
+        &config,
+        config_text(&tmp.path().join("none.sock"), &[("c", &cache, "")]),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+
+    let out = cachewarden(&[
+        "--config",
+        cfg,
+        "evict",
+        "--entry",
+        "other",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(plan[0]["evicted"][0]["entry"], "other");
+    assert_eq!(plan[0]["evicted"][0]["reason"], "requested");
+    assert!(cache.join("other").exists());
+
+    let out = cachewarden(&["--config", cfg, "evict", "--cache", "c", "--entry", "other"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!cache.join("other").exists());
+
+    let out = cachewarden(&["--config", cfg, "evict", "--module", "pkg", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the young version is skipped: {}",
+        stderr(&out)
+    );
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(report[0]["skipped"][0]["entry"], "pkg@v3");
+    assert!(report[0]["skipped"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("min_age"));
+    assert_eq!(files(&cache), ["keep", "pkg@v3"]);
+
+    let out = cachewarden(&["--config", cfg, "evict", "--entry", "nothing-like-it"]);
+    assert_eq!(out.status.code(), Some(1), "nothing matched");
 }
