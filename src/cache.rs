@@ -135,9 +135,9 @@ impl<K: Kind> CacheOf<K> {
         let total = disk.map_or(0, |d| d.total_bytes);
         PlanLimits {
             max_bytes: config.limits.max_size.map(|l| l.resolve(total)),
-            max_age_secs: config.limits.max_age.map(|d| d.as_secs() as i64),
+            max_age_secs: config.limits.max_age.map(secs),
             min_free_bytes: config.limits.min_free.map(|l| l.resolve(total)),
-            min_age_secs: config.limits.min_age.as_secs() as i64,
+            min_age_secs: secs(config.limits.min_age),
             in_use_since: None,
         }
     }
@@ -349,6 +349,41 @@ impl<K: Kind> CacheOf<K> {
     }
 }
 
+/// The `aux` values of the entries that stay when `going` are removed: every entry's
+/// `aux`, minus one occurrence per removed entry (a multiset difference on sorted
+/// vectors — 8 bytes per entry, no hash set over millions of ids).
+fn survivors_of<'a, I: Ord + std::hash::Hash + Clone + 'a>(
+    index: &Index<I>,
+    going: impl Iterator<Item = &'a I>,
+) -> Survivors {
+    let mut all: Vec<u64> = index.iter().map(|(_, m)| m.aux).collect();
+    all.sort_unstable();
+    let mut gone: Vec<u64> = going
+        .filter_map(|id| index.get(id))
+        .map(|m| m.aux)
+        .collect();
+    gone.sort_unstable();
+    let mut kept = Vec::with_capacity(all.len());
+    let mut g = gone.into_iter().peekable();
+    for aux in all {
+        while g.peek().is_some_and(|&x| x < aux) {
+            g.next();
+        }
+        if g.peek() == Some(&aux) {
+            g.next();
+        } else {
+            kept.push(aux);
+        }
+    }
+    Survivors::new(kept)
+}
+
+/// Seconds of a configured duration; a "never" like 300000000000y saturates instead of
+/// wrapping negative (which would make every entry look expired).
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// Hands memory freed after a scan (its transient buffers, the old index) back to the
 /// OS, so a long-running daemon's RSS reflects what it holds, not its peak.
 fn release_freed_memory() {
@@ -463,21 +498,35 @@ impl<K: Kind> Cache for CacheOf<K> {
     }
 
     fn entries(&self, order: EntryOrder, limit: usize, now: UnixTime) -> Vec<EntryView> {
+        // The `limit` first entries in order, kept in a bounded max-heap: memory stays
+        // O(limit) however large the index is.
         let config = self.cfg();
-        let mut all: Vec<(K::Id, u64, UnixTime)> = {
-            let index = self.index.lock().unwrap();
-            index
-                .iter()
-                .map(|(id, m)| (id.clone(), m.disk_bytes, m.last_use))
-                .collect()
+        let key = |m: &EntryMeta| match order {
+            EntryOrder::Oldest => m.last_use,
+            EntryOrder::Largest => -(m.disk_bytes.min(i64::MAX as u64) as i64),
         };
-        match order {
-            EntryOrder::Oldest => all.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0))),
-            EntryOrder::Largest => all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0))),
+        let mut best: std::collections::BinaryHeap<(i64, K::Id, u64, UnixTime)> =
+            Default::default();
+        {
+            let index = self.index.lock().unwrap();
+            for (id, m) in index.iter() {
+                let k = key(&m);
+                if best.len() == limit {
+                    match best.peek() {
+                        Some(top) if (k, id) < (top.0, &top.1) => {
+                            best.pop();
+                        }
+                        _ => continue,
+                    }
+                }
+                if limit > 0 {
+                    best.push((k, id.clone(), m.disk_bytes, m.last_use));
+                }
+            }
         }
-        all.truncate(limit);
-        all.into_iter()
-            .map(|(id, size, t)| self.view(&config, &id, size, t, now))
+        best.into_sorted_vec()
+            .into_iter()
+            .map(|(_, id, size, t)| self.view(&config, &id, size, t, now))
             .collect()
     }
 
@@ -506,28 +555,37 @@ impl<K: Kind> Cache for CacheOf<K> {
         let mut limits = self.plan_limits(&config, disk);
         limits.in_use_since = in_use.as_ref().map(|u| u.since);
         let (plan, survivors) = {
+            // Planning borrows the ids: a candidate costs 32 bytes, not a copy of the id.
             let index = self.index.lock().unwrap();
-            let candidates: Vec<Candidate<K::Id>> = index
+            let candidates: Vec<Candidate<&K::Id>> = index
                 .iter()
                 .map(|(id, m)| Candidate {
-                    id: id.clone(),
+                    id,
                     disk_bytes: m.disk_bytes,
                     last_use: m.last_use,
                     pinned: self.pinned(&config, id),
                     tier: self.kind.tier(id),
                 })
                 .collect();
-            let plan = plan::plan(&candidates, &limits, disk.map(|d| d.available_bytes), now);
+            let borrowed = plan::plan(&candidates, &limits, disk.map(|d| d.available_bytes), now);
             drop(candidates);
-            let going: HashSet<&K::Id> = plan.evict.iter().map(|p| &p.id).collect();
-            let survivors = Survivors::new(
-                index
-                    .iter()
-                    .filter(|(id, _)| !going.contains(id))
-                    .map(|(_, m)| m.aux)
+            let plan = plan::Plan {
+                evict: borrowed
+                    .evict
+                    .into_iter()
+                    .map(|p| plan::Planned {
+                        id: p.id.clone(),
+                        disk_bytes: p.disk_bytes,
+                        last_use: p.last_use,
+                        reason: p.reason,
+                    })
                     .collect(),
-            );
-            drop(going);
+                bytes_before: borrowed.bytes_before,
+                bytes_after: borrowed.bytes_after,
+                unmet: borrowed.unmet,
+                held_in_use: borrowed.held_in_use,
+            };
+            let survivors = survivors_of(&index, plan.evict.iter().map(|p| &p.id));
             (plan, survivors)
         };
 
@@ -543,7 +601,7 @@ impl<K: Kind> Cache for CacheOf<K> {
         let _work = self.work.lock().unwrap();
         let config = self.cfg();
         let in_use = self.kind.in_use();
-        let young_after = now - config.limits.min_age.as_secs() as i64;
+        let young_after = now.saturating_sub(secs(config.limits.min_age));
         let mut refused = Vec::new();
         let (plan, survivors) = {
             let index = self.index.lock().unwrap();
@@ -618,7 +676,7 @@ impl<K: Kind> Cache for CacheOf<K> {
                 .collect()
         };
         let findings = parallel::map(&ids, |(id, _)| self.kind.verify(id));
-        let young_after = now - config.limits.min_age.as_secs() as i64;
+        let young_after = now.saturating_sub(secs(config.limits.min_age));
         let mut problems = Vec::new();
         let mut index = self.index.lock().unwrap();
         for ((id, last_use), found) in ids.iter().zip(findings) {

@@ -41,6 +41,8 @@ use crate::watch::{self, Change};
 pub const ENFORCE_INTERVAL: Duration = Duration::from_secs(5);
 /// While eviction is deferred for a running tool, how often to check if it exited.
 pub const IN_USE_POLL: Duration = Duration::from_secs(10);
+/// The index is rebuilt from a full scan at the first scheduled enforcement after this.
+pub const FULL_RESCAN_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Overflow-driven rescans run at most this often per cache.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -426,6 +428,57 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
+/// The watcher of one cache, restartable: a rescan after the watcher lost track (the
+/// root deleted and recreated, a queue overflow) watches anew.
+struct Watching {
+    changes: mpsc::Receiver<Change>,
+    stop: CancellationToken,
+    active: bool,
+}
+
+impl Watching {
+    fn start(cache: &Arc<dyn Cache>, parent: &CancellationToken) -> Watching {
+        Watching::start_reporting(cache, parent, true)
+    }
+
+    fn start_reporting(
+        cache: &Arc<dyn Cache>,
+        parent: &CancellationToken,
+        report: bool,
+    ) -> Watching {
+        let (tx, changes) = mpsc::channel(256);
+        let stop = parent.child_token();
+        let root = cache.config().path;
+        let active = match watch::start(&root, &cache.watch_dirs(), tx, stop.clone()) {
+            Ok(_) => true,
+            Err(e) => {
+                if report {
+                    cache.record_error(
+                        format!(
+                            "cannot watch {}: {e}; retrying every {RESCAN_INTERVAL:?}",
+                            root.display()
+                        ),
+                        crate::now(),
+                    );
+                }
+                false
+            }
+        };
+        Watching {
+            changes,
+            stop,
+            active,
+        }
+    }
+
+    /// Watches anew; a failure is reported once, not at every retry.
+    fn restart(&mut self, cache: &Arc<dyn Cache>, parent: &CancellationToken) {
+        self.stop.cancel();
+        let was_active = self.active;
+        *self = Watching::start_reporting(cache, parent, was_active);
+    }
+}
+
 async fn supervise(
     cache: Arc<dyn Cache>,
     snapshot: Option<PathBuf>,
@@ -434,24 +487,11 @@ async fn supervise(
     scanned: oneshot::Sender<()>,
 ) {
     // Watch first, then scan: changes made during the scan are queued and replayed.
-    let (tx, mut changes) = mpsc::channel(256);
-    let root = cache.config().path;
-    let mut watching = match watch::start(&root, &cache.watch_dirs(), tx, stop.child_token()) {
-        Ok(_) => true,
-        Err(e) => {
-            cache.record_error(
-                format!(
-                    "cannot watch {}: {e}; changes are seen only at scheduled enforcement",
-                    root.display()
-                ),
-                crate::now(),
-            );
-            false
-        }
-    };
+    let mut watching = Watching::start(&cache, &stop);
     if !restore(&cache, snapshot.as_deref()).await {
         scan(&cache).await;
     }
+    let mut last_full_scan = Instant::now();
     let _ = scanned.send(());
     let mut held_since = enforce(&cache, "startup").await;
     save_snapshot(&cache, snapshot.as_deref()).await;
@@ -476,7 +516,7 @@ async fn supervise(
                 held_since = enforce(&cache, "config reloaded").await;
                 last_enforce = Instant::now();
             }
-            change = changes.recv(), if watching => match change {
+            change = watching.changes.recv(), if watching.active => match change {
                 Some(Change::Paths(paths)) => {
                     let c = cache.clone();
                     let over = blocking(move || { c.apply_changes(&paths); c.over_size_or_free_limit() }).await.unwrap_or(false);
@@ -486,9 +526,10 @@ async fn supervise(
                     tracing::info!(cache = %config.name, "rescan needed: {reason}");
                     rescan_pending = Some(reason);
                 }
+                Some(Change::Trouble(trouble)) => cache.record_error(format!("watch: {trouble}"), crate::now()),
                 None => {
-                    watching = false;
-                    cache.record_error("the watcher stopped; changes are seen only at scheduled enforcement".into(), crate::now());
+                    watching.active = false;
+                    rescan_pending = Some("the watcher stopped".into());
                 }
             },
             _ = tokio::time::sleep_until(enforce_at), if enforce_pending => {
@@ -498,9 +539,16 @@ async fn supervise(
             }
             _ = tokio::time::sleep_until(rescan_at), if rescan_pending.is_some() => {
                 rescan_pending = None;
+                watching.restart(&cache, &stop);
                 scan(&cache).await;
                 last_rescan = Some(Instant::now());
+                last_full_scan = Instant::now();
                 enforce_pending = true;
+                if !watching.active {
+                    // The root is gone (`rm -rf ~/.cache/go-build`): look again soon,
+                    // go recreates it at its next run.
+                    rescan_pending = Some("waiting for the cache directory to be watchable again".into());
+                }
             }
             _ = tokio::time::sleep(IN_USE_POLL), if held_since.is_some() => {
                 let c = cache.clone();
@@ -510,6 +558,14 @@ async fn supervise(
                 }
             }
             _ = sleep_until_opt(next_enforce) => {
+                // Once a day the index is rebuilt from the disk, so whatever events
+                // cannot tell (a file changed while unwatched, an output orphaned by a
+                // removal nobody announced) is set right.
+                if last_full_scan.elapsed() >= FULL_RESCAN_INTERVAL || !watching.active {
+                    watching.restart(&cache, &stop);
+                    scan(&cache).await;
+                    last_full_scan = Instant::now();
+                }
                 held_since = enforce(&cache, "schedule").await;
                 save_snapshot(&cache, snapshot.as_deref()).await;
                 last_enforce = Instant::now();

@@ -123,7 +123,12 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
                 config_file: cli.config,
                 env,
             };
-            runtime.block_on(cachewarden::daemon::run(options, config, stop_signal()))?;
+            let outcome =
+                runtime.block_on(cachewarden::daemon::run(options, config, stop_signal()));
+            // An eviction or sweep still running in a blocking thread cannot be
+            // cancelled; every removal step is crash-safe, so stop without waiting.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+            outcome?;
             Ok(EXIT_OK)
         }
         Command::Status { json, socket } => {

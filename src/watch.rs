@@ -42,8 +42,10 @@ const MAX_BATCH_DELAY: Duration = Duration::from_millis(100);
 pub enum Change {
     /// Paths relative to the cache root whose entries may have changed.
     Paths(Vec<PathBuf>),
-    /// The watcher lost track; the cache must be rescanned.
+    /// The watcher lost track; the cache must be rescanned (and watched anew).
     Rescan(String),
+    /// Part of the tree is not watched; worth an error in `status`.
+    Trouble(String),
 }
 
 fn mask() -> WatchMask {
@@ -70,12 +72,15 @@ struct Tree {
     root: PathBuf,
     watches: Watches,
     dirs: HashMap<WatchDescriptor, Watched>,
+    /// Problems to report (directories that could not be watched or listed).
+    trouble: Vec<String>,
 }
 
 impl Tree {
     /// Watches `dir` and `depth` levels of directories below it. Returns the files found
-    /// below newly watched subdirectories, which may predate their watch. Listing uses
-    /// the directory entries' types: no per-file `stat`.
+    /// in newly watched directories below the roots, which may predate their watch.
+    /// Listing uses the directory entries' types: no per-file `stat`. Directories that
+    /// cannot be watched or read are noted in `self.trouble`.
     fn add(
         &mut self,
         dir: &Path,
@@ -92,27 +97,49 @@ impl Tree {
                 is_root,
             },
         );
-        if depth == 0 {
+        if is_root && depth == 0 {
             return Ok(());
         }
+        // A directory created after the start may already hold files.
         let walker = walkdir::WalkDir::new(dir)
             .min_depth(1)
-            .max_depth(depth.min(u32::MAX - 1) as usize)
+            .max_depth(depth.clamp(1, u32::MAX - 1) as usize)
             .follow_links(false)
             .same_file_system(true);
-        for item in walker.into_iter().filter_map(Result::ok) {
+        for item in walker {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    self.trouble
+                        .push(format!("cannot list {}: {e}", dir.display()));
+                    continue;
+                }
+            };
+            let level = item.depth() as u32;
             if item.file_type().is_dir() {
-                if let Ok(wd) = self.watches.add(item.path(), mask()) {
-                    let below = depth.saturating_sub(item.depth() as u32);
-                    let below = if depth == u32::MAX { u32::MAX } else { below };
-                    self.dirs.insert(
-                        wd,
-                        Watched {
-                            path: item.path().to_path_buf(),
-                            depth: below,
-                            is_root: false,
-                        },
-                    );
+                if level > depth {
+                    continue;
+                }
+                match self.watches.add(item.path(), mask()) {
+                    Ok(wd) => {
+                        let below = if depth == u32::MAX {
+                            u32::MAX
+                        } else {
+                            depth - level
+                        };
+                        self.dirs.insert(
+                            wd,
+                            Watched {
+                                path: item.path().to_path_buf(),
+                                depth: below,
+                                is_root: false,
+                            },
+                        );
+                    }
+                    Err(e) => self.trouble.push(format!(
+                        "cannot watch {}: {e}; changes below it are seen only at the next scan",
+                        item.path().display()
+                    )),
                 }
             } else if !is_root {
                 found.push(item.path().to_path_buf());
@@ -126,8 +153,9 @@ impl Tree {
     }
 }
 
-/// Sets up the watches. Errors here (a missing dir, the inotify watch limit) are
-/// returned so the daemon can report them; afterwards, trouble becomes `Change::Rescan`.
+/// Sets up the watches. A root that cannot be watched is an error; subdirectories that
+/// cannot be are reported as `Change::Trouble`; losing track later (queue overflow, a
+/// root removed) becomes `Change::Rescan`, after which the caller starts a new watcher.
 pub fn start(
     root: &Path,
     dirs: &[WatchDir],
@@ -139,10 +167,15 @@ pub fn start(
         root: root.to_path_buf(),
         watches: inotify.watches(),
         dirs: HashMap::new(),
+        trouble: Vec::new(),
     };
     let mut ignored = Vec::new();
     for dir in dirs {
         tree.add(&dir.path, dir.depth, true, &mut ignored)?;
+    }
+    for trouble in tree.trouble.drain(..) {
+        // Buffered channel, nothing read yet: this cannot block for long.
+        let _ = tx.try_send(Change::Trouble(trouble));
     }
     let stream = inotify.into_event_stream(vec![0u8; 64 * 1024])?;
     Ok(tokio::spawn(run(tree, stream, tx, cancel)))
@@ -179,7 +212,13 @@ async fn run(
                     batch_started = Instant::now();
                 }
                 last_event = Instant::now();
-                if let Some(rescan) = handle(&mut tree, event, &mut batch) {
+                let rescan = handle(&mut tree, event, &mut batch);
+                for trouble in tree.trouble.drain(..).collect::<Vec<_>>() {
+                    if tx.send(Change::Trouble(trouble)).await.is_err() {
+                        return;
+                    }
+                }
+                if let Some(rescan) = rescan {
                     batch.clear();
                     if tx.send(Change::Rescan(rescan)).await.is_err() {
                         return;

@@ -192,11 +192,24 @@ fn parse_file_name(name: &[u8]) -> Option<GoId> {
     Some(GoId { hash, role })
 }
 
+/// Outputs that are not simply "one action, one output": kept from scans so a watch
+/// event on one file can be accounted like a scan would (both sets are small).
+#[derive(Default)]
+struct OutputBook {
+    /// Outputs named by several actions, with how many: each action's entry carries an
+    /// equal share of the output's size, so the total stays what `du` says.
+    shared: HashMap<[u8; 32], u32>,
+    /// Outputs named by no action (old enough not to be in the middle of a `put`).
+    orphans: std::collections::HashSet<[u8; 32]>,
+}
+
 pub struct GoBuildKind {
     root: PathBuf,
     /// Outputs whose hash was checked, with the (mtime, size) they had: a sweep re-hashes
     /// only outputs that changed since.
     verified: Mutex<HashMap<[u8; 32], (i64, u64)>>,
+    /// What watch events cannot tell by looking at one file, from the last scan.
+    outputs: Mutex<OutputBook>,
     /// Computes when a running go command may still open entries (injectable for tests).
     in_use: fn(&Path) -> Option<super::InUse>,
 }
@@ -206,6 +219,7 @@ impl GoBuildKind {
         GoBuildKind {
             root,
             verified: Mutex::new(HashMap::new()),
+            outputs: Mutex::new(OutputBook::default()),
             in_use: crate::go_procs::in_use_since,
         }
     }
@@ -307,6 +321,13 @@ impl GoBuildKind {
             }
         }
         let grace_before = crate::now() - ORPHAN_GRACE.as_secs() as i64;
+        let full = shards.len() == 256;
+        let mut book = OutputBook::default();
+        for shard in &outputs {
+            for (id, _, refs) in shard.iter().filter(|(_, _, refs)| *refs > 1) {
+                book.shared.insert(**id, *refs);
+            }
+        }
         for shard in &per_shard {
             for s in &shard.seen {
                 let own_disk = fsutil::disk_usage_stat(&s.st);
@@ -342,6 +363,7 @@ impl GoBuildKind {
                             .map_or(0, |i| outputs[s.id.hash[0] as usize][i].2);
                         let named = refs > 0 || named_elsewhere(fingerprint(&s.id.hash));
                         if !named && mtime(&s.st) < grace_before {
+                            book.orphans.insert(s.id.hash);
                             result.entries.push((
                                 s.id,
                                 EntryMeta {
@@ -355,6 +377,22 @@ impl GoBuildKind {
                     }
                     _ => {}
                 }
+            }
+        }
+        {
+            let mut known = self.outputs.lock().unwrap();
+            if full {
+                *known = book;
+                // Forget verifications of outputs that no longer exist.
+                let present: std::collections::HashSet<&[u8; 32]> =
+                    outputs.iter().flatten().map(|(id, _, _)| *id).collect();
+                self.verified
+                    .lock()
+                    .unwrap()
+                    .retain(|id, _| present.contains(id));
+            } else {
+                known.shared.extend(book.shared);
+                known.orphans.extend(book.orphans);
             }
         }
         result
@@ -423,7 +461,14 @@ fn scan_shard(root: &Path, shard: u8) -> ShardScan {
         }
     };
     let (seen, errors, mut ignored) = (&mut out.seen, &mut out.errors, 0);
-    for item in names.flatten() {
+    for item in names {
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => {
+                errors.push(format!("{shard}: reading the directory: {e}"));
+                break;
+            }
+        };
         let name = item.file_name();
         let Some(id) = parse_file_name(name.as_bytes()) else {
             ignored += 1;
@@ -568,21 +613,25 @@ impl Kind for GoBuildKind {
                 };
                 if let Ok(a) = parse_action(&bytes) {
                     meta.aux = fingerprint(&a.output);
-                    let out_dir = self.shard_dir(&a.output)?;
-                    if let Ok(out) =
-                        fsutil::stat_at(&out_dir, OsStr::new(&format!("{}-d", to_hex(&a.output))))
-                    {
-                        meta.disk_bytes += fsutil::disk_usage_stat(&out);
-                        meta.apparent_bytes += out.st_size as u64;
+                    if let Some(out) = self.stat_output(&a.output) {
+                        let book = self.outputs.lock().unwrap();
+                        let refs = book.shared.get(&a.output).copied().unwrap_or(1) as u64;
+                        meta.disk_bytes += fsutil::disk_usage_stat(&out) / refs;
+                        meta.apparent_bytes += out.st_size as u64 / refs;
                     }
                 }
                 Ok(Some(meta))
             }
-            // An output is an entry of its own only while no action names it; one that
-            // changes now is being put or used, so it belongs to an action (or soon will).
+            // An output is an entry of its own only while no action names it. One file
+            // cannot tell that, so events only keep up known orphans (a scan finds new
+            // ones); one that changes now is being put or used, so it belongs to an action.
             Role::Output => {
                 let grace_before = crate::now() - ORPHAN_GRACE.as_secs() as i64;
-                Ok((st.st_mtime < grace_before).then(|| EntryMeta {
+                let mut book = self.outputs.lock().unwrap();
+                if st.st_mtime >= grace_before {
+                    book.orphans.remove(&id.hash);
+                }
+                Ok((book.orphans.contains(&id.hash)).then(|| EntryMeta {
                     disk_bytes: fsutil::disk_usage_stat(&st),
                     apparent_bytes: st.st_size as u64,
                     last_use: st.st_mtime,
@@ -703,6 +752,9 @@ impl Kind for GoBuildKind {
             if fsutil::unlink_at(&dir, OsStr::new(&name))? {
                 freed += fsutil::disk_usage_stat(&st);
             }
+            if id.role == Role::Output {
+                self.outputs.lock().unwrap().orphans.remove(&id.hash);
+            }
             // The output goes with its last action; a corrupt one goes whoever names it.
             let remove_output = match (id.role, how) {
                 (Role::Output, _) => false, // already removed above
@@ -720,13 +772,18 @@ impl Kind for GoBuildKind {
                     let corrupt = matches!(how, Removing::Repair(_));
                     if corrupt || out_st.st_mtime <= used_before {
                         if fsutil::is_file_type(&out_st, libc::S_IFDIR) {
-                            let _ = std::fs::remove_dir_all(
-                                self.root.join(format!("{:02x}", out[0])).join(&out_name),
-                            );
+                            // Go ≥ 1.24 executable outputs; the shard dir was opened
+                            // without following links, and remove_dir_all never follows
+                            // them either.
+                            let path = self.root.join(format!("{:02x}", out[0])).join(&out_name);
+                            std::fs::remove_dir_all(&path)?;
                         } else if fsutil::unlink_at(&out_dir, OsStr::new(&out_name))? {
                             freed += fsutil::disk_usage_stat(&out_st);
                         }
                         self.verified.lock().unwrap().remove(&out);
+                        let mut book = self.outputs.lock().unwrap();
+                        book.shared.remove(&out);
+                        book.orphans.remove(&out);
                     }
                 }
             }
@@ -1080,6 +1137,46 @@ pub mod tests {
         assert!(cache_at(&root).restore(&snap, crate::now()).is_none());
         std::fs::write(&snap, b"garbage").unwrap();
         assert!(cache_at(&root).restore(&snap, crate::now()).is_none());
+    }
+
+    /// Watch events (a cache hit bumps an action's mtime; a chmod touches an output)
+    /// must account like a scan: a shared output counted once, no phantom orphans.
+    #[test]
+    fn events_keep_shared_outputs_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("gocache");
+        let old = crate::now() - 86400;
+        let big = vec![3u8; 1 << 20];
+        let mut actions = Vec::new();
+        for seed in 0..4 {
+            let (a, out) = put(&root, seed, &big, old);
+            actions.push(a);
+            let _ = out;
+        }
+        let (_, orphan) = put(&root, 99, b"orphan", old);
+        let (lonely, _) = put(&root, 98, b"x", old);
+        let orphan_of = |a: [u8; 32]| root.join(format!("{:02x}/{}-a", a[0], to_hex(&a)));
+        std::fs::remove_file(orphan_of(Sha256::digest(99u32.to_le_bytes()).into())).unwrap();
+        let _ = lonely;
+        std::fs::write(root.join("README"), README_START).unwrap();
+        let cache = cache_at(&root);
+        let scanned = cache.scan(crate::now());
+        let rel = |hash: &[u8; 32], suffix: &str| {
+            PathBuf::from(format!("{:02x}/{}-{suffix}", hash[0], to_hex(hash)))
+        };
+        let mut touched: Vec<PathBuf> = actions.iter().map(|a| rel(a, "a")).collect();
+        let shared: [u8; 32] = Sha256::digest(&big).into();
+        touched.push(rel(&shared, "d"));
+        touched.push(rel(&orphan, "d"));
+        cache.apply_changes(&touched);
+        let status = cache.status(crate::now());
+        assert_eq!(status.entries, scanned.entries);
+        assert_eq!(status.disk_bytes, scanned.disk_bytes);
+        assert!(
+            status.disk_bytes < 2 << 20,
+            "the 1 MiB output counts once: {}",
+            status.disk_bytes
+        );
     }
 
     #[test]
