@@ -214,6 +214,9 @@ fn one_shot_scan_evict_and_verify_work_without_a_daemon() {
 /// Run as nobody, since root reads everything.
 #[test]
 fn verify_reports_unreadable_entries_and_repairs_them() {
+    if !running_as_root("verify_reports_unreadable_entries_and_repairs_them") {
+        return;
+    }
     let tmp = open_tempdir();
     let cache = tmp.path().join("cache");
     file_aged(&cache.join("good"), 100, DAY);

@@ -222,3 +222,13 @@ pub fn files(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Tests that switch to the `nobody` user need root (CI runs as root). Elsewhere they
+/// say why they did nothing instead of failing.
+pub fn running_as_root(test: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("{test}: not run: it switches users and needs root (run scripts/test as root)");
+    }
+    root
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::common::*;
+use cachewarden::daemon;
 
 #[test]
 fn status_follows_watch_events_without_a_rescan() {
@@ -71,6 +72,11 @@ fn eviction_honours_every_limit_and_min_age() {
     file_aged(&sized.join("young2"), kib40, Duration::from_secs(60));
     file_aged(&sized.join("pinned.keep"), kib40, 90 * DAY);
 
+    // max_age alone: only what is past it goes, whatever its size.
+    let aged = tmp.path().join("aged");
+    file_aged(&aged.join("old"), kib40, 40 * DAY);
+    file_aged(&aged.join("recent"), kib40, 20 * DAY);
+
     let full = tmp.path().join("full");
     file_aged(&full.join("old"), kib40, 3 * DAY);
     file_aged(&full.join("young"), kib40, Duration::from_secs(10));
@@ -84,6 +90,7 @@ fn eviction_honours_every_limit_and_min_age() {
                 &sized,
                 "max_size = \"160 KiB\"\nmax_age = \"30d\"\nmin_age = \"1h\"\nkeep = [\"*.keep\"]",
             ),
+            ("aged", &aged, "max_age = \"30d\""),
             // The filesystem is never 100% free: everything evictable must go.
             ("full", &full, "min_free = \"100%\"\nmin_age = \"1h\""),
         ],
@@ -182,6 +189,32 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
     });
     assert_eq!(status["caches"][0]["limits"]["max_size_bytes"], 2u64 << 30);
     assert_eq!(status["caches"][1]["entries"], 1);
+}
+
+/// `rm -rf` of a watched cache, then the tool recreates it: the daemon watches the new
+/// directory (regression: it used to go blind for good).
+#[test]
+fn a_deleted_and_recreated_root_is_watched_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    file_aged(&cache.join("a"), 100, HOUR);
+    let socket = tmp.path().join("run/cw.sock");
+    let daemon = Daemon::start(tmp.path(), &config_text(&socket, &[("c", &cache, "")]));
+    std::fs::remove_dir_all(&cache).unwrap();
+    wait_for("the removal in status", DEADLINE, || {
+        (daemon.cache_status("c")["entries"] == 0).then_some(())
+    });
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::write(cache.join("b"), b"b").unwrap();
+    let deadline = daemon::RESCAN_INTERVAL + DEADLINE;
+    wait_for("the recreated root's file", deadline, || {
+        (daemon.cache_status("c")["entries"] == 1).then_some(())
+    });
+    // And it is watched again, not just rescanned once.
+    std::fs::write(cache.join("c"), b"c").unwrap();
+    wait_for("a later file", DEADLINE, || {
+        (daemon.cache_status("c")["entries"] == 2).then_some(())
+    });
 }
 
 #[test]
@@ -322,13 +355,16 @@ fn malformed_requests_get_4xx_and_the_daemon_keeps_answering() {
 
 #[test]
 fn another_uid_may_read_status_but_not_change_anything() {
+    if !running_as_root("another_uid_may_read_status_but_not_change_anything") {
+        return;
+    }
     let tmp = open_tempdir();
     let cache = tmp.path().join("cache");
     file_aged(&cache.join("old"), 100, 10 * DAY);
     let socket = tmp.path().join("run/cw.sock");
     let config = config_text(&socket, &[("c", &cache, "")])
         .replace("[daemon]\n", "[daemon]\nsocket_group = \"nogroup\"\n");
-    // max_age is added after start, so the file is evictable only on request.
+    // No limits: the old file goes only if a request evicts it.
     let daemon = Daemon::start(tmp.path(), &config);
     let dir_mode = std::fs::metadata(socket.parent().unwrap())
         .unwrap()
@@ -371,7 +407,12 @@ fn another_uid_may_read_status_but_not_change_anything() {
         assert_eq!(code, 403, "{path}: {body}");
         assert!(body.contains("uid 65534"), "{body}");
     }
-    // The daemon's own uid (root here) may.
-    let (code, _) = daemon.post("/v1/caches/c/evict", "");
-    assert_eq!(code, 200);
+    assert!(
+        cache.join("old").exists(),
+        "refused requests change nothing"
+    );
+    // The daemon's own uid (root here) may: a targeted eviction removes the file.
+    let (code, report) = daemon.post("/v1/caches/c/evict?entry=old", "");
+    assert_eq!(code, 200, "{report}");
+    assert!(!cache.join("old").exists());
 }

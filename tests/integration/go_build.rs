@@ -276,7 +276,8 @@ fn real_go_commands_never_fail_while_the_daemon_evicts() {
     world.go_ok(&["test", "-count=1", "./..."], None);
     world.age_cache(DAY);
 
-    let config = world.config("max_size = \"8 MiB\"\nschedule = \"* * * * *\"");
+    // No limit at first: nothing is evicted until the go commands run.
+    let config = world.config("");
     let text = std::fs::read_to_string(&config).unwrap();
     let daemon = Daemon::start(&world.root, &text);
     let start = daemon.cache_status("gb");
@@ -284,6 +285,7 @@ fn real_go_commands_never_fail_while_the_daemon_evicts() {
         start["last_scan"]["disk_bytes"].as_u64().unwrap() > 40 << 20,
         "{start}"
     );
+    assert_eq!(start["evicted_entries_total"], 0);
 
     let world = &world;
     let failures: Vec<String> = std::thread::scope(|s| {
@@ -310,17 +312,27 @@ fn real_go_commands_never_fail_while_the_daemon_evicts() {
             })
         })
         .collect();
-        // Keep evicting while they run.
-        let poker = s.spawn(|| {
-            for _ in 0..40 {
-                let (code, report) = daemon.post("/v1/caches/gb/evict", "");
-                assert_eq!(code, 200, "{report}");
-                std::thread::sleep(Duration::from_millis(250));
-            }
+        // While they run: a tiny limit (SIGHUP), then keep evicting.
+        let tiny = text.replace(
+            "kind = \"go-build\"\n",
+            "kind = \"go-build\"\nmax_size = \"8 MiB\"\n",
+        );
+        std::fs::write(&config, tiny).unwrap();
+        daemon.signal(nix::sys::signal::Signal::SIGHUP);
+        let during = wait_for("eviction while go runs", DEADLINE, || {
+            let s = daemon.cache_status("gb");
+            (s["evicted_entries_total"].as_u64().unwrap() > 100).then_some(s)
         });
-        let failed = jobs.into_iter().flat_map(|j| j.join().unwrap()).collect();
-        poker.join().unwrap();
-        failed
+        assert!(
+            jobs.iter().any(|j| !j.is_finished()),
+            "the evictions must happen while go commands run: {during}"
+        );
+        for _ in 0..20 {
+            let (code, report) = daemon.post("/v1/caches/gb/evict", "");
+            assert_eq!(code, 200, "{report}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        jobs.into_iter().flat_map(|j| j.join().unwrap()).collect()
     });
     assert!(
         failures.is_empty(),
