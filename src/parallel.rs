@@ -5,9 +5,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// `items.iter().map(f)` on all available cores, results in input order. Work is handed
 /// out one item at a time, so a few huge entries do not leave other threads idle.
 pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len());
+    map_with(cores(), items, f)
+}
+
+/// Threads for work that mostly waits on the disk (cold directory walks, small reads):
+/// more requests in flight than cores keeps the device's queue full.
+pub const IO_THREADS: usize = 16;
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// [`map`] with a given number of threads.
+pub fn map_with<T: Sync, R: Send>(threads: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = threads.min(items.len());
     if threads <= 1 {
         return items.iter().map(f).collect();
     }

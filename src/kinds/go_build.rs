@@ -279,7 +279,8 @@ impl GoBuildKind {
         shards: &[u8],
         named_elsewhere: &dyn Fn(u64) -> bool,
     ) -> ScanResult<GoId> {
-        let per_shard = parallel::map(shards, |&s| scan_shard(&self.root, s));
+        // Mostly waiting for inodes and action blocks when the page cache is cold.
+        let per_shard = parallel::map_with(parallel::IO_THREADS, shards, |&s| scan_shard(&self.root, s));
         let mut scanned = [false; 256];
         for &s in shards {
             scanned[s as usize] = true;
