@@ -263,7 +263,7 @@ impl<K: Kind> CacheOf<K> {
         let outcomes: Vec<Option<Removal>> = if dry_run {
             vec![None; plan.evict.len()]
         } else {
-            parallel::map(&plan.evict, |p| {
+            parallel::map_with(parallel::IO_THREADS, &plan.evict, |p| {
                 Some(
                     self.kind
                         .remove(&p.id, p.last_use, Removing::Evict(survivors)),
@@ -675,7 +675,8 @@ impl<K: Kind> Cache for CacheOf<K> {
                 .map(|(id, m)| (id.clone(), m.last_use))
                 .collect()
         };
-        let findings = parallel::map(&ids, |(id, _)| self.kind.verify(id));
+        let findings =
+            parallel::map_with(parallel::IO_THREADS, &ids, |(id, _)| self.kind.verify(id));
         let young_after = now.saturating_sub(secs(config.limits.min_age));
         let mut problems = Vec::new();
         let mut index = self.index.lock().unwrap();

@@ -52,7 +52,7 @@ use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
@@ -210,6 +210,7 @@ pub struct GoBuildKind {
     verified: Mutex<HashMap<[u8; 32], (i64, u64)>>,
     /// What watch events cannot tell by looking at one file, from the last scan.
     outputs: Mutex<OutputBook>,
+    shard_fds: Mutex<Vec<Option<Arc<OwnedFd>>>>,
     /// Computes when a running go command may still open entries (injectable for tests).
     in_use: fn(&Path) -> Option<super::InUse>,
 }
@@ -220,6 +221,7 @@ impl GoBuildKind {
             root,
             verified: Mutex::new(HashMap::new()),
             outputs: Mutex::new(OutputBook::default()),
+            shard_fds: Mutex::new(vec![None; 256]),
             in_use: crate::go_procs::in_use_since,
         }
     }
@@ -243,8 +245,20 @@ impl GoBuildKind {
         }
     }
 
-    fn shard_dir(&self, hash: &[u8; 32]) -> io::Result<OwnedFd> {
-        fsutil::open_dir_beneath(&self.root, Path::new(&format!("{:02x}", hash[0])))
+    /// The shard directory holding `hash`, opened once and reused: opening it per entry
+    /// (root, shard, close) tripled the syscalls of verifying and removing small entries.
+    /// A full scan drops the cache, so a root deleted and recreated is opened anew.
+    fn shard_dir(&self, hash: &[u8; 32]) -> io::Result<Arc<OwnedFd>> {
+        let i = hash[0] as usize;
+        if let Some(fd) = &self.shard_fds.lock().unwrap()[i] {
+            return Ok(fd.clone());
+        }
+        let fd = Arc::new(fsutil::open_dir_beneath(
+            &self.root,
+            Path::new(&format!("{:02x}", hash[0])),
+        )?);
+        self.shard_fds.lock().unwrap()[i] = Some(fd.clone());
+        Ok(fd)
     }
 
     /// Hashes an output file, comparing with its name.
@@ -280,7 +294,15 @@ impl GoBuildKind {
         named_elsewhere: &dyn Fn(u64) -> bool,
     ) -> ScanResult<GoId> {
         // Mostly waiting for inodes and action blocks when the page cache is cold.
-        let per_shard = parallel::map_with(parallel::IO_THREADS, shards, |&s| scan_shard(&self.root, s));
+        if shards.len() == 256 {
+            self.shard_fds
+                .lock()
+                .unwrap()
+                .iter_mut()
+                .for_each(|fd| *fd = None);
+        }
+        let per_shard =
+            parallel::map_with(parallel::IO_THREADS, shards, |&s| scan_shard(&self.root, s));
         let mut scanned = [false; 256];
         for &s in shards {
             scanned[s as usize] = true;
