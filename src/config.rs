@@ -448,9 +448,6 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
             on_problem: raw.on_problem,
         });
     }
-    if source == ConfigSource::Embedded {
-        notes.extend(crate::go_env::unmanaged_notes());
-    }
     Ok(Config {
         source,
         daemon,

@@ -60,21 +60,3 @@ fn from_environment() -> GoCaches {
         gomodcache,
     }
 }
-
-/// Notes for `status` about Go caches this build finds but does not manage yet.
-pub fn unmanaged_notes() -> Vec<String> {
-    let found = discover();
-    [
-        ("GOCACHE", "go-build", found.gocache),
-        ("GOMODCACHE", "go-mod", found.gomodcache),
-    ]
-    .into_iter()
-    .filter_map(|(var, kind, path)| {
-        let path = path.filter(|p| p.is_dir())?;
-        Some(format!(
-            "{var} at {} is not managed: the {kind} kind is not part of this build yet",
-            path.display()
-        ))
-    })
-    .collect()
-}

@@ -97,22 +97,42 @@ fn may_use(proc_dir: &Path, root: &Path, cache: GoCache) -> bool {
             .find_map(|kv| kv.strip_prefix(name))
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
+    // Unset variables mean go's defaults, relative to the process's own HOME.
+    let home = var(b"HOME=")
+        .filter(|h| !h.is_empty())
+        .map(std::path::PathBuf::from);
     let theirs = match cache {
         GoCache::Build => match var(b"GOCACHE=") {
             Some(v) if v == "off" => return false,
-            Some(v) => std::path::PathBuf::from(v),
-            None => return true,
+            Some(v) if !v.is_empty() => std::path::PathBuf::from(v),
+            _ => match var(b"XDG_CACHE_HOME=").filter(|x| !x.is_empty()) {
+                Some(xdg) => Path::new(&xdg).join("go-build"),
+                None => match &home {
+                    Some(h) => h.join(".cache/go-build"),
+                    None => return true,
+                },
+            },
         },
         GoCache::Mod => match (var(b"GOMODCACHE="), var(b"GOPATH=")) {
             (Some(v), _) if !v.is_empty() => std::path::PathBuf::from(v),
-            (_, Some(gopath)) => match gopath.split(':').find(|s| !s.is_empty()) {
-                Some(first) => Path::new(first).join("pkg/mod"),
+            (_, Some(gopath)) if gopath.split(':').any(|s| !s.is_empty()) => {
+                let first = gopath
+                    .split(':')
+                    .find(|s| !s.is_empty())
+                    .unwrap_or_default();
+                Path::new(first).join("pkg/mod")
+            }
+            _ => match &home {
+                Some(h) => h.join("go/pkg/mod"),
                 None => return true,
             },
-            _ => return true,
         },
     };
-    theirs.canonicalize().map_or(true, |p| p == root)
+    // A cache that does not exist is not ours; one we cannot resolve may be.
+    match theirs.canonicalize() {
+        Ok(p) => p == root,
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
 }
 
 fn format_local(t: UnixTime) -> String {
@@ -140,15 +160,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("go");
         std::fs::copy("/bin/sleep", &fake).unwrap();
+        let cache = dir.path().join("gocache");
+        std::fs::create_dir(&cache).unwrap();
+        let cache = cache.canonicalize().unwrap();
+        let elsewhere = dir.path().join("other-cache");
+        std::fs::create_dir(&elsewhere).unwrap();
         let mut child = std::process::Command::new(&fake)
             .arg("30")
-            .env_remove("GOCACHE")
+            .env("GOCACHE", &cache)
             .spawn()
             .unwrap();
         let found = (0..100).find_map(|_| {
             std::thread::sleep(std::time::Duration::from_millis(20));
-            in_use_since(Path::new("/nonexistent-cache"))
+            in_use_since(&cache)
         });
+        // A go command on another cache does not count for this one.
+        assert!(in_use_since(&elsewhere.canonicalize().unwrap())
+            .is_none_or(|u| !u.by.contains(&child.id().to_string())));
         let mut other = std::process::Command::new(&fake)
             .arg("30")
             .env("GOCACHE", "off")
@@ -165,8 +193,7 @@ mod tests {
         );
         // Only the GOCACHE=off process is left: it uses no cache.
         std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(in_use_since(Path::new("/nonexistent-cache"))
-            .is_none_or(|u| !u.by.contains(&other.id().to_string())));
+        assert!(in_use_since(&cache).is_none_or(|u| !u.by.contains(&other.id().to_string())));
         other.kill().unwrap();
         other.wait().unwrap();
     }

@@ -8,6 +8,7 @@
 
 pub mod dir;
 pub mod go_build;
+pub mod go_mod;
 
 use std::fmt;
 use std::hash::Hash;
@@ -211,6 +212,8 @@ pub enum KindName {
     Dir,
     /// Go's build cache (GOCACHE).
     GoBuild,
+    /// Go's module cache (GOMODCACHE).
+    GoMod,
 }
 
 impl fmt::Display for KindName {
@@ -218,6 +221,7 @@ impl fmt::Display for KindName {
         f.write_str(match self {
             KindName::Dir => "dir",
             KindName::GoBuild => "go-build",
+            KindName::GoMod => "go-mod",
         })
     }
 }
@@ -228,6 +232,7 @@ impl KindName {
         match self {
             KindName::Dir => dir::DEFAULT_MIN_AGE,
             KindName::GoBuild => go_build::DEFAULT_MIN_AGE,
+            KindName::GoMod => go_mod::DEFAULT_MIN_AGE,
         }
     }
 
@@ -236,6 +241,7 @@ impl KindName {
         match self {
             KindName::Dir => dir::MIN_AGE_FLOOR,
             KindName::GoBuild => go_build::MIN_AGE_FLOOR,
+            KindName::GoMod => go_mod::MIN_AGE_FLOOR,
         }
     }
 
@@ -244,6 +250,7 @@ impl KindName {
         match self {
             KindName::Dir => Err("path = \"auto\" needs a kind that can find its own cache (a dir cache needs an explicit path)".into()),
             KindName::GoBuild => Ok(crate::go_env::discover().gocache),
+            KindName::GoMod => Ok(crate::go_env::discover().gomodcache),
         }
     }
 
@@ -252,6 +259,7 @@ impl KindName {
         match self {
             KindName::Dir => Ok(()),
             KindName::GoBuild => go_build::GoBuildKind::check_root(root),
+            KindName::GoMod => go_mod::GoModKind::check_root(root),
         }
     }
 
@@ -267,6 +275,10 @@ impl KindName {
             KindName::GoBuild => {
                 crate::cache::CacheOf::open(go_build::GoBuildKind::new(config.path.clone()), config)
             }
+            KindName::GoMod => crate::cache::CacheOf::open(
+                go_mod::GoModKind::new(config.path.clone(), config.limits.min_age),
+                config,
+            ),
         }
     }
 }

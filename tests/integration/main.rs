@@ -5,3 +5,5 @@ mod cli;
 mod common;
 mod daemon;
 mod go_build;
+mod go_mod;
+mod goproxy;
