@@ -289,6 +289,7 @@ impl<K: Kind> CacheOf<K> {
         };
         {
             let mut index = self.index.lock().unwrap();
+            let mut gone: Vec<&K::Id> = Vec::new();
             for (planned, outcome) in plan.evict.iter().zip(outcomes) {
                 let mut view = self.view(
                     config,
@@ -304,7 +305,7 @@ impl<K: Kind> CacheOf<K> {
                         reason: planned.reason,
                     }),
                     Some(Removal::Removed { disk_bytes }) => {
-                        index.remove(&planned.id);
+                        gone.push(&planned.id);
                         report.removed_entries += 1;
                         report.freed_bytes += disk_bytes;
                         report.evicted.push(EvictedView {
@@ -312,9 +313,7 @@ impl<K: Kind> CacheOf<K> {
                             reason: planned.reason,
                         });
                     }
-                    Some(Removal::Gone) => {
-                        index.remove(&planned.id);
-                    }
+                    Some(Removal::Gone) => gone.push(&planned.id),
                     Some(Removal::Skipped(why)) => {
                         // Used since planning, or busy: refresh its metadata so the next
                         // plan sees the truth.
@@ -327,6 +326,7 @@ impl<K: Kind> CacheOf<K> {
                     }
                 }
             }
+            index.remove_many(gone);
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         if !dry_run {
