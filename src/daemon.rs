@@ -507,6 +507,9 @@ async fn supervise(
         let enforce_at = last_enforce + ENFORCE_INTERVAL;
         let rescan_at = last_rescan.map_or_else(Instant::now, |t| t + RESCAN_INTERVAL);
         tokio::select! {
+            // Stopping comes first: it also ends the watcher, whose closed channel must
+            // not be mistaken for a watcher that died.
+            biased;
             _ = stop.cancelled() => {
                 save_snapshot(&cache, snapshot.as_deref()).await;
                 return;
