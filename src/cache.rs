@@ -378,6 +378,15 @@ fn survivors_of<'a, I: Ord + std::hash::Hash + Clone + 'a>(
     Survivors::new(kept)
 }
 
+/// The tier the planner uses: the kind's, or — with `tiered_eviction = false` — one
+/// tier for everything but the age-only entries.
+fn tier_for(tiered: bool, kind_tier: u8) -> u8 {
+    match (tiered, kind_tier) {
+        (true, t) | (false, t @ plan::AGE_ONLY) => t,
+        (false, _) => 0,
+    }
+}
+
 /// Seconds of a configured duration; a "never" like 300000000000y saturates instead of
 /// wrapping negative (which would make every entry look expired).
 fn secs(d: std::time::Duration) -> i64 {
@@ -564,7 +573,7 @@ impl<K: Kind> Cache for CacheOf<K> {
                     disk_bytes: m.disk_bytes,
                     last_use: m.last_use,
                     pinned: self.pinned(&config, id),
-                    tier: self.kind.tier(id),
+                    tier: tier_for(config.tiered_eviction, self.kind.tier(id)),
                 })
                 .collect();
             let borrowed = plan::plan(&candidates, &limits, disk.map(|d| d.available_bytes), now);
@@ -823,5 +832,32 @@ impl<K: Kind> Cache for CacheOf<K> {
             rescanned += extra.len();
         }
         Some(self.install(result, kept, started, now, Some(rescanned as u64)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untiered_eviction_keeps_only_the_age_only_tier() {
+        assert_eq!(tier_for(true, 1), 1);
+        assert_eq!(tier_for(false, 1), 0);
+        assert_eq!(tier_for(false, plan::AGE_ONLY), plan::AGE_ONLY);
+    }
+
+    #[test]
+    fn selections_match_entries_and_modules() {
+        let s = Selection {
+            entries: vec!["a@v1".into()],
+            modules: vec!["github.com/x/y".into()],
+        };
+        assert!(s.matches("a@v1"));
+        assert!(!s.matches("a@v2"));
+        assert!(s.matches("github.com/x/y@v1.2.3"));
+        assert!(
+            !s.matches("github.com/x/yz@v1.2.3"),
+            "a module, not a prefix"
+        );
     }
 }

@@ -102,6 +102,9 @@ pub struct CacheConfig {
     pub schedule: CronSchedule,
     pub verify_schedule: Option<CronSchedule>,
     pub on_problem: OnProblem,
+    /// Evict by the kind's tiers (go-mod: extracted trees before zips); when false, by
+    /// last use alone. Entries only `max_age` removes stay so either way.
+    pub tiered_eviction: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -160,6 +163,12 @@ struct RawCache {
     /// Lets `min_age` go below the kind's safe floor. The name says what it costs.
     #[serde(default)]
     unsafe_allow_short_min_age: bool,
+    #[serde(default = "default_true")]
+    tiered_eviction: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_on_problem() -> OnProblem {
@@ -446,6 +455,7 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                 .unwrap_or_else(|| DEFAULT_SCHEDULE.parse().expect("default schedule parses")),
             verify_schedule: raw.verify_schedule,
             on_problem: raw.on_problem,
+            tiered_eviction: raw.tiered_eviction,
         });
     }
     Ok(Config {
