@@ -70,7 +70,8 @@ func main() {
         }
     }
 
-    fn go(&self, args: &[&str], arch: Option<&str>) -> Output {
+    /// `go ARGS` in the module, pointed at this world's caches.
+    fn command(&self, args: &[&str], arch: Option<&str>) -> Command {
         let mut cmd = Command::new("go");
         cmd.args(args)
             .current_dir(&self.module)
@@ -86,7 +87,12 @@ func main() {
             Some(a) => cmd.env("GOARCH", a),
             None => cmd.env_remove("GOARCH"),
         };
-        cmd.output()
+        cmd
+    }
+
+    fn go(&self, args: &[&str], arch: Option<&str>) -> Output {
+        self.command(args, arch)
+            .output()
             .expect("go is installed (scripts/test installs golang-go)")
     }
 
@@ -444,18 +450,8 @@ fn eviction_waits_for_a_running_go_command() {
     world.age_cache(Duration::from_secs(600));
 
     // `go run` keeps the go process alive for the program's whole run.
-    let mut go_run = Command::new("go");
-    go_run
-        .args(["run", "./sleeper"])
-        .current_dir(&world.module)
-        .env("HOME", &world.root)
-        .env("GOPATH", world.root.join("gopath"))
-        .env("GOCACHE", &world.cache)
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOPROXY", "off")
-        .env("CGO_ENABLED", "0")
-        .stdout(std::process::Stdio::piped())
-        .process_group(0);
+    let mut go_run = world.command(&["run", "./sleeper"], None);
+    go_run.stdout(std::process::Stdio::piped()).process_group(0);
     let mut running = go_run.spawn().unwrap();
     let mut line = String::new();
     std::io::BufReader::new(running.stdout.take().unwrap())
