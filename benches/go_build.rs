@@ -709,12 +709,95 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// One first scan and one rescan of the same tree.
+struct ScanTimes {
+    /// A fresh cache's scan: until its walk was indexed (status served, sizes exact),
+    /// and in all (every action read and paired).
+    first_walk: Duration,
+    first: Duration,
+    /// A scan of the cache just scanned: reads only actions whose mtime moved.
+    rescan: Duration,
+}
+
+fn scan_times(root: &Path, socket: &Path, scanned: &Arc<dyn Cache>) -> ScanTimes {
+    scan_times_with(root, socket, scanned, &|| {})
+}
+
+/// [`scan_times`], calling `before` (e.g. drop the page cache) before each scan.
+fn scan_times_with(
+    root: &Path,
+    socket: &Path,
+    scanned: &Arc<dyn Cache>,
+    before: &dyn Fn(),
+) -> ScanTimes {
+    let fresh = open_cache(root, socket, None);
+    before();
+    let (first, record) = timed(|| fresh.scan(now()));
+    drop(fresh);
+    before();
+    let (rescan, again) = timed(|| scanned.scan(now()));
+    assert_eq!(record.entries, again.entries);
+    ScanTimes {
+        first_walk: Duration::from_millis(record.walk_ms),
+        first,
+        rescan,
+    }
+}
+
+fn put_scan_times(
+    put_out: &mut dyn FnMut(&str, Value),
+    how: &str,
+    scans: Vec<ScanTimes>,
+    du: Vec<Duration>,
+) {
+    let list = |ds: &[Duration]| json!(ds.iter().map(|d| secs(*d)).collect::<Vec<_>>());
+    let du_median = median(du.clone());
+    put_out(&format!("du_{how}_secs"), list(&du));
+    put_out(&format!("du_{how}_median_secs"), json!(secs(du_median)));
+    for (what, pick) in [
+        (
+            "first_walk",
+            (|s: &ScanTimes| s.first_walk) as fn(&ScanTimes) -> Duration,
+        ),
+        ("first", |s| s.first),
+        ("rescan", |s| s.rescan),
+    ] {
+        let ds: Vec<Duration> = scans.iter().map(pick).collect();
+        let m = median(ds.clone());
+        put_out(&format!("scan_{how}_{what}_secs"), list(&ds));
+        put_out(&format!("scan_{how}_{what}_median_secs"), json!(secs(m)));
+        put_out(
+            &format!("scan_{how}_{what}_ratio"),
+            json!(secs(m) / secs(du_median)),
+        );
+    }
+}
+
 /// Index memory, in a process of its own: the generator's multi-MiB buffers raise
 /// glibc's dynamic mmap/trim thresholds for the rest of a process, after which
 /// `malloc_trim` no longer returns the scan threads' arenas, so measuring in the
 /// generating process overstates what a daemon keeps. Prints one JSON object.
-fn measure_index(root: &Path, socket: &Path, entries: &str) {
+///
+/// With `warm_up`, a 16-entry cache is scanned and verified first, so that the code
+/// pages and per-process buffers a first scan faults in are not counted per entry.
+fn measure_index(root: &Path, socket: &Path, entries: &str, warm_up: bool) {
+    cachewarden::parallel::share_allocator_arenas(); // as the daemon's main() does
     let n: f64 = entries.parse().unwrap();
+    if warm_up {
+        let tiny = root.with_file_name("warm-up-gocache");
+        let mut rng = Rng(99);
+        for shard in 0..=255u8 {
+            std::fs::create_dir_all(tiny.join(format!("{shard:02x}"))).unwrap();
+        }
+        for i in 0..16u8 {
+            put(&tiny, rng.hash(), &[i; 1000], now() - 86_400, 0, true);
+        }
+        let warm = open_cache(&tiny, socket, None);
+        warm.scan(now());
+        warm.verify(false, now());
+        drop(warm);
+        std::fs::remove_dir_all(&tiny).unwrap();
+    }
     let cache = open_cache(root, socket, None);
     trim();
     let before = vm_rss();
@@ -751,6 +834,7 @@ fn main() {
             Path::new(&argv[i + 1]),
             Path::new(&argv[i + 2]),
             &argv[i + 3],
+            argv.iter().any(|a| a == "--warm-up"),
         );
         return;
     }
@@ -895,19 +979,27 @@ fn main() {
         "scan_peak_rss_growth_bytes_per_entry_in_bench_process",
         json!((peak as f64 - rss_before as f64) / n as f64),
     );
-    // The numbers that count: a fresh process, as the daemon is.
-    let measured = Command::new(std::env::current_exe().unwrap())
-        .arg("--measure-index")
-        .arg(&root)
-        .arg(&socket)
-        .arg(n.to_string())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running the memory measurement");
-    assert!(measured.status.success(), "the memory measurement failed");
-    let measured: Value = serde_json::from_slice(&measured.stdout).expect("its JSON");
-    for (k, v) in measured.as_object().unwrap() {
-        put_out(k, v.clone());
+    // The numbers that count: a fresh process, as the daemon is; once as is, once
+    // after a warm-up scan of a tiny cache (fixed costs not charged per entry).
+    for (warm_up, suffix) in [(false, ""), (true, "_after_warm_up")] {
+        let mut measure = Command::new(std::env::current_exe().unwrap());
+        measure
+            .arg("--measure-index")
+            .arg(&root)
+            .arg(&socket)
+            .arg(n.to_string());
+        if warm_up {
+            measure.arg("--warm-up");
+        }
+        let measured = measure
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running the memory measurement");
+        assert!(measured.status.success(), "the memory measurement failed");
+        let measured: Value = serde_json::from_slice(&measured.stdout).expect("its JSON");
+        for (k, v) in measured.as_object().unwrap() {
+            put_out(&format!("{k}{suffix}"), v.clone());
+        }
     }
     let scanned_disk = first.disk_bytes;
 
@@ -948,26 +1040,17 @@ fn main() {
         put_out("index_remove_many_half_secs", json!(secs(many)));
     }
 
-    // 2. Warm scans.
+    // 2. Warm scans: a first scan (a fresh cache: the walk, then every action read
+    // to pair it) and a rescan (the cache already indexed: what the daily full rescan
+    // and an overflow rescan do).
     if on("scan") {
         let io0 = pgpgin_kib();
-        let ours: Vec<Duration> = (0..3).map(|_| timed(|| cache.scan(now())).0).collect();
+        let scans: Vec<ScanTimes> = (0..3).map(|_| scan_times(&root, &socket, &cache)).collect();
         let io1 = pgpgin_kib();
         let du: Vec<Duration> = (0..3).map(|_| timed(|| du_bytes(&root)).0).collect();
         put_out("scan_warm_disk_read_kib", json!(io1 - io0));
         put_out("du_warm_disk_read_kib", json!(pgpgin_kib() - io1));
-        put_out(
-            "scan_warm_secs",
-            json!(ours.iter().map(|d| secs(*d)).collect::<Vec<_>>()),
-        );
-        put_out(
-            "du_warm_secs",
-            json!(du.iter().map(|d| secs(*d)).collect::<Vec<_>>()),
-        );
-        let (sw, dw) = (median(ours), median(du));
-        put_out("scan_warm_median_secs", json!(secs(sw)));
-        put_out("du_warm_median_secs", json!(secs(dw)));
-        put_out("scan_warm_ratio", json!(secs(sw) / secs(dw)));
+        put_scan_times(&mut put_out, "warm", scans, du);
     }
 
     // 2b. Restart: a snapshot of the index, then a new cache restores from it with the
@@ -1002,26 +1085,16 @@ fn main() {
     }
     put_out("cold_measured", json!(cold_ok));
     if cold_ok && on("cold") {
-        let mut ours = Vec::new();
+        let mut scans = Vec::new();
         let mut du = Vec::new();
         for _ in 0..3 {
-            drop_caches().unwrap();
-            ours.push(timed(|| cache.scan(now())).0);
+            scans.push(scan_times_with(&root, &socket, &cache, &|| {
+                drop_caches().unwrap()
+            }));
             drop_caches().unwrap();
             du.push(timed(|| du_bytes(&root)).0);
         }
-        put_out(
-            "scan_cold_secs",
-            json!(ours.iter().map(|d| secs(*d)).collect::<Vec<_>>()),
-        );
-        put_out(
-            "du_cold_secs",
-            json!(du.iter().map(|d| secs(*d)).collect::<Vec<_>>()),
-        );
-        let (sc, dc) = (median(ours), median(du));
-        put_out("scan_cold_median_secs", json!(secs(sc)));
-        put_out("du_cold_median_secs", json!(secs(dc)));
-        put_out("scan_cold_ratio", json!(secs(sc) / secs(dc)));
+        put_scan_times(&mut put_out, "cold", scans, du);
     }
 
     // 4. Watch setup, in-process.

@@ -97,7 +97,11 @@ pub struct CacheOf<K: Kind> {
 
 #[derive(Default)]
 struct History {
+    /// The first full scan is done.
     scanned: bool,
+    /// The first walk is indexed and its entries are being completed (see
+    /// [`Kind::complete`]).
+    walked: bool,
     last_scan: Option<ScanRecord>,
     last_eviction: Option<EvictionSummary>,
     evicted_entries_total: u64,
@@ -207,6 +211,7 @@ impl<K: Kind> CacheOf<K> {
         result: ScanResult<K::Id>,
         kept: Vec<(K::Id, EntryMeta)>,
         started: Instant,
+        walk_ms: u64,
         now: UnixTime,
         partitions_rescanned: Option<u64>,
     ) -> ScanRecord {
@@ -222,6 +227,7 @@ impl<K: Kind> CacheOf<K> {
         let record = ScanRecord {
             at: now,
             duration_ms: started.elapsed().as_millis() as u64,
+            walk_ms,
             entries: fresh.len() as u64,
             disk_bytes: fresh.disk_bytes(),
             ignored_files: result.ignored_files,
@@ -378,6 +384,19 @@ fn survivors_of<'a, I: Ord + std::hash::Hash + Clone + 'a>(
     Survivors::new(kept)
 }
 
+/// What [`Kind::complete`] may take as known: the `aux` of these entries, for the
+/// same id with the same last use.
+fn known_from<I: std::hash::Hash + Eq>(
+    entries: &[(I, EntryMeta)],
+) -> impl Fn(&I, UnixTime) -> Option<u64> + '_ {
+    let by_id: std::collections::HashMap<&I, &EntryMeta> =
+        entries.iter().map(|(id, m)| (id, m)).collect();
+    move |id, last_use| {
+        let meta = by_id.get(id).filter(|m| m.last_use == last_use)?;
+        Some(meta.aux)
+    }
+}
+
 /// The tier the planner uses: the kind's, or — with `tiered_eviction = false` — one
 /// tier for everything but the age-only entries.
 fn tier_for(tiered: bool, kind_tier: u8) -> u8 {
@@ -416,8 +435,28 @@ impl<K: Kind> Cache for CacheOf<K> {
         let _work = self.work.lock().unwrap();
         *self.changed_during_scan.lock().unwrap() = Some(Vec::new());
         let started = Instant::now();
-        let result = self.kind.scan();
-        self.install(result, Vec::new(), started, now, None)
+        let walked = self.kind.scan();
+        if !self.kind.completes_scans() {
+            let walk_ms = started.elapsed().as_millis() as u64;
+            return self.install(walked, Vec::new(), started, walk_ms, now, None);
+        }
+        // A first scan serves the walk's provisional index (sizes and ages are exact)
+        // while the kind completes it; eviction and verification wait on `work`. A
+        // rescan keeps serving the old index, whose unchanged entries spare the kind
+        // from reading them again.
+        let first = !self.history.lock().unwrap().scanned;
+        if first {
+            *self.index.lock().unwrap() = Index::from_entries(walked.entries.iter().cloned());
+            self.history.lock().unwrap().walked = true;
+        }
+        let walk_ms = started.elapsed().as_millis() as u64;
+        let known = |id: &K::Id, last_use: UnixTime| {
+            let index = self.index.lock().unwrap();
+            let meta = index.get(id).filter(|m| !first && m.last_use == last_use)?;
+            Some(meta.aux)
+        };
+        let result = self.kind.complete(walked, &known, &|_| false);
+        self.install(result, Vec::new(), started, walk_ms, now, None)
     }
 
     fn apply_changes(&self, rel_paths: &[PathBuf]) {
@@ -481,7 +520,12 @@ impl<K: Kind> Cache for CacheOf<K> {
             name: config.name.clone(),
             kind: config.kind.to_string(),
             path: self.kind.root().to_path_buf(),
-            state: if history.scanned { "ready" } else { "scanning" }.to_string(),
+            state: match (history.scanned, history.walked) {
+                (true, _) => "ready",
+                (false, true) => "completing",
+                (false, false) => "scanning",
+            }
+            .to_string(),
             entries,
             disk_bytes,
             apparent_bytes,
@@ -790,9 +834,12 @@ impl<K: Kind> Cache for CacheOf<K> {
             }
         }
         let named = Survivors::new(kept.iter().map(|(_, m)| m.aux).collect());
+        let was_stale = known_from(&stale);
+        let walked = self.kind.scan_partitions(&changed);
+        let walk_ms = started.elapsed().as_millis() as u64;
         let mut result = self
             .kind
-            .scan_partitions(&changed, &|aux| named.contains(aux));
+            .complete(walked, &was_stale, &|aux| named.contains(aux));
 
         // An entry that vanished from a changed partition may leave behind something
         // that now belongs to no one in an unchanged one (go-build: an output whose
@@ -815,23 +862,27 @@ impl<K: Kind> Cache for CacheOf<K> {
         drop(found);
         let mut rescanned = changed.len();
         if !extra.is_empty() {
-            kept.retain(|(id, _)| !extra.contains(&self.kind.partition_of(id)));
+            let rescanning: Entries<K>;
+            (rescanning, kept) = kept
+                .into_iter()
+                .partition(|(id, _)| extra.contains(&self.kind.partition_of(id)));
             let named = Survivors::new(
                 kept.iter()
                     .chain(&result.entries)
                     .map(|(_, m)| m.aux)
                     .collect(),
             );
+            let walked = self.kind.scan_partitions(&extra);
             let more = self
                 .kind
-                .scan_partitions(&extra, &|aux| named.contains(aux));
+                .complete(walked, &known_from(&rescanning), &|aux| named.contains(aux));
             result.entries.extend(more.entries);
             result.stamps.extend(more.stamps);
             result.errors.extend(more.errors);
             result.ignored_files += more.ignored_files;
             rescanned += extra.len();
         }
-        Some(self.install(result, kept, started, now, Some(rescanned as u64)))
+        Some(self.install(result, kept, started, walk_ms, now, Some(rescanned as u64)))
     }
 }
 

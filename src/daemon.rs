@@ -328,6 +328,7 @@ async fn scan(cache: &Arc<dyn Cache>) {
             entries = record.entries,
             size = %format_bytes(record.disk_bytes),
             ms = record.duration_ms,
+            walk_ms = record.walk_ms,
             "scanned"
         );
     }

@@ -77,10 +77,23 @@ fn shard_of<I: Hash>(id: &I) -> usize {
 
 impl<I: Ord + Hash + Clone> Index<I> {
     /// Builds an index in one go (a full scan's result); a later duplicate id wins.
+    ///
+    /// Each shard is allocated once at its exact size: growing 256 vectors by doubling,
+    /// interleaved with a scan's large temporary buffers, left holes in the heap that
+    /// `malloc_trim` could not return (`docs/benchmarks.md`).
     pub fn from_entries(entries: impl IntoIterator<Item = (I, EntryMeta)>) -> Self {
-        let mut index = Index::default();
-        for (id, meta) in entries {
-            index.shards[shard_of(&id)].push((id, Packed::pack(&meta)));
+        let entries: Vec<(I, EntryMeta)> = entries.into_iter().collect();
+        let shard_of_each: Vec<u8> = entries.iter().map(|(id, _)| shard_of(id) as u8).collect();
+        let mut sizes = [0usize; SHARDS];
+        for &s in &shard_of_each {
+            sizes[s as usize] += 1;
+        }
+        let mut index = Index {
+            shards: sizes.iter().map(|&n| Vec::with_capacity(n)).collect(),
+            ..Index::default()
+        };
+        for ((id, meta), s) in entries.into_iter().zip(shard_of_each) {
+            index.shards[s as usize].push((id, Packed::pack(&meta)));
         }
         for shard in &mut index.shards {
             // Stable sort keeps insertion order among equal ids; keep the last of each.
@@ -88,7 +101,9 @@ impl<I: Ord + Hash + Clone> Index<I> {
             shard.reverse();
             shard.dedup_by(|a, b| a.0 == b.0);
             shard.reverse();
-            shard.shrink_to_fit();
+            if shard.len() < shard.capacity() {
+                shard.shrink_to_fit();
+            }
         }
         index.recount();
         index

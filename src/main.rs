@@ -99,6 +99,7 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    cachewarden::parallel::share_allocator_arenas();
     let cli = Cli::parse();
     let env = Env::from_process();
     match run(cli, env) {

@@ -36,7 +36,9 @@ pub struct CacheStatus {
     pub name: String,
     pub kind: String,
     pub path: PathBuf,
-    /// `scanning` until the first full scan finishes, then `ready`.
+    /// `scanning` until the first walk is indexed; then, for kinds that complete their
+    /// entries after the walk (go-build pairs actions with outputs), `completing`
+    /// (sizes and ages exact, eviction and verification waiting); then `ready`.
     pub state: String,
     pub entries: u64,
     pub disk_bytes: u64,
@@ -90,6 +92,9 @@ impl LimitsView {
 pub struct ScanRecord {
     pub at: UnixTime,
     pub duration_ms: u64,
+    /// Of which the walk (listing and `stat`): from then on sizes and ages are exact.
+    /// The rest completes entries (go-build: reads action files to pair them).
+    pub walk_ms: u64,
     pub entries: u64,
     pub disk_bytes: u64,
     pub ignored_files: u64,
@@ -246,7 +251,7 @@ pub fn status_table(caches: &[CacheStatus], now: UnixTime) -> String {
                 if c.state == "ready" {
                     c.entries.to_string()
                 } else {
-                    "scanning".into()
+                    c.state.clone()
                 },
                 age(c.oldest_age_secs),
                 eviction,

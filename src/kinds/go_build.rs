@@ -42,9 +42,13 @@
 //!
 //! ## Scan
 //!
-//! One job per shard directory on every core: `getdents` for names and types, then
-//! `fstatat` and (for actions) `openat`+`read` relative to the shard's directory fd —
-//! no path resolution per file.
+//! Two steps. The **walk** lists each shard directory with `getdents` and `fstatat`s
+//! every name relative to the shard's directory fd — no path resolution and no reads
+//! per file, many shards in flight — and gives every file as a provisional entry: sizes
+//! and ages are then exact, and status is served. **Pairing** then needs what is
+//! inside each 175-byte action file (the output id); it reads only actions the index
+//! cannot vouch for (same id, same mtime: go rewrites an action file only together
+//! with its mtime), so the first scan reads them all and a rescan almost none.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -284,140 +288,206 @@ impl GoBuildKind {
     }
 }
 
+/// What an action names, as far as [`GoBuildKind::pair`] knows.
+#[derive(Clone, Copy)]
+enum Names {
+    /// Not known yet: the action file must be read.
+    Unread,
+    /// The action file is damaged (`-a` garbled or truncated): it names nothing.
+    Nothing,
+    /// An output, by fingerprint; `at` is its place among the walked outputs (`None`:
+    /// missing, or in a shard this scan did not walk).
+    Output { aux: u64, at: Option<usize> },
+    /// The action vanished, or could not be read, after the walk saw it.
+    Gone,
+}
+
 impl GoBuildKind {
-    /// Scans some shards. Actions elsewhere are not seen: an output here counts as
-    /// named if `named_elsewhere` says an entry outside these shards names it, and an
-    /// action here whose output lies in an unscanned shard gets that output's full size.
-    fn scan_shards(
-        &self,
-        shards: &[u8],
-        named_elsewhere: &dyn Fn(u64) -> bool,
-    ) -> ScanResult<GoId> {
-        // Mostly waiting for inodes and action blocks when the page cache is cold.
+    /// Walks some shards: every `-a` and `-d` becomes a provisional entry with its own
+    /// size and mtime (actions with `aux` 0, outputs with their own fingerprint), so
+    /// the walk's totals are already what `du` says. [`GoBuildKind::pair`] finishes them.
+    fn walk_shards(&self, shards: &[u8]) -> ScanResult<GoId> {
         if shards.len() == 256 {
+            // A full scan opens shards anew: the root may have been deleted and recreated.
             self.shard_fds
                 .lock()
                 .unwrap()
                 .iter_mut()
                 .for_each(|fd| *fd = None);
         }
+        // Mostly waiting for inodes when the page cache is cold: many walks in flight.
         let per_shard =
-            parallel::map_with(parallel::IO_THREADS, shards, |&s| scan_shard(&self.root, s));
-        let mut scanned = [false; 256];
-        for &s in shards {
-            scanned[s as usize] = true;
-        }
+            parallel::map_with(parallel::IO_THREADS, shards, |&s| walk_shard(&self.root, s));
         let mut result = ScanResult {
-            entries: Vec::new(),
+            entries: Vec::with_capacity(per_shard.iter().map(|s| s.files.len()).sum()),
             ignored_files: 0,
             errors: Vec::new(),
-            stamps: shards
-                .iter()
-                .zip(&per_shard)
-                .map(|(&s, r)| (s as usize, r.stamp))
-                .collect(),
+            stamps: Vec::with_capacity(shards.len()),
         };
-        // Outputs per shard, sorted by id, with how many actions name them.
-        let mut outputs: Vec<Vec<(&[u8; 32], &FileStat, u32)>> = vec![Vec::new(); 256];
-        for shard in &per_shard {
-            result.errors.extend(shard.errors.iter().cloned());
+        for (&s, shard) in shards.iter().zip(per_shard) {
+            result.stamps.push((s as usize, shard.stamp));
+            result.errors.extend(shard.errors);
             result.ignored_files += shard.ignored;
-            for s in shard.seen.iter().filter(|s| s.id.role == Role::Output) {
-                outputs[s.id.hash[0] as usize].push((&s.id.hash, &s.st, 0));
+            result.entries.extend(shard.files);
+        }
+        result
+    }
+
+    /// Pairs a walk's actions with the outputs they name: an action's entry gets its
+    /// output's size (an equal share of a shared one), outputs named by no action (and
+    /// old enough not to be mid-`put`) stay entries of their own, and the rest of the
+    /// outputs leave the list. Only actions `known` cannot vouch for are read.
+    fn pair(
+        &self,
+        walked: ScanResult<GoId>,
+        known: &dyn Fn(&GoId, UnixTime) -> Option<u64>,
+        named_elsewhere: &dyn Fn(u64) -> bool,
+    ) -> ScanResult<GoId> {
+        let ScanResult {
+            entries,
+            ignored_files,
+            mut errors,
+            stamps,
+        } = walked;
+        let mut walked_shard = [false; 256];
+        for (p, _) in &stamps {
+            walked_shard[*p] = true;
+        }
+        // Vectors sized once: see `Index::from_entries` on heap holes.
+        let output_count = entries
+            .iter()
+            .filter(|(id, _)| id.role == Role::Output)
+            .count();
+        let mut outputs = Vec::with_capacity(output_count);
+        let mut actions = Vec::with_capacity(entries.len() - output_count);
+        for entry in entries {
+            match entry.0.role {
+                Role::Output => outputs.push(entry),
+                Role::Action => actions.push(entry),
             }
         }
-        for shard in &mut outputs {
-            shard.sort_unstable_by_key(|(id, _, _)| **id);
-        }
-        let find = |outputs: &Vec<Vec<(&[u8; 32], &FileStat, u32)>>, id: &[u8; 32]| {
-            outputs[id[0] as usize]
-                .binary_search_by_key(&id, |(o, _, _)| o)
-                .ok()
+        outputs.sort_unstable_by_key(|(id, _)| id.hash);
+
+        // An output named by its full id (read from the action) or by its fingerprint
+        // (inherited from the index: the first 8 bytes of the id).
+        let by_id = |o: &[u8; 32]| outputs.binary_search_by_key(o, |(id, _)| id.hash).ok();
+        let by_fingerprint = |aux: u64| -> Names {
+            let prefix = aux.to_le_bytes();
+            let from = outputs.partition_point(|(id, _)| id.hash[..8] < prefix[..]);
+            let to = outputs.partition_point(|(id, _)| id.hash[..8] <= prefix[..]);
+            match to - from {
+                1 => Names::Output {
+                    aux,
+                    at: Some(from),
+                },
+                0 if walked_shard[prefix[0] as usize] => Names::Output { aux, at: None },
+                _ => Names::Unread, // two outputs share the prefix, or not walked: read
+            }
         };
-        for shard in &per_shard {
-            for s in &shard.seen {
-                if let Some(Ok(a)) = &s.action {
-                    if let Some(i) = find(&outputs, &a.output) {
-                        outputs[a.output[0] as usize][i].2 += 1;
+        let mut names: Vec<Names> = actions
+            .iter()
+            .map(|(id, meta)| match known(id, meta.last_use) {
+                Some(0) => Names::Nothing,
+                Some(aux) => by_fingerprint(aux),
+                None => Names::Unread,
+            })
+            .collect();
+
+        // Read what is not known, in parallel: one openat+read+close per action.
+        let unread: Vec<usize> = (0..actions.len())
+            .filter(|&i| matches!(names[i], Names::Unread))
+            .collect();
+        let read = parallel::map_with(
+            parallel::IO_THREADS,
+            &unread.chunks(256).collect::<Vec<_>>(),
+            |chunk| {
+                chunk
+                    .iter()
+                    .map(|&i| {
+                        let id = &actions[i].0;
+                        let dir = self.shard_dir(&id.hash)?;
+                        read_action(&dir, OsStr::new(&id.file_name()))
+                    })
+                    .collect::<Vec<_>>()
+            },
+        );
+        for (&i, outcome) in unread.iter().zip(read.into_iter().flatten()) {
+            names[i] = match outcome.map(|bytes| parse_action(&bytes)) {
+                Ok(Ok(a)) => {
+                    let aux = fingerprint(&a.output);
+                    let at = by_id(&a.output);
+                    if at.is_none() && !walked_shard[a.output[0] as usize] {
+                        // Its output lies in a shard this (partial) scan did not walk.
+                        if let Some(st) = self.stat_output(&a.output) {
+                            actions[i].1.disk_bytes += fsutil::disk_usage_stat(&st);
+                            actions[i].1.apparent_bytes += st.st_size as u64;
+                        }
+                    }
+                    Names::Output { aux, at }
+                }
+                Ok(Err(_garbled)) => Names::Nothing,
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        let id = &actions[i].0;
+                        errors.push(format!("{:02x}/{}: {e}", id.hash[0], id.file_name()));
+                    }
+                    Names::Gone
+                }
+            };
+        }
+
+        let mut refs = vec![0u32; outputs.len()];
+        for n in &names {
+            if let Names::Output { at: Some(j), .. } = n {
+                refs[*j] += 1;
+            }
+        }
+        let unnamed = refs.iter().filter(|&&n| n == 0).count();
+        let mut result = ScanResult {
+            entries: Vec::with_capacity(actions.len() + unnamed),
+            ignored_files,
+            errors,
+            stamps,
+        };
+        for ((id, mut meta), n) in actions.into_iter().zip(names) {
+            match n {
+                Names::Gone | Names::Unread => continue,
+                Names::Nothing => meta.aux = 0,
+                Names::Output { aux, at } => {
+                    meta.aux = aux;
+                    if let Some(j) = at {
+                        let (output, count) = (&outputs[j].1, refs[j] as u64);
+                        meta.disk_bytes += output.disk_bytes / count;
+                        meta.apparent_bytes += output.apparent_bytes / count;
                     }
                 }
             }
+            result.entries.push((id, meta));
         }
         let grace_before = crate::now() - ORPHAN_GRACE.as_secs() as i64;
-        let full = shards.len() == 256;
         let mut book = OutputBook::default();
-        for shard in &outputs {
-            for (id, _, refs) in shard.iter().filter(|(_, _, refs)| *refs > 1) {
-                book.shared.insert(**id, *refs);
+        for ((id, meta), &count) in outputs.iter().zip(&refs) {
+            if count > 1 {
+                book.shared.insert(id.hash, count);
+            } else if count == 0 && meta.last_use < grace_before && !named_elsewhere(meta.aux) {
+                book.orphans.insert(id.hash);
+                result.entries.push((*id, *meta));
             }
         }
-        for shard in &per_shard {
-            for s in &shard.seen {
-                let own_disk = fsutil::disk_usage_stat(&s.st);
-                let own_len = s.st.st_size as u64;
-                match (&s.action, s.id.role) {
-                    (Some(parsed), Role::Action) => {
-                        let (mut disk, mut apparent, mut aux) = (own_disk, own_len, 0);
-                        if let Ok(a) = parsed {
-                            aux = fingerprint(&a.output);
-                            if let Some(i) = find(&outputs, &a.output) {
-                                let (_, st, refs) = outputs[a.output[0] as usize][i];
-                                disk += fsutil::disk_usage_stat(st) / refs as u64;
-                                apparent += st.st_size as u64 / refs as u64;
-                            } else if !scanned[a.output[0] as usize] {
-                                if let Some(st) = self.stat_output(&a.output) {
-                                    disk += fsutil::disk_usage_stat(&st);
-                                    apparent += st.st_size as u64;
-                                }
-                            }
-                        }
-                        result.entries.push((
-                            s.id,
-                            EntryMeta {
-                                disk_bytes: disk,
-                                apparent_bytes: apparent,
-                                last_use: mtime(&s.st),
-                                aux,
-                            },
-                        ));
-                    }
-                    (None, Role::Output) => {
-                        let refs = find(&outputs, &s.id.hash)
-                            .map_or(0, |i| outputs[s.id.hash[0] as usize][i].2);
-                        let named = refs > 0 || named_elsewhere(fingerprint(&s.id.hash));
-                        if !named && mtime(&s.st) < grace_before {
-                            book.orphans.insert(s.id.hash);
-                            result.entries.push((
-                                s.id,
-                                EntryMeta {
-                                    disk_bytes: own_disk,
-                                    apparent_bytes: own_len,
-                                    last_use: mtime(&s.st),
-                                    aux: fingerprint(&s.id.hash),
-                                },
-                            ));
-                        }
-                    }
-                    _ => {}
-                }
-            }
+
+        let mut known_outputs = self.outputs.lock().unwrap();
+        if result.stamps.len() == 256 {
+            *known_outputs = book;
+            // Forget verifications of outputs that no longer exist.
+            self.verified
+                .lock()
+                .unwrap()
+                .retain(|o, _| by_id(o).is_some());
+        } else {
+            known_outputs.shared.extend(book.shared);
+            known_outputs.orphans.extend(book.orphans);
         }
-        {
-            let mut known = self.outputs.lock().unwrap();
-            if full {
-                *known = book;
-                // Forget verifications of outputs that no longer exist.
-                let present: std::collections::HashSet<&[u8; 32]> =
-                    outputs.iter().flatten().map(|(id, _, _)| *id).collect();
-                self.verified
-                    .lock()
-                    .unwrap()
-                    .retain(|id, _| present.contains(id));
-            } else {
-                known.shared.extend(book.shared);
-                known.orphans.extend(book.orphans);
-            }
-        }
+        drop(known_outputs);
         result
     }
 
@@ -427,14 +497,23 @@ impl GoBuildKind {
     }
 }
 
-/// One file of a shard, as the scan saw it.
-struct Seen {
-    id: GoId,
-    st: FileStat,
-    action: Option<Result<Action, &'static str>>,
+/// An action file's content, read into a buffer one byte longer than a valid one (so
+/// an overlong file shows), on the stack: pairing reads millions of them.
+struct ActionFile {
+    buf: [u8; ACTION_LEN + 1],
+    len: usize,
 }
 
-fn read_at(dir: &OwnedFd, name: &OsStr, max: usize) -> io::Result<Vec<u8>> {
+impl std::ops::Deref for ActionFile {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Reads an action file below `dir` with one `read`: a regular file never returns less
+/// than asked before its end, and go writes an action with one `write` (`putIndexEntry`).
+fn read_action(dir: &OwnedFd, name: &OsStr) -> io::Result<ActionFile> {
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOATIME;
     let fd = match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
         Err(nix::errno::Errno::EPERM) => {
@@ -442,94 +521,94 @@ fn read_at(dir: &OwnedFd, name: &OsStr, max: usize) -> io::Result<Vec<u8>> {
         }
         other => other?,
     };
-    let mut buf = Vec::with_capacity(max + 1);
-    std::fs::File::from(fd)
-        .take(max as u64 + 1)
-        .read_to_end(&mut buf)?;
-    Ok(buf)
+    let mut file = ActionFile {
+        buf: [0; ACTION_LEN + 1],
+        len: 0,
+    };
+    file.len = nix::unistd::read(&fd, &mut file.buf)?;
+    Ok(file)
 }
 
 /// What one shard directory holds, and its mtime before it was listed.
-struct ShardScan {
+struct ShardWalk {
     stamp: Option<Stamp>,
-    seen: Vec<Seen>,
+    files: Vec<(GoId, EntryMeta)>,
     errors: Vec<String>,
     ignored: u64,
 }
 
-fn scan_shard(root: &Path, shard: u8) -> ShardScan {
+/// `getdents` and one `fstatat` per name, relative to the shard's directory fd: no path
+/// resolution and no reads per file, which is what lets the walk beat `du`.
+fn walk_shard(root: &Path, shard: u8) -> ShardWalk {
     let shard = format!("{shard:02x}");
-    let mut out = ShardScan {
+    let mut out = ShardWalk {
         stamp: None,
-        seen: Vec::new(),
+        files: Vec::new(),
         errors: Vec::new(),
         ignored: 0,
     };
-    let dir = match fsutil::open_dir_beneath(root, Path::new(&shard)) {
-        Ok(dir) => dir,
+    let listing = fsutil::open_dir_beneath(root, Path::new(&shard)).and_then(|dir| {
+        // The stamp is taken before listing: a change made during the listing moves
+        // the directory's mtime past it, so a restart rescans this shard.
+        out.stamp = nix::sys::stat::fstat(&dir).ok().map(|st| Stamp::of(&st));
+        let listing = nix::dir::Dir::from_fd(dir.try_clone()?)?;
+        Ok((dir, listing))
+    });
+    let (dir, mut listing) = match listing {
+        Ok(both) => both,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return out,
         Err(e) => {
             out.errors.push(format!("{shard}: {e}"));
             return out;
         }
     };
-    // The stamp is taken before listing: a change made during the listing moves the
-    // directory's mtime past it, so a restart rescans this shard.
-    out.stamp = nix::sys::stat::fstat(&dir).ok().map(|st| Stamp::of(&st));
-    let names = match std::fs::read_dir(root.join(&shard)) {
-        Ok(names) => names,
-        Err(e) => {
-            out.errors.push(format!("{shard}: {e}"));
-            return out;
-        }
-    };
-    let (seen, errors, mut ignored) = (&mut out.seen, &mut out.errors, 0);
-    for item in names {
+    for item in listing.iter() {
         let item = match item {
             Ok(item) => item,
             Err(e) => {
-                errors.push(format!("{shard}: reading the directory: {e}"));
+                out.errors
+                    .push(format!("{shard}: reading the directory: {e}"));
                 break;
             }
         };
         let name = item.file_name();
-        let Some(id) = parse_file_name(name.as_bytes()) else {
-            ignored += 1;
+        let Some(id) = parse_file_name(name.to_bytes()) else {
+            out.ignored += u64::from(!matches!(name.to_bytes(), b"." | b".."));
             continue;
         };
-        let st = match fsutil::stat_at(&dir, &name) {
+        let st = match nix::sys::stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        {
             Ok(st) => st,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(nix::errno::Errno::ENOENT) => continue,
             Err(e) => {
-                errors.push(format!("{shard}/{}: {e}", name.to_string_lossy()));
+                out.errors
+                    .push(format!("{shard}/{}: {e}", name.to_string_lossy()));
                 continue;
             }
         };
-        let regular = fsutil::is_file_type(&st, libc::S_IFREG);
-        let action = match id.role {
-            Role::Action if regular => match read_at(&dir, &name, ACTION_LEN) {
-                Ok(bytes) => Some(parse_action(&bytes)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    errors.push(format!("{shard}/{}: {e}", name.to_string_lossy()));
-                    continue;
-                }
-            },
+        let wanted = match id.role {
+            Role::Action => fsutil::is_file_type(&st, libc::S_IFREG),
             // Go ≥ 1.24 may store an executable output as a directory; it is an output.
-            Role::Output if regular || fsutil::is_file_type(&st, libc::S_IFDIR) => None,
-            _ => {
-                ignored += 1;
-                continue;
+            Role::Output => {
+                fsutil::is_file_type(&st, libc::S_IFREG) || fsutil::is_file_type(&st, libc::S_IFDIR)
             }
         };
-        seen.push(Seen { id, st, action });
+        if !wanted {
+            out.ignored += 1;
+            continue;
+        }
+        let meta = EntryMeta {
+            disk_bytes: fsutil::disk_usage_stat(&st),
+            apparent_bytes: st.st_size as u64,
+            last_use: st.st_mtime,
+            aux: match id.role {
+                Role::Action => 0,
+                Role::Output => fingerprint(&id.hash),
+            },
+        };
+        out.files.push((id, meta));
     }
-    out.ignored = ignored;
     out
-}
-
-fn mtime(st: &FileStat) -> UnixTime {
-    st.st_mtime
 }
 
 impl Kind for GoBuildKind {
@@ -540,7 +619,20 @@ impl Kind for GoBuildKind {
     }
 
     fn scan(&self) -> ScanResult<GoId> {
-        self.scan_shards(&(0..=255).collect::<Vec<u8>>(), &|_| false)
+        self.walk_shards(&(0..=255).collect::<Vec<u8>>())
+    }
+
+    fn completes_scans(&self) -> bool {
+        true
+    }
+
+    fn complete(
+        &self,
+        walked: ScanResult<GoId>,
+        known: &dyn Fn(&GoId, UnixTime) -> Option<u64>,
+        named_elsewhere: &dyn Fn(u64) -> bool,
+    ) -> ScanResult<GoId> {
+        self.pair(walked, known, named_elsewhere)
     }
 
     fn partitions(&self) -> usize {
@@ -556,13 +648,9 @@ impl Kind for GoBuildKind {
         Some(Stamp::of(&st))
     }
 
-    fn scan_partitions(
-        &self,
-        partitions: &[usize],
-        named_elsewhere: &dyn Fn(u64) -> bool,
-    ) -> ScanResult<GoId> {
+    fn scan_partitions(&self, partitions: &[usize]) -> ScanResult<GoId> {
         let shards: Vec<u8> = partitions.iter().map(|&p| p as u8).collect();
-        self.scan_shards(&shards, named_elsewhere)
+        self.walk_shards(&shards)
     }
 
     fn partition_of_aux(&self, aux: u64) -> Option<usize> {
@@ -629,7 +717,7 @@ impl Kind for GoBuildKind {
                     last_use: st.st_mtime,
                     aux: 0,
                 };
-                let bytes = match read_at(&dir, OsStr::new(&name), ACTION_LEN) {
+                let bytes = match read_action(&dir, OsStr::new(&name)) {
                     Ok(bytes) => bytes,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(e),
@@ -673,7 +761,7 @@ impl Kind for GoBuildKind {
         let (output, expected_size) = match id.role {
             Role::Output => (id.hash, None),
             Role::Action => {
-                let bytes = match read_at(&dir, OsStr::new(&id.file_name()), ACTION_LEN) {
+                let bytes = match read_action(&dir, OsStr::new(&id.file_name())) {
                     Ok(bytes) => bytes,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return vec![],
                     Err(e) => return found("unreadable", e.to_string()),
@@ -759,7 +847,7 @@ impl Kind for GoBuildKind {
             }
             let output = match id.role {
                 Role::Output => Some(id.hash),
-                Role::Action => read_at(&dir, OsStr::new(&name), ACTION_LEN)
+                Role::Action => read_action(&dir, OsStr::new(&name))
                     .ok()
                     .and_then(|b| parse_action(&b).ok())
                     .map(|a| a.output),
@@ -912,7 +1000,9 @@ pub mod tests {
         std::fs::write(root.join("README"), README_START).unwrap();
 
         let k = kind(root);
-        let found = k.scan();
+        let walked = k.scan();
+        let walked_bytes: u64 = walked.entries.iter().map(|(_, m)| m.disk_bytes).sum();
+        let found = k.complete(walked, &|_, _| None, &|_| false);
         let get = |hash: [u8; 32], role| {
             found
                 .entries
@@ -959,6 +1049,40 @@ pub mod tests {
         let du: u64 = du.split_whitespace().next().unwrap().parse().unwrap();
         // du also counts the directories, README and the young orphan.
         assert!(total < du, "{total} vs {du}");
+        assert!(
+            walked_bytes > total,
+            "the walk counts every file, the young orphan too"
+        );
+
+        // A rescan trusts what the index knows for an action with the same mtime (it
+        // is not read again: damage that kept the mtime goes unseen until a verify),
+        // and reads one whose mtime moved (go rewrote it).
+        let known: HashMap<GoId, EntryMeta> = found.entries.iter().cloned().collect();
+        let known =
+            |id: &GoId, t: UnixTime| known.get(id).filter(|m| m.last_use == t).map(|m| m.aux);
+        let a1_file = root.join(format!("{:02x}/{}-a", a1[0], to_hex(&a1)));
+        std::fs::write(&a1_file, [b'x'; ACTION_LEN]).unwrap();
+        filetime::set_file_mtime(&a1_file, filetime::FileTime::from_unix_time(old, 0)).unwrap();
+        let again = k.complete(k.scan(), &known, &|_| false);
+        let mut before = found.entries.clone();
+        let mut after = again.entries.clone();
+        before.sort_by_key(|(id, _)| *id);
+        after.sort_by_key(|(id, _)| *id);
+        assert_eq!(before, after, "unchanged mtimes: nothing re-read");
+        filetime::set_file_mtime(&a1_file, filetime::FileTime::from_unix_time(old + 60, 0))
+            .unwrap();
+        let reread = k.complete(k.scan(), &known, &|_| false);
+        let m1 = reread
+            .entries
+            .iter()
+            .find(|(id, _)| id.hash == a1 && id.role == Role::Action)
+            .unwrap()
+            .1;
+        assert_eq!(
+            (m1.aux, m1.apparent_bytes),
+            (0, 175),
+            "a moved mtime is read again"
+        );
     }
 
     #[test]

@@ -132,8 +132,29 @@ pub trait Kind: Send + Sync + 'static {
     type Id: Clone + Eq + Hash + Ord + Send + Sync + fmt::Debug + 'static;
 
     fn root(&self) -> &Path;
-    /// Walks the whole cache.
+    /// Walks the whole cache. A kind that cannot finish an entry from a `stat` alone
+    /// returns provisional entries here and finishes them in [`Kind::complete`]: the
+    /// walk alone already gives exact sizes and ages, so status can be served while
+    /// the slower part runs (go-build: reading each action file to pair it with its
+    /// output).
     fn scan(&self) -> ScanResult<Self::Id>;
+    /// Whether [`Kind::scan`] and [`Kind::scan_partitions`] return provisional entries
+    /// that [`Kind::complete`] must finish.
+    fn completes_scans(&self) -> bool {
+        false
+    }
+    /// Finishes a walk's provisional entries. `known(id, last_use)` is the `aux` of an
+    /// entry already indexed with that id and last use, so unchanged entries are not
+    /// read again; `named_elsewhere(aux)` tells whether an entry outside the walked
+    /// partitions carries `aux` (go-build: whether an action elsewhere names an output).
+    fn complete(
+        &self,
+        walked: ScanResult<Self::Id>,
+        _known: &dyn Fn(&Self::Id, UnixTime) -> Option<u64>,
+        _named_elsewhere: &dyn Fn(u64) -> bool,
+    ) -> ScanResult<Self::Id> {
+        walked
+    }
     /// The directories whose changes matter.
     fn watch_dirs(&self) -> Vec<WatchDir>;
     /// The entry a changed path (relative to the root) belongs to, if any.
@@ -184,13 +205,8 @@ pub trait Kind: Send + Sync + 'static {
     fn partition_stamp(&self, _partition: usize) -> Option<Stamp> {
         None
     }
-    /// Scans some partitions; `named_elsewhere` tells whether an entry outside them
-    /// carries a given `aux` (go-build: whether an action elsewhere names an output).
-    fn scan_partitions(
-        &self,
-        _partitions: &[usize],
-        _named_elsewhere: &dyn Fn(u64) -> bool,
-    ) -> ScanResult<Self::Id> {
+    /// Walks some partitions (provisional entries, as [`Kind::scan`]).
+    fn scan_partitions(&self, _partitions: &[usize]) -> ScanResult<Self::Id> {
         self.scan()
     }
     /// The partition holding what an entry's `aux` refers to (go-build: the output's
