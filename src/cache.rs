@@ -388,12 +388,14 @@ fn survivors_of<'a, I: Ord + std::hash::Hash + Clone + 'a>(
 /// same id with the same last use.
 fn known_from<I: std::hash::Hash + Eq>(
     entries: &[(I, EntryMeta)],
-) -> impl Fn(&I, UnixTime) -> Option<u64> + '_ {
+) -> impl Fn(&[(I, EntryMeta)]) -> Vec<Option<u64>> + '_ {
     let by_id: std::collections::HashMap<&I, &EntryMeta> =
         entries.iter().map(|(id, m)| (id, m)).collect();
-    move |id, last_use| {
-        let meta = by_id.get(id).filter(|m| m.last_use == last_use)?;
-        Some(meta.aux)
+    move |asked| {
+        asked
+            .iter()
+            .map(|(id, m)| Some(by_id.get(id).filter(|k| k.last_use == m.last_use)?.aux))
+            .collect()
     }
 }
 
@@ -450,10 +452,15 @@ impl<K: Kind> Cache for CacheOf<K> {
             self.history.lock().unwrap().walked = true;
         }
         let walk_ms = started.elapsed().as_millis() as u64;
-        let known = |id: &K::Id, last_use: UnixTime| {
+        let known = |entries: &[(K::Id, EntryMeta)]| {
+            if first {
+                return vec![None; entries.len()];
+            }
             let index = self.index.lock().unwrap();
-            let meta = index.get(id).filter(|m| !first && m.last_use == last_use)?;
-            Some(meta.aux)
+            entries
+                .iter()
+                .map(|(id, m)| Some(index.get(id).filter(|k| k.last_use == m.last_use)?.aux))
+                .collect()
         };
         let result = self.kind.complete(walked, &known, &|_| false);
         self.install(result, Vec::new(), started, walk_ms, now, None)

@@ -63,7 +63,9 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode};
 use sha2::{Digest, Sha256};
 
-use super::{EntryMeta, Finding, Kind, Removal, Removing, ScanResult, Stamp, UnixTime, WatchDir};
+use super::{
+    EntryMeta, Finding, Kind, Known, Removal, Removing, ScanResult, Stamp, UnixTime, WatchDir,
+};
 use crate::{fsutil, parallel};
 
 /// Default `min_age`: go's own advice is not to trim what was used in the last day;
@@ -352,7 +354,7 @@ impl GoBuildKind {
     fn pair(
         &self,
         walked: ScanResult<GoId>,
-        known: &dyn Fn(&GoId, UnixTime) -> Option<u64>,
+        known: Known<GoId>,
         named_elsewhere: &dyn Fn(u64) -> bool,
     ) -> ScanResult<GoId> {
         let ScanResult {
@@ -378,7 +380,10 @@ impl GoBuildKind {
                 Role::Action => actions.push(entry),
             }
         }
-        outputs.sort_unstable_by_key(|(id, _)| id.hash);
+        // Each shard's walk sorted its files, and shards are walked in order.
+        if !outputs.is_sorted_by_key(|(id, _)| id.hash) {
+            outputs.sort_unstable_by_key(|(id, _)| id.hash);
+        }
 
         // An output named by its full id (read from the action) or by its fingerprint
         // (inherited from the index: the first 8 bytes of the id).
@@ -397,9 +402,9 @@ impl GoBuildKind {
                 _ => Names::Unread, // two outputs share the prefix, or not walked: read
             }
         };
-        let mut names: Vec<Names> = actions
-            .iter()
-            .map(|(id, meta)| match known(id, meta.last_use) {
+        let mut names: Vec<Names> = known(&actions)
+            .into_iter()
+            .map(|aux| match aux {
                 Some(0) => Names::Nothing,
                 Some(aux) => by_fingerprint(aux),
                 None => Names::Unread,
@@ -630,6 +635,8 @@ fn walk_shard(root: &Path, shard: u8) -> ShardWalk {
         };
         out.files.push((id, meta));
     }
+    // Sorted here, on many threads, so pairing finds outputs by binary search.
+    out.files.sort_unstable_by_key(|(id, _)| *id);
     out
 }
 
@@ -651,7 +658,7 @@ impl Kind for GoBuildKind {
     fn complete(
         &self,
         walked: ScanResult<GoId>,
-        known: &dyn Fn(&GoId, UnixTime) -> Option<u64>,
+        known: Known<GoId>,
         named_elsewhere: &dyn Fn(u64) -> bool,
     ) -> ScanResult<GoId> {
         self.pair(walked, known, named_elsewhere)
@@ -1024,7 +1031,7 @@ pub mod tests {
         let k = kind(root);
         let walked = k.scan();
         let walked_bytes: u64 = walked.entries.iter().map(|(_, m)| m.disk_bytes).sum();
-        let found = k.complete(walked, &|_, _| None, &|_| false);
+        let found = k.complete(walked, &|asked| vec![None; asked.len()], &|_| false);
         let get = |hash: [u8; 32], role| {
             found
                 .entries
@@ -1080,8 +1087,12 @@ pub mod tests {
         // is not read again: damage that kept the mtime goes unseen until a verify),
         // and reads one whose mtime moved (go rewrote it).
         let known: HashMap<GoId, EntryMeta> = found.entries.iter().cloned().collect();
-        let known =
-            |id: &GoId, t: UnixTime| known.get(id).filter(|m| m.last_use == t).map(|m| m.aux);
+        let known = |asked: &[(GoId, EntryMeta)]| {
+            asked
+                .iter()
+                .map(|(id, m)| Some(known.get(id).filter(|k| k.last_use == m.last_use)?.aux))
+                .collect()
+        };
         let a1_file = root.join(format!("{:02x}/{}-a", a1[0], to_hex(&a1)));
         std::fs::write(&a1_file, [b'x'; ACTION_LEN]).unwrap();
         filetime::set_file_mtime(&a1_file, filetime::FileTime::from_unix_time(old, 0)).unwrap();

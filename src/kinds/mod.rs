@@ -98,6 +98,11 @@ pub struct InUse {
     pub by: String,
 }
 
+/// What the index already knows, asked for many entries at once (one lock): for each
+/// given entry, the `aux` of the indexed entry with the same id and the same last use;
+/// `None` when there is none or it changed since.
+pub type Known<'a, I> = &'a dyn Fn(&[(I, EntryMeta)]) -> Vec<Option<u64>>;
+
 /// Everything one full scan found.
 pub struct ScanResult<I> {
     pub entries: Vec<(I, EntryMeta)>,
@@ -143,14 +148,13 @@ pub trait Kind: Send + Sync + 'static {
     fn completes_scans(&self) -> bool {
         false
     }
-    /// Finishes a walk's provisional entries. `known(id, last_use)` is the `aux` of an
-    /// entry already indexed with that id and last use, so unchanged entries are not
-    /// read again; `named_elsewhere(aux)` tells whether an entry outside the walked
+    /// Finishes a walk's provisional entries. `known` spares reading unchanged entries
+    /// again; `named_elsewhere(aux)` tells whether an entry outside the walked
     /// partitions carries `aux` (go-build: whether an action elsewhere names an output).
     fn complete(
         &self,
         walked: ScanResult<Self::Id>,
-        _known: &dyn Fn(&Self::Id, UnixTime) -> Option<u64>,
+        _known: Known<Self::Id>,
         _named_elsewhere: &dyn Fn(u64) -> bool,
     ) -> ScanResult<Self::Id> {
         walked
