@@ -456,10 +456,15 @@ impl<K: Kind> Cache for CacheOf<K> {
             if first {
                 return vec![None; entries.len()];
             }
-            let index = self.index.lock().unwrap();
+            let indexed = self
+                .index
+                .lock()
+                .unwrap()
+                .get_many(entries.iter().map(|(id, _)| id));
             entries
                 .iter()
-                .map(|(id, m)| Some(index.get(id).filter(|k| k.last_use == m.last_use)?.aux))
+                .zip(indexed)
+                .map(|((_, m), k)| Some(k.filter(|k| k.last_use == m.last_use)?.aux))
                 .collect()
         };
         let result = self.kind.complete(walked, &known, &|_| false);
@@ -917,5 +922,133 @@ mod tests {
             !s.matches("github.com/x/yz@v1.2.3"),
             "a module, not a prefix"
         );
+    }
+
+    use crate::kinds::dir::DirKind;
+    use crate::kinds::{Finding, Known};
+    use std::sync::mpsc;
+
+    /// A dir kind whose completion step keeps one entry, once the test lets it.
+    struct Gated {
+        inner: DirKind,
+        release: Mutex<mpsc::Receiver<()>>,
+    }
+
+    type Id = Box<Path>;
+
+    impl Kind for Gated {
+        type Id = Id;
+        fn root(&self) -> &Path {
+            self.inner.root()
+        }
+        fn scan(&self) -> ScanResult<Id> {
+            self.inner.scan()
+        }
+        fn completes_scans(&self) -> bool {
+            true
+        }
+        fn complete(
+            &self,
+            mut walked: ScanResult<Id>,
+            _: Known<Id>,
+            _: &dyn Fn(u64) -> bool,
+        ) -> ScanResult<Id> {
+            self.release.lock().unwrap().recv().unwrap();
+            walked.entries.sort_by_key(|(_, m)| m.disk_bytes);
+            walked.entries.truncate(1);
+            walked
+        }
+        fn watch_dirs(&self) -> Vec<WatchDir> {
+            self.inner.watch_dirs()
+        }
+        fn entry_at(&self, rel: &Path) -> Option<Id> {
+            self.inner.entry_at(rel)
+        }
+        fn stat(&self, id: &Id) -> std::io::Result<Option<EntryMeta>> {
+            self.inner.stat(id)
+        }
+        fn verify(&self, id: &Id) -> Vec<Finding> {
+            self.inner.verify(id)
+        }
+        fn remove(&self, id: &Id, used_before: UnixTime, how: Removing) -> Removal {
+            self.inner.remove(id, used_before, how)
+        }
+        fn name_of(&self, id: &Id) -> String {
+            self.inner.name_of(id)
+        }
+        fn path_of(&self, id: &Id) -> String {
+            self.inner.path_of(id)
+        }
+        fn parse_name(&self, name: &str) -> Option<Id> {
+            self.inner.parse_name(name)
+        }
+        fn last_use_signal(&self) -> &'static str {
+            "test"
+        }
+    }
+
+    #[test]
+    fn a_first_scan_serves_the_walk_while_it_completes_and_holds_eviction() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, len) in [("a", 10_000), ("b", 20_000), ("c", 30_000)] {
+            std::fs::write(dir.path().join(name), vec![0u8; len]).unwrap();
+        }
+        let text = format!(
+            "[[cache]]\nname = \"t\"\nkind = \"dir\"\npath = \"{}\"\nmax_size = \"1B\"\nmin_age = \"0s\"\nunsafe_allow_short_min_age = true\n",
+            dir.path().display()
+        );
+        let env = crate::config::Env {
+            home: None,
+            uid: 1000,
+            xdg_runtime_dir: None,
+            xdg_config_home: None,
+            xdg_state_home: None,
+        };
+        let config = crate::config::parse(&text, crate::config::ConfigSource::Embedded, &env)
+            .unwrap()
+            .caches
+            .remove(0);
+        let (release, gate) = mpsc::channel();
+        let gated = Gated {
+            inner: DirKind::new(dir.path().to_path_buf()),
+            release: Mutex::new(gate),
+        };
+        let cache = CacheOf::open(gated, config);
+        assert_eq!(cache.status(0).state, "scanning");
+
+        let scanning = std::thread::spawn({
+            let cache = cache.clone();
+            move || cache.scan(crate::now())
+        });
+        let status = loop {
+            let status = cache.status(crate::now());
+            if status.state != "scanning" {
+                break status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert_eq!(status.state, "completing");
+        assert_eq!(status.entries, 3, "the walk's entries are served");
+        let walked_bytes = status.disk_bytes;
+        assert!(walked_bytes >= 60_000);
+
+        // Eviction waits for the completed index: it must never plan on a provisional one.
+        let evicting = std::thread::spawn({
+            let cache = cache.clone();
+            move || cache.evict(true, crate::now())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            !evicting.is_finished(),
+            "eviction ran on a provisional index"
+        );
+
+        release.send(()).unwrap();
+        let record = scanning.join().unwrap();
+        assert!(record.walk_ms <= record.duration_ms);
+        let status = cache.status(crate::now());
+        assert_eq!((status.state.as_str(), status.entries), ("ready", 1));
+        let plan = evicting.join().unwrap();
+        assert_eq!(plan.evicted.len(), 1, "planned on the completed index");
     }
 }
