@@ -829,6 +829,17 @@ fn measure_index(root: &Path, socket: &Path, entries: &str, warm_up: bool) {
 fn main() {
     // The memory measurement runs in a fresh process (see `measure_index`).
     let argv: Vec<String> = std::env::args().collect();
+    if let Some(i) = argv.iter().position(|a| a == "--profile-rescans") {
+        // For `perf record`: one first scan, then rescans of a kept tree (`--keep`).
+        let (root, socket) = (Path::new(&argv[i + 1]), Path::new(&argv[i + 2]));
+        let cache = open_cache(root, socket, None);
+        cache.scan(now());
+        for _ in 0..argv[i + 3].parse().unwrap() {
+            let (t, _) = timed(|| cache.scan(now()));
+            eprintln!("rescan {:.3} s", secs(t));
+        }
+        return;
+    }
     if let Some(i) = argv.iter().position(|a| a == "--measure-index") {
         measure_index(
             Path::new(&argv[i + 1]),

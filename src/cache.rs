@@ -414,8 +414,9 @@ fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Hands memory freed after a scan (its transient buffers, the old index) back to the
-/// OS, so a long-running daemon's RSS reflects what it holds, not its peak.
+/// Hands memory freed after a scan (its transient buffers, the old index), an
+/// eviction plan or a snapshot back to the OS, so a long-running daemon's RSS reflects
+/// what it holds, not its peak.
 fn release_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
@@ -654,7 +655,9 @@ impl<K: Kind> Cache for CacheOf<K> {
             (plan, survivors)
         };
 
-        self.carry_out(&config, plan, &survivors, in_use, dry_run, now)
+        let report = self.carry_out(&config, plan, &survivors, in_use, dry_run, now);
+        release_freed_memory(); // planning copied every entry
+        report
     }
 
     fn evict_selected(
@@ -784,6 +787,8 @@ impl<K: Kind> Cache for CacheOf<K> {
             .filter(|p| !p.repaired)
             .cloned()
             .collect();
+        drop(history);
+        release_freed_memory(); // the sweep listed every entry
         report
     }
 
@@ -808,6 +813,8 @@ impl<K: Kind> Cache for CacheOf<K> {
         let stamps = self.stamps.lock().unwrap().clone();
         let index = self.index.lock().unwrap();
         crate::snapshot::save(&self.kind, path, &stamps, index.len(), index.iter())?;
+        drop(index);
+        release_freed_memory();
         Ok(true)
     }
 
