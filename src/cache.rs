@@ -223,7 +223,9 @@ impl<K: Kind> CacheOf<K> {
                 }
             }
         }
-        let fresh = Index::from_entries(kept.into_iter().chain(result.entries));
+        let mut entries = kept;
+        entries.extend(result.entries); // no copy when `kept` is empty
+        let fresh = Index::from_entries(entries);
         let record = ScanRecord {
             at: now,
             duration_ms: started.elapsed().as_millis() as u64,

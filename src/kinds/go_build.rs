@@ -141,8 +141,8 @@ pub fn parse_action(bytes: &[u8]) -> Result<Action, &'static str> {
     if [2, 67, 132, 153].iter().any(|&i| bytes[i] != b' ') {
         return Err("action-garbled");
     }
-    let action = from_hex(field(3, 67)).ok_or("action-garbled")?;
-    let output = from_hex(field(68, 132)).ok_or("action-garbled")?;
+    let action = from_hex(field(3, 67).as_bytes()).ok_or("action-garbled")?;
+    let output = from_hex(field(68, 132).as_bytes()).ok_or("action-garbled")?;
     let size = field(133, 153)
         .trim_start()
         .parse::<u64>()
@@ -174,20 +174,28 @@ pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn from_hex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
+/// Each byte's value as a lowercase hex digit, or 0xff.
+const HEX_DIGITS: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 16 {
+        table[b"0123456789abcdef"[i] as usize] = i as u8;
+        i += 1;
     }
-    let mut out = [0u8; 32];
-    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        out[i] = digit(chunk[0])? << 4 | digit(chunk[1])?;
+    table
+};
+
+/// Decodes 64 lowercase hex digits (go writes ids that way), branch-free: a scan
+/// decodes every file name in the cache.
+pub fn from_hex(digits: &[u8]) -> Option<[u8; 32]> {
+    let digits: &[u8; 64] = digits.try_into().ok()?;
+    let (mut out, mut invalid) = ([0u8; 32], 0u8);
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let (high, low) = (HEX_DIGITS[pair[0] as usize], HEX_DIGITS[pair[1] as usize]);
+        invalid |= high | low;
+        *byte = high << 4 | low;
     }
-    Some(out)
+    (invalid & 0xf0 == 0).then_some(out)
 }
 
 /// The output fingerprint entries carry in `aux`: enough to tell whether a surviving
@@ -201,7 +209,7 @@ fn parse_file_name(name: &[u8]) -> Option<GoId> {
     if name.len() != 66 || name[64] != b'-' {
         return None;
     }
-    let hash = from_hex(std::str::from_utf8(&name[..64]).ok()?)?;
+    let hash = from_hex(&name[..64])?;
     let role = match name[65] {
         b'a' => Role::Action,
         b'd' => Role::Output,
@@ -985,6 +993,23 @@ pub mod tests {
         let mut k = GoBuildKind::new(root.to_path_buf());
         k.in_use = |_| None;
         k
+    }
+
+    #[test]
+    fn hex_ids_decode_only_from_lowercase_digits() {
+        let id: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        assert_eq!(from_hex(to_hex(&id).as_bytes()), Some(id));
+        assert_eq!(from_hex(to_hex(&id).to_uppercase().as_bytes()), None);
+        assert_eq!(from_hex(&[b'g'; 64]), None);
+        assert_eq!(from_hex(&[b'0'; 63]), None);
+        let mut name = to_hex(&id).into_bytes();
+        name.extend_from_slice(b"-d");
+        assert_eq!(
+            parse_file_name(&name).map(|g| (g.hash, g.role)),
+            Some((id, Role::Output))
+        );
+        name[65] = b'x';
+        assert!(parse_file_name(&name).is_none());
     }
 
     #[test]
