@@ -1006,17 +1006,7 @@ mod tests {
             "[[cache]]\nname = \"t\"\nkind = \"dir\"\npath = \"{}\"\nmax_size = \"1B\"\nmin_age = \"0s\"\nunsafe_allow_short_min_age = true\n",
             dir.path().display()
         );
-        let env = crate::config::Env {
-            home: None,
-            uid: 1000,
-            xdg_runtime_dir: None,
-            xdg_config_home: None,
-            xdg_state_home: None,
-        };
-        let config = crate::config::parse(&text, crate::config::ConfigSource::Embedded, &env)
-            .unwrap()
-            .caches
-            .remove(0);
+        let config = crate::config::first_cache_for_test(&text);
         let (release, gate) = mpsc::channel();
         let gated = Gated {
             inner: DirKind::new(dir.path().to_path_buf()),

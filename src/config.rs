@@ -544,6 +544,23 @@ fn key_of_error(message: &str, line: Option<&str>) -> Option<String> {
     (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
 }
 
+/// The first cache of a config text, parsed for a plain user with no environment
+/// (unit tests of other modules).
+#[cfg(test)]
+pub fn first_cache_for_test(text: &str) -> CacheConfig {
+    let env = Env {
+        home: None,
+        uid: 1000,
+        xdg_runtime_dir: None,
+        xdg_config_home: None,
+        xdg_state_home: None,
+    };
+    parse(text, ConfigSource::Embedded, &env)
+        .unwrap()
+        .caches
+        .remove(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

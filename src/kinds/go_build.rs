@@ -1266,16 +1266,8 @@ pub mod tests {
             "[[cache]]\nname = \"gb\"\nkind = \"go-build\"\npath = \"{}\"\n",
             root.display()
         );
-        let env = crate::config::Env {
-            home: None,
-            uid: 1000,
-            xdg_runtime_dir: None,
-            xdg_config_home: None,
-            xdg_state_home: None,
-        };
-        let config =
-            crate::config::parse(&text, crate::config::ConfigSource::Embedded, &env).unwrap();
-        crate::cache::CacheOf::open(kind(root), config.caches[0].clone())
+        let config = crate::config::first_cache_for_test(&text);
+        crate::cache::CacheOf::open(kind(root), config)
     }
 
     #[test]
