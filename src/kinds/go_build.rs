@@ -444,7 +444,7 @@ impl GoBuildKind {
                     .map(|&i| {
                         let id = &actions[i].0;
                         let dir = self.shard_dir(&id.hash)?;
-                        read_action(&dir, OsStr::new(&id.file_name()))
+                        read_action(&dir, id)
                     })
                     .collect::<Vec<_>>()
             },
@@ -551,7 +551,9 @@ impl std::ops::Deref for ActionFile {
 
 /// Reads an action file below `dir` with one `read`: a regular file never returns less
 /// than asked before its end, and go writes an action with one `write` (`putIndexEntry`).
-fn read_action(dir: &OwnedFd, name: &OsStr) -> io::Result<ActionFile> {
+fn read_action(dir: &OwnedFd, action: &GoId) -> io::Result<ActionFile> {
+    let name = action.c_name();
+    let name = std::ffi::CStr::from_bytes_with_nul(&name).expect("one NUL, at the end");
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOATIME;
     let fd = match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
         Err(nix::errno::Errno::EPERM) => {
@@ -766,7 +768,7 @@ impl Kind for GoBuildKind {
                     last_use: st.st_mtime,
                     aux: 0,
                 };
-                let bytes = match read_action(&dir, OsStr::new(&name)) {
+                let bytes = match read_action(&dir, id) {
                     Ok(bytes) => bytes,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(e),
@@ -810,7 +812,7 @@ impl Kind for GoBuildKind {
         let (output, expected_size) = match id.role {
             Role::Output => (id.hash, None),
             Role::Action => {
-                let bytes = match read_action(&dir, OsStr::new(&id.file_name())) {
+                let bytes = match read_action(&dir, id) {
                     Ok(bytes) => bytes,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return vec![],
                     Err(e) => return found("unreadable", e.to_string()),
@@ -899,7 +901,7 @@ impl Kind for GoBuildKind {
             }
             let output = match id.role {
                 Role::Output => Some(id.hash),
-                Role::Action => read_action(&dir, OsStr::new(&name))
+                Role::Action => read_action(&dir, id)
                     .ok()
                     .and_then(|b| parse_action(&b).ok())
                     .map(|a| a.output),
