@@ -32,6 +32,9 @@
 //! Everything generated is removed at the end (also on panic), unless `--keep`.
 //! Results are printed and, with `--json FILE`, written as JSON.
 
+mod common;
+
+use common::Rng;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -140,22 +143,9 @@ fn parse_args() -> Args {
 // ---------------------------------------------------------------------------------
 // Small helpers
 
-/// splitmix64: fast, deterministic, good enough for file contents and choices.
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo)
     }
     fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {

@@ -21,6 +21,9 @@
 //! Everything generated is removed at the end unless `--keep` (it prints the module cache
 //! root; `--existing ROOT` runs the measurements on it again without generating).
 
+mod common;
+
+use common::Rng;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -73,20 +76,7 @@ fn parse_args() -> Args {
     args
 }
 
-/// splitmix64.
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
     /// Text-like bytes (source code compresses; random bytes would not).
     fn text(&mut self, len: usize) -> Vec<u8> {
         const WORDS: [&str; 12] = [

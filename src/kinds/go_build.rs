@@ -312,7 +312,7 @@ impl GoBuildKind {
     }
 }
 
-/// What an action names, as far as [`GoBuildKind::pair`] knows.
+/// What an action names, as far as pairing (`complete`) knows.
 #[derive(Clone, Copy)]
 enum Names {
     /// Not known yet: the action file must be read.
@@ -329,7 +329,7 @@ enum Names {
 impl GoBuildKind {
     /// Walks some shards: every `-a` and `-d` becomes a provisional entry with its own
     /// size and mtime (actions with `aux` 0, outputs with their own fingerprint), so
-    /// the walk's totals are already what `du` says. [`GoBuildKind::pair`] finishes them.
+    /// the walk's totals are already what `du` says. `complete` pairs them.
     fn walk_shards(&self, shards: &[u8]) -> ScanResult<GoId> {
         if shards.len() == 256 {
             // A full scan opens shards anew: the root may have been deleted and recreated.
@@ -357,11 +357,159 @@ impl GoBuildKind {
         result
     }
 
+    fn stat_output(&self, output: &[u8; 32]) -> Option<FileStat> {
+        let dir = self.shard_dir(output).ok()?;
+        fsutil::stat_at(&dir, OsStr::new(&format!("{}-d", to_hex(output)))).ok()
+    }
+}
+
+/// An action file's content, read into a buffer one byte longer than a valid one (so
+/// an overlong file shows), on the stack: pairing reads millions of them.
+struct ActionFile {
+    buf: [u8; ACTION_LEN + 1],
+    len: usize,
+}
+
+impl std::ops::Deref for ActionFile {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Reads an action file below `dir` with one `read`: a regular file never returns less
+/// than asked before its end, and go writes an action with one `write` (`putIndexEntry`).
+fn read_action(dir: &OwnedFd, action: &GoId) -> io::Result<ActionFile> {
+    let name = action.c_name();
+    let name = std::ffi::CStr::from_bytes_with_nul(&name).expect("one NUL, at the end");
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOATIME;
+    let fd = match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
+        Err(nix::errno::Errno::EPERM) => {
+            nix::fcntl::openat(dir, name, flags - OFlag::O_NOATIME, Mode::empty())?
+        }
+        other => other?,
+    };
+    let mut file = ActionFile {
+        buf: [0; ACTION_LEN + 1],
+        len: 0,
+    };
+    file.len = nix::unistd::read(&fd, &mut file.buf)?;
+    Ok(file)
+}
+
+/// What one shard directory holds, and its mtime before it was listed.
+struct ShardWalk {
+    stamp: Option<Stamp>,
+    files: Vec<(GoId, EntryMeta)>,
+    errors: Vec<String>,
+    ignored: u64,
+}
+
+/// `getdents` and one `fstatat` per name, relative to the shard's directory fd: no path
+/// resolution and no reads per file, which is what lets the walk beat `du`.
+fn walk_shard(root: &Path, shard: u8) -> ShardWalk {
+    let shard = format!("{shard:02x}");
+    let mut out = ShardWalk {
+        stamp: None,
+        files: Vec::new(),
+        errors: Vec::new(),
+        ignored: 0,
+    };
+    let listing = fsutil::open_dir_beneath(root, Path::new(&shard)).and_then(|dir| {
+        // The stamp is taken before listing: a change made during the listing moves
+        // the directory's mtime past it, so a restart rescans this shard.
+        out.stamp = nix::sys::stat::fstat(&dir).ok().map(|st| Stamp::of(&st));
+        let listing = nix::dir::Dir::from_fd(dir.try_clone()?)?;
+        Ok((dir, listing))
+    });
+    let (dir, mut listing) = match listing {
+        Ok(both) => both,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return out,
+        Err(e) => {
+            out.errors.push(format!("{shard}: {e}"));
+            return out;
+        }
+    };
+    // Names first, then `fstatat` in inode order: on a cold cache the inodes are then
+    // read from the inode table front to back instead of at random.
+    let mut names: Vec<(u64, GoId)> = Vec::new();
+    for item in listing.iter() {
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => {
+                out.errors
+                    .push(format!("{shard}: reading the directory: {e}"));
+                break;
+            }
+        };
+        let name = item.file_name().to_bytes();
+        match parse_file_name(name) {
+            Some(id) => names.push((item.ino(), id)),
+            None => out.ignored += u64::from(!matches!(name, b"." | b"..")),
+        }
+    }
+    names.sort_unstable_by_key(|(ino, _)| *ino);
+    out.files.reserve_exact(names.len());
+    for (_, id) in names {
+        let name = id.c_name();
+        let name = std::ffi::CStr::from_bytes_with_nul(&name).expect("one NUL, at the end");
+        let st = match nix::sys::stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        {
+            Ok(st) => st,
+            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(e) => {
+                out.errors
+                    .push(format!("{shard}/{}: {e}", name.to_string_lossy()));
+                continue;
+            }
+        };
+        let wanted = match id.role {
+            Role::Action => fsutil::is_file_type(&st, libc::S_IFREG),
+            // Go ≥ 1.24 may store an executable output as a directory; it is an output.
+            Role::Output => {
+                fsutil::is_file_type(&st, libc::S_IFREG) || fsutil::is_file_type(&st, libc::S_IFDIR)
+            }
+        };
+        if !wanted {
+            out.ignored += 1;
+            continue;
+        }
+        let meta = EntryMeta {
+            disk_bytes: fsutil::disk_usage_stat(&st),
+            apparent_bytes: st.st_size as u64,
+            last_use: st.st_mtime,
+            aux: match id.role {
+                Role::Action => 0,
+                Role::Output => fingerprint(&id.hash),
+            },
+        };
+        out.files.push((id, meta));
+    }
+    // Sorted here, on many threads, so pairing finds outputs by binary search.
+    out.files.sort_unstable_by_key(|(id, _)| *id);
+    out
+}
+
+impl Kind for GoBuildKind {
+    type Id = GoId;
+
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn scan(&self) -> ScanResult<GoId> {
+        self.walk_shards(&(0..=255).collect::<Vec<u8>>())
+    }
+
+    fn completes_scans(&self) -> bool {
+        true
+    }
+
     /// Pairs a walk's actions with the outputs they name: an action's entry gets its
     /// output's size (an equal share of a shared one), outputs named by no action (and
     /// old enough not to be mid-`put`) stay entries of their own, and the rest of the
     /// outputs leave the list. Only actions `known` cannot vouch for are read.
-    fn pair(
+    fn complete(
         &self,
         walked: ScanResult<GoId>,
         known: Known<GoId>,
@@ -527,163 +675,6 @@ impl GoBuildKind {
         }
         drop(known_outputs);
         result
-    }
-
-    fn stat_output(&self, output: &[u8; 32]) -> Option<FileStat> {
-        let dir = self.shard_dir(output).ok()?;
-        fsutil::stat_at(&dir, OsStr::new(&format!("{}-d", to_hex(output)))).ok()
-    }
-}
-
-/// An action file's content, read into a buffer one byte longer than a valid one (so
-/// an overlong file shows), on the stack: pairing reads millions of them.
-struct ActionFile {
-    buf: [u8; ACTION_LEN + 1],
-    len: usize,
-}
-
-impl std::ops::Deref for ActionFile {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-/// Reads an action file below `dir` with one `read`: a regular file never returns less
-/// than asked before its end, and go writes an action with one `write` (`putIndexEntry`).
-fn read_action(dir: &OwnedFd, action: &GoId) -> io::Result<ActionFile> {
-    let name = action.c_name();
-    let name = std::ffi::CStr::from_bytes_with_nul(&name).expect("one NUL, at the end");
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOATIME;
-    let fd = match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
-        Err(nix::errno::Errno::EPERM) => {
-            nix::fcntl::openat(dir, name, flags - OFlag::O_NOATIME, Mode::empty())?
-        }
-        other => other?,
-    };
-    let mut file = ActionFile {
-        buf: [0; ACTION_LEN + 1],
-        len: 0,
-    };
-    file.len = nix::unistd::read(&fd, &mut file.buf)?;
-    Ok(file)
-}
-
-/// What one shard directory holds, and its mtime before it was listed.
-struct ShardWalk {
-    stamp: Option<Stamp>,
-    files: Vec<(GoId, EntryMeta)>,
-    errors: Vec<String>,
-    ignored: u64,
-}
-
-/// `getdents` and one `fstatat` per name, relative to the shard's directory fd: no path
-/// resolution and no reads per file, which is what lets the walk beat `du`.
-fn walk_shard(root: &Path, shard: u8) -> ShardWalk {
-    let shard = format!("{shard:02x}");
-    let mut out = ShardWalk {
-        stamp: None,
-        files: Vec::new(),
-        errors: Vec::new(),
-        ignored: 0,
-    };
-    let listing = fsutil::open_dir_beneath(root, Path::new(&shard)).and_then(|dir| {
-        // The stamp is taken before listing: a change made during the listing moves
-        // the directory's mtime past it, so a restart rescans this shard.
-        out.stamp = nix::sys::stat::fstat(&dir).ok().map(|st| Stamp::of(&st));
-        let listing = nix::dir::Dir::from_fd(dir.try_clone()?)?;
-        Ok((dir, listing))
-    });
-    let (dir, mut listing) = match listing {
-        Ok(both) => both,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return out,
-        Err(e) => {
-            out.errors.push(format!("{shard}: {e}"));
-            return out;
-        }
-    };
-    // Names first, then `fstatat` in inode order: on a cold cache the inodes are then
-    // read from the inode table front to back instead of at random.
-    let mut names: Vec<(u64, GoId)> = Vec::new();
-    for item in listing.iter() {
-        let item = match item {
-            Ok(item) => item,
-            Err(e) => {
-                out.errors
-                    .push(format!("{shard}: reading the directory: {e}"));
-                break;
-            }
-        };
-        let name = item.file_name().to_bytes();
-        match parse_file_name(name) {
-            Some(id) => names.push((item.ino(), id)),
-            None => out.ignored += u64::from(!matches!(name, b"." | b"..")),
-        }
-    }
-    names.sort_unstable_by_key(|(ino, _)| *ino);
-    out.files.reserve_exact(names.len());
-    for (_, id) in names {
-        let name = id.c_name();
-        let name = std::ffi::CStr::from_bytes_with_nul(&name).expect("one NUL, at the end");
-        let st = match nix::sys::stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-        {
-            Ok(st) => st,
-            Err(nix::errno::Errno::ENOENT) => continue,
-            Err(e) => {
-                out.errors
-                    .push(format!("{shard}/{}: {e}", name.to_string_lossy()));
-                continue;
-            }
-        };
-        let wanted = match id.role {
-            Role::Action => fsutil::is_file_type(&st, libc::S_IFREG),
-            // Go ≥ 1.24 may store an executable output as a directory; it is an output.
-            Role::Output => {
-                fsutil::is_file_type(&st, libc::S_IFREG) || fsutil::is_file_type(&st, libc::S_IFDIR)
-            }
-        };
-        if !wanted {
-            out.ignored += 1;
-            continue;
-        }
-        let meta = EntryMeta {
-            disk_bytes: fsutil::disk_usage_stat(&st),
-            apparent_bytes: st.st_size as u64,
-            last_use: st.st_mtime,
-            aux: match id.role {
-                Role::Action => 0,
-                Role::Output => fingerprint(&id.hash),
-            },
-        };
-        out.files.push((id, meta));
-    }
-    // Sorted here, on many threads, so pairing finds outputs by binary search.
-    out.files.sort_unstable_by_key(|(id, _)| *id);
-    out
-}
-
-impl Kind for GoBuildKind {
-    type Id = GoId;
-
-    fn root(&self) -> &Path {
-        &self.root
-    }
-
-    fn scan(&self) -> ScanResult<GoId> {
-        self.walk_shards(&(0..=255).collect::<Vec<u8>>())
-    }
-
-    fn completes_scans(&self) -> bool {
-        true
-    }
-
-    fn complete(
-        &self,
-        walked: ScanResult<GoId>,
-        known: Known<GoId>,
-        named_elsewhere: &dyn Fn(u64) -> bool,
-    ) -> ScanResult<GoId> {
-        self.pair(walked, known, named_elsewhere)
     }
 
     fn partitions(&self) -> usize {

@@ -1854,41 +1854,32 @@ impl GoModKind {
                 if self.verified.lock().unwrap().get(&cache_key) == Some(&fingerprint) {
                     return found;
                 }
-                if parts.has(VFile::Info) {
-                    let name = format!("{version}.info");
-                    match read_small(vdir, OsStr::new(&name)) {
+                for (file, extension, problem) in [
+                    (VFile::Info, "info", "info-garbled"),
+                    (VFile::Mod, "mod", "mod-garbled"),
+                ] {
+                    if !parts.has(file) {
+                        continue;
+                    }
+                    let name = format!("{version}.{extension}");
+                    let why = match read_small(vdir, OsStr::new(&name)) {
                         Ok(bytes) => {
-                            if let Err(why) = info_ok(&bytes, &real_version) {
-                                found.push(Finding {
-                                    problem: "info-garbled",
-                                    detail: format!("{}/{name}: {why}", rel.display()),
-                                });
+                            let checked = match file {
+                                VFile::Info => info_ok(&bytes, &real_version),
+                                _ => mod_ok(&bytes).map_err(String::from),
+                            };
+                            match checked {
+                                Ok(()) => continue,
+                                Err(why) => (problem, why),
                             }
                         }
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => found.push(Finding {
-                            problem: "unreadable",
-                            detail: format!("{}/{name}: {e}", rel.display()),
-                        }),
-                    }
-                }
-                if parts.has(VFile::Mod) {
-                    let name = format!("{version}.mod");
-                    match read_small(vdir, OsStr::new(&name)) {
-                        Ok(bytes) => {
-                            if let Err(why) = mod_ok(&bytes) {
-                                found.push(Finding {
-                                    problem: "mod-garbled",
-                                    detail: format!("{}/{name}: {why}", rel.display()),
-                                });
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => found.push(Finding {
-                            problem: "unreadable",
-                            detail: format!("{}/{name}: {e}", rel.display()),
-                        }),
-                    }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => ("unreadable", e.to_string()),
+                    };
+                    found.push(Finding {
+                        problem: why.0,
+                        detail: format!("{}/{name}: {}", rel.display(), why.1),
+                    });
                 }
                 if found.is_empty() {
                     self.verified.lock().unwrap().insert(cache_key, fingerprint);

@@ -232,3 +232,26 @@ pub fn running_as_root(test: &str) -> bool {
     }
     root
 }
+
+/// `config check` of a config whose one cache of `kind` points at a plain directory
+/// holding a file: checks it is refused (exit 2) and returns what it printed.
+pub fn config_check_of_a_plain_dir_as(kind: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("precious.txt"), b"x").unwrap();
+    let config = tmp.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[cache]]\nname = \"c\"\nkind = \"{kind}\"\npath = \"{}\"\n",
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

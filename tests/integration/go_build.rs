@@ -378,24 +378,7 @@ fn real_go_commands_never_fail_while_the_daemon_evicts() {
 
 #[test]
 fn a_directory_that_is_not_a_go_cache_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("precious.txt"), b"x").unwrap();
-    let config = tmp.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[cache]]\nname = \"gb\"\nkind = \"go-build\"\npath = \"{}\"\n",
-            tmp.path().display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "check"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = config_check_of_a_plain_dir_as("go-build");
     assert!(
         err.contains(":4: key `path`") && err.contains("does not look like a Go build cache"),
         "{err}"

@@ -756,24 +756,7 @@ fn one_version_or_a_whole_module_can_be_removed() {
 
 #[test]
 fn a_directory_that_is_not_a_module_cache_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("precious.txt"), b"x").unwrap();
-    let config = tmp.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[cache]]\nname = \"gm\"\nkind = \"go-mod\"\npath = \"{}\"\n",
-            tmp.path().display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "check"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = config_check_of_a_plain_dir_as("go-mod");
     assert!(
         err.contains(":4: key `path`") && err.contains("does not look like a Go module cache"),
         "{err}"
