@@ -16,7 +16,7 @@ use glob::MatchOptions;
 
 use crate::config::CacheConfig;
 use crate::fsutil::{self, DiskSpace};
-use crate::index::Index;
+use crate::index::{Index, Totals};
 use crate::kinds::{
     EntryMeta, Kind, Removal, Removing, ScanResult, Stamp, Survivors, UnixTime, WatchDir,
 };
@@ -43,6 +43,31 @@ impl Selection {
                 name.strip_prefix(m.as_str())
                     .is_some_and(|rest| rest.starts_with('@'))
             })
+    }
+}
+
+/// The index locked for a change (see [`CacheOf::index_mut`]).
+struct IndexWrite<'a, I: Ord + std::hash::Hash + Clone> {
+    index: std::sync::MutexGuard<'a, Index<I>>,
+    totals: &'a Mutex<Totals>,
+}
+
+impl<I: Ord + std::hash::Hash + Clone> std::ops::Deref for IndexWrite<'_, I> {
+    type Target = Index<I>;
+    fn deref(&self) -> &Index<I> {
+        &self.index
+    }
+}
+
+impl<I: Ord + std::hash::Hash + Clone> std::ops::DerefMut for IndexWrite<'_, I> {
+    fn deref_mut(&mut self) -> &mut Index<I> {
+        &mut self.index
+    }
+}
+
+impl<I: Ord + std::hash::Hash + Clone> Drop for IndexWrite<'_, I> {
+    fn drop(&mut self) {
+        *self.totals.lock().unwrap() = self.index.totals();
     }
 }
 
@@ -86,7 +111,11 @@ pub trait Cache: Send + Sync {
 pub struct CacheOf<K: Kind> {
     kind: K,
     config: RwLock<CacheConfig>,
+    /// Locked for reading with `index.lock()`, for changing with [`CacheOf::index_mut`].
     index: Mutex<Index<K::Id>>,
+    /// The index's totals as of its last change: what `status` reads, so a status
+    /// request never waits for the index lock a scan, eviction or listing holds.
+    totals: Mutex<Totals>,
     history: Mutex<History>,
     /// Paths changed while a full scan runs, replayed after it.
     changed_during_scan: Mutex<Option<Vec<PathBuf>>>,
@@ -119,12 +148,26 @@ impl<K: Kind> CacheOf<K> {
         Arc::new(CacheOf {
             config: RwLock::new(config),
             index: Mutex::new(Index::default()),
+            totals: Mutex::new(Totals::default()),
             history: Mutex::new(History::default()),
             changed_during_scan: Mutex::new(None),
             stamps: Mutex::new(vec![None; kind.partitions()]),
             kind,
             work: Mutex::new(()),
         })
+    }
+
+    /// The index, locked for a change; its totals are published when the lock is
+    /// released.
+    fn index_mut(&self) -> IndexWrite<'_, K::Id> {
+        IndexWrite {
+            index: self.index.lock().unwrap(),
+            totals: &self.totals,
+        }
+    }
+
+    fn totals(&self) -> Totals {
+        *self.totals.lock().unwrap()
     }
 
     fn cfg(&self) -> CacheConfig {
@@ -237,8 +280,8 @@ impl<K: Kind> CacheOf<K> {
             partitions_rescanned,
             partitions: partitions_rescanned.map(|_| self.kind.partitions() as u64),
         };
-        *self.index.lock().unwrap() = fresh;
-        release_freed_memory();
+        *self.index_mut() = fresh;
+        parallel::release_freed_memory();
         let replay = self
             .changed_during_scan
             .lock()
@@ -296,7 +339,7 @@ impl<K: Kind> CacheOf<K> {
             duration_ms: 0,
         };
         {
-            let mut index = self.index.lock().unwrap();
+            let mut index = self.index_mut();
             let mut gone: Vec<&K::Id> = Vec::new();
             for (planned, outcome) in plan.evict.iter().zip(outcomes) {
                 let mut view = self.view(
@@ -416,17 +459,6 @@ fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Hands memory freed after a scan (its transient buffers, the old index), an
-/// eviction plan or a snapshot back to the OS, so a long-running daemon's RSS reflects
-/// what it holds, not its peak.
-fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 impl<K: Kind> Cache for CacheOf<K> {
     fn config(&self) -> CacheConfig {
         self.cfg()
@@ -451,7 +483,7 @@ impl<K: Kind> Cache for CacheOf<K> {
         // from reading them again.
         let first = !self.history.lock().unwrap().scanned;
         if first {
-            *self.index.lock().unwrap() = Index::from_entries(walked.entries.iter().cloned());
+            *self.index_mut() = Index::from_entries(walked.entries.iter().cloned());
             self.history.lock().unwrap().walked = true;
         }
         let walk_ms = started.elapsed().as_millis() as u64;
@@ -486,7 +518,7 @@ impl<K: Kind> Cache for CacheOf<K> {
         ids.dedup();
         let mut errors = Vec::new();
         {
-            let mut index = self.index.lock().unwrap();
+            let mut index = self.index_mut();
             for id in ids {
                 if let Err(e) = self.apply_one(&mut index, id) {
                     errors.push(e);
@@ -507,15 +539,12 @@ impl<K: Kind> Cache for CacheOf<K> {
         let config = self.cfg();
         let disk = self.disk();
         let limits = self.plan_limits(&config, disk);
-        let (entries, disk_bytes, apparent_bytes, oldest) = {
-            let index = self.index.lock().unwrap();
-            (
-                index.len() as u64,
-                index.disk_bytes(),
-                index.apparent_bytes(),
-                index.oldest_use(),
-            )
-        };
+        let Totals {
+            entries,
+            disk_bytes,
+            apparent_bytes,
+            oldest_use: oldest,
+        } = self.totals();
         let mut over_limits = Vec::new();
         if limits.max_bytes.is_some_and(|m| disk_bytes > m) {
             over_limits.push("max_size".to_string());
@@ -610,7 +639,7 @@ impl<K: Kind> Cache for CacheOf<K> {
             None
         };
         let limits = self.plan_limits(&config, disk);
-        let size = self.index.lock().unwrap().disk_bytes();
+        let size = self.totals().disk_bytes;
         limits.max_bytes.is_some_and(|m| size > m)
             || matches!((limits.min_free_bytes, disk), (Some(min), Some(d)) if d.available_bytes < min)
     }
@@ -658,7 +687,7 @@ impl<K: Kind> Cache for CacheOf<K> {
         };
 
         let report = self.carry_out(&config, plan, &survivors, in_use, dry_run, now);
-        release_freed_memory(); // planning copied every entry
+        parallel::release_freed_memory(); // planning copied every entry
         report
     }
 
@@ -749,7 +778,7 @@ impl<K: Kind> Cache for CacheOf<K> {
             parallel::map_with(parallel::IO_THREADS, &ids, |(id, _)| self.kind.verify(id));
         let young_after = now.saturating_sub(secs(config.limits.min_age));
         let mut problems = Vec::new();
-        let mut index = self.index.lock().unwrap();
+        let mut index = self.index_mut();
         for ((id, last_use), found) in ids.iter().zip(findings) {
             if found.is_empty() {
                 continue;
@@ -790,7 +819,7 @@ impl<K: Kind> Cache for CacheOf<K> {
             .cloned()
             .collect();
         drop(history);
-        release_freed_memory(); // the sweep listed every entry
+        parallel::release_freed_memory(); // the sweep listed every entry
         report
     }
 
@@ -816,7 +845,7 @@ impl<K: Kind> Cache for CacheOf<K> {
         let index = self.index.lock().unwrap();
         crate::snapshot::save(&self.kind, path, &stamps, index.len(), index.iter())?;
         drop(index);
-        release_freed_memory();
+        parallel::release_freed_memory();
         Ok(true)
     }
 

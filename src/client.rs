@@ -8,7 +8,11 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
 /// Sends `method path` to the daemon on `socket`; returns the status code and body.
+///
+/// Refuses a socket in a directory another user could have put it in
+/// ([`crate::own_files::check_socket_dir`]).
 pub async fn request(socket: &Path, method: &str, path: &str) -> anyhow::Result<(u16, Bytes)> {
+    crate::own_files::check_socket_dir(socket)?;
     let stream = tokio::net::UnixStream::connect(socket).await.with_context(|| {
         format!(
             "cannot reach the cachewarden daemon at {} (is it running? start it with `cachewarden daemon`)",

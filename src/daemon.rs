@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
 use crate::config::{self, CacheConfig, Config, Env, OnProblem};
+use crate::own_files;
 use crate::report::StatusReport;
 use crate::units::format_bytes;
 use crate::watch::{self, Change};
@@ -579,30 +580,22 @@ async fn supervise(
     }
 }
 
-/// Creates the snapshot directory (private); without one, restarts scan fully.
+/// Creates the snapshot directory (private) or checks that an existing one is the
+/// daemon's own; without one, restarts scan fully.
 fn prepare_state_dir(dir: Option<&Path>) -> Option<PathBuf> {
     let dir = dir?;
-    // Only a directory we create is made private: a configured existing one is the
-    // operator's to set up.
-    let made = match dir.exists() {
-        true => Ok(()),
-        false => std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))),
-    };
-    match made {
-        Ok(()) => Some(dir.to_path_buf()),
+    match own_files::ensure_own_dir(dir, 0o700, "state directory") {
+        Ok(_) => Some(dir.to_path_buf()),
         Err(e) => {
-            tracing::warn!(
-                "no index snapshots (restarts rescan everything): cannot use {}: {e}",
-                dir.display()
-            );
+            tracing::warn!("no index snapshots (restarts rescan everything): {e:#}");
             None
         }
     }
 }
 
 /// Claims the socket: one daemon per socket path, a stale socket file replaced, the
-/// socket private to the daemon's user (and the configured group).
+/// socket private to the daemon's user (and the configured group), in a directory that
+/// is the daemon's own (`own_files.rs`).
 fn bind(daemon: &config::DaemonConfig) -> anyhow::Result<(UnixListener, Flock<File>)> {
     let socket = &daemon.socket;
     let dir = socket
@@ -610,38 +603,23 @@ fn bind(daemon: &config::DaemonConfig) -> anyhow::Result<(UnixListener, Flock<Fi
         .with_context(|| format!("socket path {} has no directory", socket.display()))?;
     let group = daemon.socket_group.as_ref().map(|(_, gid)| *gid);
     let dir_mode = if group.is_some() { 0o750 } else { 0o700 };
-    let created = !dir.exists();
-    if created {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating socket directory {}", dir.display()))?;
-    }
-    let dir_owned = std::fs::metadata(dir)
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == nix::unistd::getuid().as_raw())?;
+    let created = own_files::ensure_own_dir(dir, 0o700, "socket directory")?;
+    // A directory named for us is ours to keep private; another (`~/run`) keeps the
+    // permissions its owner gave it, which `ensure_own_dir` checked are safe.
     let ours = dir
         .file_name()
         .is_some_and(|n| n.to_string_lossy().contains("cachewarden"));
-    if created || (dir_owned && ours) {
+    if created || ours {
         if let Some(gid) = group {
             nix::unistd::chown(dir, None, Some(nix::unistd::Gid::from_raw(gid)))
                 .with_context(|| format!("giving {} to the socket group", dir.display()))?;
         }
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
+        own_files::set_mode(dir, dir_mode)
             .with_context(|| format!("making {} private", dir.display()))?;
-    } else {
-        tracing::debug!(
-            "socket directory {} is not cachewarden's own; leaving its permissions alone",
-            dir.display()
-        );
     }
 
     let lock_path = PathBuf::from(format!("{}.lock", socket.display()));
-    let lock_file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let lock_file = own_files::open_own_file(&lock_path)?;
     let mut lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
         Err((mut file, _)) => {

@@ -19,6 +19,7 @@ pub mod go_procs;
 pub mod index;
 pub mod kinds;
 pub mod metrics;
+pub mod own_files;
 pub mod parallel;
 pub mod plan;
 pub mod report;

@@ -27,6 +27,17 @@ pub fn share_allocator_arenas() {
     }
 }
 
+/// Hands freed heap memory back to the OS: after a scan (its transient buffers, the
+/// old index), an eviction plan, a snapshot or a large socket reply, so a long-running
+/// daemon's RSS reflects what it holds, not its peak.
+pub fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

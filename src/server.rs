@@ -17,14 +17,36 @@
 //! ## Not a hole (safety rule 5)
 //!
 //! The socket sits in a directory only the daemon's user (and the configured group) can
-//! enter. Each connection's peer is read with `SO_PEERCRED`; requests that change
-//! anything (every method but GET/HEAD) need the daemon's own uid or root. Clients get
-//! [`HEADER_TIMEOUT`] to send headers and [`BODY_TIMEOUT`] for a body of at most
-//! [`MAX_BODY`] bytes; at most [`MAX_CONNECTIONS`] are served at once, more get a 503.
+//! enter (`own_files.rs`). Each connection's peer is read with `SO_PEERCRED`; requests
+//! that change anything (every method but GET/HEAD) need the daemon's own uid or root.
 //! Every error is a JSON object `{"error": "…"}` with a 4xx/5xx status.
+//!
+//! ## Every client answered, none starved
+//!
+//! Ops scripts and monitoring on a shared server may open hundreds of connections at
+//! once, and any local user in the socket group may be hostile. So:
+//!
+//! * **Slots follow the fd budget.** The daemon raises its `RLIMIT_NOFILE` soft limit
+//!   to the hard one and serves up to [`ConnectionLimits`]`::total` connections at once
+//!   (thousands under systemd's default), keeping [`RESERVED_FDS`] for its own work.
+//! * **Over the limit, a client waits** up to [`SLOT_WAIT`] for a slot instead of being
+//!   refused; one still refused reads a well-formed 503 (its request is read first:
+//!   closing a Unix socket with unread data resets the peer's connection).
+//! * **No uid can take every slot.** An unprivileged uid holds at most
+//!   `per_uid` slots, and a few slots are kept for root and the daemon's own uid, so
+//!   one user's idle connections cannot lock out an operator's `evict` or `reload`.
+//! * **Slow clients are dropped:** [`HEAD_TIMEOUT`] to send the request head,
+//!   [`BODY_TIMEOUT`] for a body of at most [`MAX_BODY`] bytes, and a write that makes
+//!   no progress for [`WRITE_TIMEOUT`] ends the connection.
+//! * **Bounded memory per request.** `status` and `/metrics` are O(1) in the size of
+//!   the index (`index.rs`, Totals) and take no long-held lock. Listings are capped at
+//!   [`MAX_ENTRIES_LISTED`], at most [`LISTINGS_AT_ONCE`] are built or sent at a time,
+//!   each within [`LISTING_DEADLINE`], and their memory is handed back afterwards.
+
+mod connections;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -34,36 +56,29 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
+
+pub use connections::{ConnectionLimits, Peer, DRAIN_TIMEOUT, HEAD_TIMEOUT, WRITE_TIMEOUT};
 
 use crate::cache::Cache;
 use crate::daemon::Shared;
 use crate::report::EntryOrder;
 
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// A response a client does not read, or a handler stuck on a dead disk, must not pin
-/// a connection slot for ever.
-pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_BODY: usize = 64 * 1024;
-pub const MAX_CONNECTIONS: usize = 64;
-/// How long a graceful stop waits for requests in flight.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_ENTRIES_LISTED: usize = 100_000;
-
-/// The peer of one connection, from `SO_PEERCRED`.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer {
-    pub uid: u32,
-}
+/// The most entries one listing returns (about 25 MB of JSON).
+pub const MAX_ENTRIES_LISTED: usize = 100_000;
+/// Listings built or being sent at once; others wait their turn.
+pub const LISTINGS_AT_ONCE: usize = 2;
+/// A listing not sent within this is cut off, so a client reading slowly cannot keep
+/// its memory and its turn.
+pub const LISTING_DEADLINE: Duration = Duration::from_secs(60);
+static LISTINGS: Semaphore = Semaphore::const_new(LISTINGS_AT_ONCE);
 
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
@@ -163,21 +178,36 @@ async fn options<T: DeserializeOwned + Default>(
                 "the request body did not arrive in time".into(),
             )
         })?
-        .map_err(|_| {
-            ApiError(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body over {MAX_BODY} bytes"),
-            )
-        })?;
+        .map_err(body_error)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(from_query);
     }
     serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
-    let report = blocking(move || shared.status()).await?;
-    Ok(Json(report).into_response())
+// Status and metrics run on the async workers: they read totals kept current by the
+// index (no walk, no long-held lock), so a thousand clients cost a thousand cheap
+// calls, not a thousand blocking-pool threads.
+/// Says what was wrong with a request body that could not be read.
+fn body_error(e: axum::Error) -> ApiError {
+    let inner = e.into_inner();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {MAX_BODY} bytes"),
+            );
+        }
+        cause = c.source();
+    }
+    bad_request(format!(
+        "the request body is malformed or cut short (check content-length and chunked encoding): {inner}"
+    ))
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.status()).into_response()
 }
 
 async fn cache_status(
@@ -185,7 +215,7 @@ async fn cache_status(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let cache = find_cache(&shared, &name)?;
-    Ok(Json(blocking(move || cache.status(crate::now())).await?).into_response())
+    Ok(Json(cache.status(crate::now())).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -206,8 +236,64 @@ async fn entries(
         .map_err(|e| bad_request(format!("invalid query: {}", e.body_text())))?
         .0;
     let limit = q.limit.unwrap_or(100).min(MAX_ENTRIES_LISTED);
-    let list = blocking(move || cache.entries(q.order, limit, crate::now())).await?;
-    Ok(Json(list).into_response())
+    let turn = tokio::time::timeout(LISTING_DEADLINE, LISTINGS.acquire())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{LISTINGS_AT_ONCE} listings are being sent; try again"),
+            )
+        })?;
+    let json = blocking(move || {
+        let list = cache.entries(q.order, limit, crate::now());
+        serde_json::to_vec(&list)
+    })
+    .await?
+    .map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {e}"),
+        )
+    })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(listing_stream(json, turn)),
+    )
+        .into_response())
+}
+
+/// Sends a listing in 64 KiB chunks, holding its turn until the last one is written
+/// (or the client is gone), then hands the memory back.
+fn listing_stream(
+    json: Vec<u8>,
+    turn: tokio::sync::SemaphorePermit<'static>,
+) -> impl futures_util::Stream<Item = std::io::Result<hyper::body::Bytes>> {
+    struct Turn(#[allow(dead_code)] tokio::sync::SemaphorePermit<'static>);
+    impl Drop for Turn {
+        fn drop(&mut self) {
+            crate::parallel::release_freed_memory();
+        }
+    }
+    let turn = Turn(turn);
+    let deadline = Instant::now() + LISTING_DEADLINE;
+    let json = hyper::body::Bytes::from(json);
+    let chunks: Vec<_> = (0..json.len())
+        .step_by(64 * 1024)
+        .map(|at| json.slice(at..(at + 64 * 1024).min(json.len())))
+        .collect();
+    drop(json);
+    futures_util::stream::iter(chunks).map(move |chunk| {
+        let _turn = &turn;
+        if Instant::now() > deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the listing was not read within {LISTING_DEADLINE:?}"),
+            ));
+        }
+        Ok(chunk)
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -281,7 +367,7 @@ async fn reload(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError>
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
-    let report = blocking(move || shared.status()).await?;
+    let report = shared.status();
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -292,77 +378,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError
         .into_response())
 }
 
-/// Accepts connections until `shutdown`, then waits up to [`DRAIN_TIMEOUT`] for the
-/// requests in flight.
+/// Serves the API on `listener` until `shutdown`, with as many connections as the
+/// process's file-descriptor budget allows.
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let router = router(shared);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    loop {
-        let (mut stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!("accepting a socket connection failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        while connections.try_join_next().is_some() {}
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            connections.spawn(async move {
-                let body = r#"{"error":"too many connections, try again"}"#;
-                let reply = format!(
-                    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(reply.as_bytes())).await;
-            });
-            continue;
-        };
-        let peer = match stream.peer_cred() {
-            Ok(cred) => Peer { uid: cred.uid() },
-            Err(e) => {
-                tracing::warn!("cannot read the peer of a socket connection: {e}");
-                continue;
-            }
-        };
-        let router = router.clone();
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(
-                move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(peer);
-                    router.clone().oneshot(request.map(Body::new))
-                },
-            );
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(false)
-                .half_close(true)
-                .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
-                Ok(Err(e)) => tracing::debug!("socket connection ended with an error: {e}"),
-                Err(_) => tracing::warn!(
-                    "closed a socket connection open longer than {CONNECTION_TIMEOUT:?}"
-                ),
-                Ok(Ok(())) => {}
-            }
-            drop(permit);
-        });
-    }
-    if tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        tracing::warn!(
-            "stopping with {} socket requests still running",
-            connections.len()
-        );
-        connections.abort_all();
-    }
+    let own_uid = shared.own_uid;
+    let limits = ConnectionLimits::claim_fd_budget();
+    connections::serve(listener, router(shared), limits, own_uid, shutdown).await;
 }
