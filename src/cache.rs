@@ -145,7 +145,11 @@ struct History {
 
 impl<K: Kind> CacheOf<K> {
     pub fn open(kind: K, config: CacheConfig) -> Arc<dyn Cache> {
-        Arc::new(CacheOf {
+        Arc::new(CacheOf::new(kind, config))
+    }
+
+    fn new(kind: K, config: CacheConfig) -> CacheOf<K> {
+        CacheOf {
             config: RwLock::new(config),
             index: Mutex::new(Index::default()),
             totals: Mutex::new(Totals::default()),
@@ -154,7 +158,7 @@ impl<K: Kind> CacheOf<K> {
             stamps: Mutex::new(vec![None; kind.partitions()]),
             kind,
             work: Mutex::new(()),
-        })
+        }
     }
 
     /// The index, locked for a change; its totals are published when the lock is
@@ -1078,5 +1082,49 @@ mod tests {
         assert_eq!((status.state.as_str(), status.entries), ("ready", 1));
         let plan = evicting.join().unwrap();
         assert_eq!(plan.evicted.len(), 1, "planned on the completed index");
+    }
+
+    #[test]
+    fn status_never_waits_for_the_index_lock_and_its_totals_stay_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::now();
+        for (name, age_days) in [("old", 30), ("middle", 20), ("young", 10)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![0u8; 4096]).unwrap();
+            let t = filetime::FileTime::from_unix_time(now - age_days * 86400, 0);
+            filetime::set_file_times(&path, t, t).unwrap();
+        }
+        let text = format!(
+            "[[cache]]\nname = \"t\"\nkind = \"dir\"\npath = \"{}\"\nmax_age = \"25d\"\n",
+            dir.path().display()
+        );
+        let cache = Arc::new(CacheOf::new(
+            DirKind::new(dir.path().to_path_buf()),
+            crate::config::first_cache_for_test(&text),
+        ));
+        cache.scan(now);
+        assert_eq!(cache.status(now).oldest_last_use, Some(now - 30 * 86400));
+
+        // A listing, a sweep or an eviction plan holds the index lock for long.
+        let held = cache.index.lock().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn({
+            let cache = cache.clone();
+            move || tx.send(cache.status(now)).unwrap()
+        });
+        let status = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("status waited for the index lock");
+        assert_eq!((status.entries, status.over_limits.len()), (3, 1));
+        drop(held);
+
+        // The oldest entry evicted: status shows the next oldest, without a walk.
+        let report = cache.evict(false, now);
+        assert_eq!(report.removed_entries, 1);
+        let status = cache.status(now);
+        assert_eq!(status.entries, 2);
+        assert_eq!(status.oldest_last_use, Some(now - 20 * 86400));
+        assert!(status.over_limits.is_empty());
+        assert_eq!(status.disk_bytes, cache.index.lock().unwrap().disk_bytes());
     }
 }

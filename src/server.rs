@@ -258,7 +258,13 @@ async fn entries(
         )
     })?;
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/json".to_string(),
+            ),
+            (axum::http::header::CONTENT_LENGTH, json.len().to_string()),
+        ],
         Body::from_stream(listing_stream(json, turn)),
     )
         .into_response())

@@ -95,8 +95,8 @@ struct Slots {
     shared: Arc<Semaphore>,
     reserve: Arc<Semaphore>,
     per_uid: Mutex<HashMap<u32, Arc<Semaphore>>>,
-    /// Connections accepted and waiting for a slot: bounded too, so a flood cannot
-    /// hold an unbounded number of descriptors while it waits.
+    /// Unprivileged connections accepted and waiting for a slot: bounded too, so a
+    /// flood cannot hold an unbounded number of descriptors while it waits.
     waiting: Arc<Semaphore>,
 }
 
@@ -122,35 +122,40 @@ impl Slots {
         peer.uid == 0 || peer.uid == self.own_uid
     }
 
-    /// A slot for `peer`, waiting up to [`SLOT_WAIT`]; `None` if none came free.
+    /// A slot for `peer`, waiting up to [`SLOT_WAIT`]; `None` if none came free, or at
+    /// once if an unprivileged peer already holds or waits for its share.
     async fn acquire(&self, peer: Peer) -> Option<Slot> {
-        let _waiting = self.waiting.clone().try_acquire_owned().ok()?;
-        let wait = async {
-            if self.privileged(peer) {
-                let pool = tokio::select! {
+        if self.privileged(peer) {
+            let wait = async {
+                tokio::select! {
                     p = self.shared.clone().acquire_owned() => p,
                     p = self.reserve.clone().acquire_owned() => p,
-                };
-                return Some(Slot {
-                    _pool: pool.ok()?,
-                    _uid: None,
-                });
-            }
-            let mine = self
-                .per_uid
-                .lock()
-                .unwrap()
-                .entry(peer.uid)
-                .or_insert_with(|| Arc::new(Semaphore::new(self.limits.per_uid)))
-                .clone();
-            let uid = mine.acquire_owned().await.ok()?;
-            let pool = self.shared.clone().acquire_owned().await.ok()?;
-            Some(Slot {
+                }
+            };
+            let pool = tokio::time::timeout(SLOT_WAIT, wait).await.ok()?.ok()?;
+            return Some(Slot {
                 _pool: pool,
-                _uid: Some(uid),
-            })
-        };
-        tokio::time::timeout(SLOT_WAIT, wait).await.ok().flatten()
+                _uid: None,
+            });
+        }
+        let share = self
+            .per_uid
+            .lock()
+            .unwrap()
+            .entry(peer.uid)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.limits.per_uid)))
+            .clone()
+            .try_acquire_owned()
+            .ok()?;
+        let _waiting = self.waiting.clone().try_acquire_owned().ok()?;
+        let pool = tokio::time::timeout(SLOT_WAIT, self.shared.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
+        Some(Slot {
+            _pool: pool,
+            _uid: Some(share),
+        })
     }
 }
 
@@ -235,7 +240,13 @@ async fn serve_connection(stream: UnixStream, peer: Peer, router: Router, slot: 
         .half_close(true)
         .serve_connection(TokioIo::new(WriteDeadline::new(stream)), service);
     match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
-        Ok(Err(e)) => tracing::debug!("socket connection ended with an error: {e}"),
+        Ok(Err(e)) => {
+            let cause = std::error::Error::source(&e).map(|c| format!(": {c}"));
+            tracing::debug!(
+                "socket connection ended with an error: {e}{}",
+                cause.unwrap_or_default()
+            )
+        }
         Err(_) => {
             tracing::warn!("closed a socket connection open longer than {CONNECTION_TIMEOUT:?}")
         }
@@ -249,15 +260,19 @@ async fn serve_connection(stream: UnixStream, peer: Peer, router: Router, slot: 
 /// reset connection.
 async fn refuse(mut stream: UnixStream) {
     const LIMIT: usize = 16 * 1024;
-    let exchange = async {
+    let mut buf = [0u8; 1024];
+    let read_head = async {
         let mut head = Vec::with_capacity(1024);
-        let mut buf = [0u8; 1024];
         while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < LIMIT {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => head.extend_from_slice(&buf[..n]),
             }
         }
+    };
+    // A client that never finishes its head still gets the answer.
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT / 2, read_head).await;
+    let answer = async {
         let body = r#"{"error":"the daemon is serving as many connections as it can; try again"}"#;
         let reply = format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -274,7 +289,7 @@ async fn refuse(mut stream: UnixStream) {
         }
         io::Result::Ok(())
     };
-    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, exchange).await;
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, answer).await;
 }
 
 /// A stream whose writes fail once they make no progress for [`WRITE_TIMEOUT`]: hyper
@@ -385,7 +400,7 @@ mod tests {
         }
         assert!(
             slots.acquire(peer(65534)).await.is_none(),
-            "a fifth slot for the same uid waits SLOT_WAIT, then is refused"
+            "a fifth connection of the same uid is refused at once"
         );
         // Others still get slots: another user, then root and the daemon's uid even
         // once the shared pool is gone.

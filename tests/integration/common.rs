@@ -111,6 +111,12 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `cachewarden daemon` on `config` and waits until every cache is scanned.
     pub fn start(dir: &Path, config_text: &str) -> Daemon {
+        Daemon::start_with(dir, config_text, None)
+    }
+
+    /// [`Daemon::start`] with at most `fd_limit` open files (soft and hard), which sizes
+    /// its connection limits.
+    pub fn start_with(dir: &Path, config_text: &str, fd_limit: Option<u64>) -> Daemon {
         let config = dir.join("config.toml");
         std::fs::write(&config, config_text).unwrap();
         let socket = PathBuf::from(
@@ -121,15 +127,31 @@ impl Daemon {
                 .trim_matches('"'),
         );
         let log = dir.join(format!("daemon-{}.log", now_nanos()));
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["--config", config.to_str().unwrap(), "daemon"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .env_remove("JOURNAL_STREAM")
-            .env_remove("RUST_LOG")
-            .spawn()
-            .unwrap();
+            .env_remove("RUST_LOG");
+        if let Some(limit) = fd_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+            unsafe {
+                command.pre_exec(move || {
+                    let l = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().unwrap();
         let mut daemon = Daemon {
             child,
             socket,

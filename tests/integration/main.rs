@@ -7,3 +7,4 @@ mod daemon;
 mod go_build;
 mod go_mod;
 mod goproxy;
+mod socket;
