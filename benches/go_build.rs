@@ -3,7 +3,7 @@
 //! ```text
 //! CARGO_TARGET_DIR=/tmp/bench-target cargo bench --bench go_build -- --entries N
 //!     [--dir PATH] [--skip-cold] [--budget-gib G] [--events K] [--idle-secs S]
-//!     [--json FILE] [--keep] [--only scan,restart,cold,watch,verify,latency,idle,evict]
+//!     [--json FILE] [--keep] [--only scan,restart,cold,watch,verify,latency,idle,socket,evict]
 //! ```
 //!
 //! One run, for one entry count N (an entry = one action `-a` + its output `-d`):
@@ -24,6 +24,10 @@
 //! 6. **event → status latency**: the daemon binary on the tree; K new pairs written
 //!    20 ms apart; for each, `GET /v1/caches/NAME` over the socket until `entries` grows.
 //! 7. **idle CPU**: a fresh daemon, from `ready` for S seconds (utime + stime).
+//! 9. **socket** (run before 8): the daemon (debug log) on a copy: 1,000 simultaneous
+//!    `GET /v1/status` (answered, p50/p99); 20 statuses while 500 idle connections are
+//!    open; status time inside the daemon (its request timer); status p99 while an
+//!    eviction to half the cache runs (SIGHUP with `max_size` = half) vs before it.
 //! 8. **eviction of half the cache** (`max_size` = half the scanned size) vs
 //!    `xargs rm -f` of exactly the files it removed vs `find … ! -newermt CUTOFF
 //!    -delete`, each on an identical tree (`cp -a`, then caches dropped, then one
@@ -131,7 +135,7 @@ fn parse_args() -> Args {
                 )
             }
             "-h" | "--help" => {
-                println!("cargo bench --bench go_build -- --entries N [--dir PATH] [--skip-cold] [--budget-gib G] [--events K] [--idle-secs S] [--json FILE] [--keep] [--only scan,restart,cold,watch,verify,latency,idle,evict]");
+                println!("cargo bench --bench go_build -- --entries N [--dir PATH] [--skip-cold] [--budget-gib G] [--events K] [--idle-secs S] [--json FILE] [--keep] [--only scan,restart,cold,watch,verify,latency,idle,socket,evict]");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other:?} (see --help)"),
@@ -699,6 +703,83 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// One status request, timed; `None` unless answered 200.
+fn timed_status(socket: &Path) -> Option<Duration> {
+    let t = Instant::now();
+    let mut s = UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    s.write_all(b"GET /v1/status HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .ok()?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).ok()?;
+    answer.starts_with(b"HTTP/1.1 200").then(|| t.elapsed())
+}
+
+/// Sequential status requests while `go_on` holds (at least one), for at most `limit`.
+fn status_latencies(socket: &Path, limit: Duration, go_on: impl Fn() -> bool) -> Vec<Duration> {
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while times.is_empty() || (go_on() && start.elapsed() < limit) {
+        times.extend(timed_status(socket));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    times.sort();
+    times
+}
+
+/// 1,000 simultaneous status clients; then a normal one while 500 idle connections
+/// (half a request line each) are open.
+fn socket_load(socket: &Path, put_out: &mut impl FnMut(&str, Value)) {
+    let n = 1000;
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            let (socket, barrier) = (socket.to_path_buf(), barrier.clone());
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    barrier.wait();
+                    timed_status(&socket)
+                })
+                .unwrap()
+        })
+        .collect();
+    let outcomes: Vec<Option<Duration>> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let mut answered: Vec<Duration> = outcomes.iter().flatten().copied().collect();
+    answered.sort();
+    put_out("socket_simultaneous_clients", json!(n));
+    put_out("socket_simultaneous_answered_200", json!(answered.len()));
+    put_out(
+        "socket_simultaneous_p50_ms",
+        json!(secs(percentile(&answered, 0.50)) * 1e3),
+    );
+    put_out(
+        "socket_simultaneous_p99_ms",
+        json!(secs(percentile(&answered, 0.99)) * 1e3),
+    );
+
+    let idle: Vec<UnixStream> = (0..500)
+        .filter_map(|_| {
+            let mut s = UnixStream::connect(socket).ok()?;
+            s.write_all(b"GET /v1/sta").ok()?;
+            Some(s)
+        })
+        .collect();
+    put_out("socket_idle_connections", json!(idle.len()));
+    let with_idle: Vec<Duration> = (0..20).filter_map(|_| timed_status(socket)).collect();
+    let mut sorted = with_idle.clone();
+    sorted.sort();
+    put_out(
+        "socket_with_idle_answered_200_of_20",
+        json!(with_idle.len()),
+    );
+    put_out(
+        "socket_with_idle_max_ms",
+        json!(secs(*sorted.last().unwrap_or(&Duration::ZERO)) * 1e3),
+    );
+    drop(idle);
+}
+
 /// One first scan and one rescan of the same tree.
 struct ScanTimes {
     /// A fresh cache's scan: until its walk was indexed (status served, sizes exact),
@@ -1259,6 +1340,83 @@ fn main() {
         {
             eprintln!("  daemon: {l}");
         }
+    }
+
+    // 9. The socket under load (issue #15), on a copy the daemon then evicts to half.
+    if on("socket") {
+        let socket_root = work.join("gocache-socket");
+        let _ = std::fs::remove_dir_all(&socket_root);
+        sh(&format!("cp -a {} {}", quote(&root), quote(&socket_root)));
+        let socket_config = work.join("socket.toml");
+        let debug_config = |max_size: Option<u64>| {
+            config_text(&socket_root, &socket, max_size).replace("\"info\"", "\"debug\"")
+        };
+        std::fs::write(&socket_config, debug_config(None)).unwrap();
+        let socket_log = work.join("socket-daemon.log");
+        let mut d = Daemon::start(&socket_config, &socket, &socket_log, daemon_pid.clone());
+        d.wait_ready();
+        socket_load(&socket, &mut put_out);
+        // Inside the daemon: the request timer it logs at debug level.
+        let served_us: Vec<u64> = std::fs::read_to_string(&socket_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.contains("path=/v1/status")
+                    || l.contains(&format!("path=/v1/caches/{CACHE_NAME} "))
+            })
+            .filter_map(|l| {
+                l.rsplit_once("us=")?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        let mut served: Vec<Duration> = served_us
+            .iter()
+            .map(|&u| Duration::from_micros(u))
+            .collect();
+        served.sort();
+        put_out("socket_status_in_daemon_count", json!(served.len()));
+        put_out(
+            "socket_status_in_daemon_p50_ms",
+            json!(secs(percentile(&served, 0.50)) * 1e3),
+        );
+        put_out(
+            "socket_status_in_daemon_p99_ms",
+            json!(secs(percentile(&served, 0.99)) * 1e3),
+        );
+
+        // Status while an eviction of half the cache runs (SIGHUP with max_size = half).
+        let before = status_latencies(&socket, Duration::from_secs(3), || true);
+        std::fs::write(&socket_config, debug_config(Some(scanned_disk / 2))).unwrap();
+        unsafe {
+            libc::kill(d.pid() as i32, libc::SIGHUP);
+        }
+        let evicting = status_latencies(&socket, Duration::from_secs(600), || {
+            cache_status(&socket)
+                .is_none_or(|v| v["disk_bytes"].as_u64().unwrap_or(0) > scanned_disk / 2)
+        });
+        put_out(
+            "socket_status_idle_p99_ms",
+            json!(secs(percentile(&before, 0.99)) * 1e3),
+        );
+        put_out("socket_status_evicting_count", json!(evicting.len()));
+        put_out(
+            "socket_status_evicting_p50_ms",
+            json!(secs(percentile(&evicting, 0.50)) * 1e3),
+        );
+        put_out(
+            "socket_status_evicting_p99_ms",
+            json!(secs(percentile(&evicting, 0.99)) * 1e3),
+        );
+        put_out(
+            "socket_status_p99_evicting_vs_idle_ratio",
+            json!(secs(percentile(&evicting, 0.99)) / secs(percentile(&before, 0.99))),
+        );
+        d.stop();
+        let _ = std::fs::remove_dir_all(&socket_root);
     }
 
     // 8. Eviction of half the cache: ours, then rm -f of the same files, then find -delete.
