@@ -43,6 +43,7 @@ install -D -m 0755 "$bin" "$stage/usr/bin/$name"
 if command -v strip >/dev/null 2>&1; then
     strip --strip-unneeded "$stage/usr/bin/$name"
 fi
+"$root/packaging/gen-docs.sh" "$stage/usr/bin/$name" "$stage" /usr/share/zsh/vendor-completions
 install -D -m 0644 "$root/systemd/$name.service" "$stage/lib/systemd/system/$name.service"
 install -D -m 0644 "$root/systemd/user/$name.service" "$stage/usr/lib/systemd/user/$name.service"
 install -D -m 0644 "$root/packaging/etc/config.toml" "$stage/etc/$name/config.toml"

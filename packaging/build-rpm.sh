@@ -48,6 +48,8 @@ cp "$root/systemd/$name.service" "$src/$name.service"
 cp "$root/systemd/user/$name.service" "$src/$name-user.service"
 cp "$root/packaging/etc/config.toml" "$src/config.toml"
 cp "$root/packaging/rpm/$name.sysusers" "$src/$name.sysusers"
+# Man pages and completions, generated from the binary (the spec copies this tree).
+"$root/packaging/gen-docs.sh" "$src/$name" "$src/generated" /usr/share/zsh/site-functions
 cp "$root/config.example.toml" "$src/config.example.toml"
 cp "$root/packaging/README.md" "$src/README.packaging.md"
 set --

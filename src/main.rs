@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use cachewarden::cache::{Cache, Selection};
 use cachewarden::config::{self, Config, Env};
@@ -38,6 +38,7 @@ enum Command {
     Daemon,
     /// Ask the running daemon how its caches are.
     Status {
+        /// Print the daemon's JSON answer instead of a table.
         #[arg(long)]
         json: bool,
         /// Daemon socket (default: from the config).
@@ -47,6 +48,7 @@ enum Command {
     /// Scan the caches now (no daemon needed) and report sizes against limits.
     /// Exits 1 if a cache exceeds a limit.
     Scan {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
         /// Only this cache.
@@ -59,10 +61,13 @@ enum Command {
     /// With --entry or --module, remove exactly those entries instead (needs --cache
     /// when several caches are configured); exits 1 if any was skipped or none matched.
     Evict {
+        /// Show what would be removed; remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only this cache (as named in the config).
         #[arg(long, value_name = "NAME")]
         cache: Option<String>,
         /// Remove this entry (as status and --json name it, e.g. github.com/pkg/errors@v0.9.1).
@@ -77,8 +82,10 @@ enum Command {
         /// Remove broken entries (following each kind's safe removal protocol).
         #[arg(long)]
         repair: bool,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only this cache (as named in the config).
         #[arg(long, value_name = "NAME")]
         cache: Option<String>,
     },
@@ -86,6 +93,20 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Print the socket path `status` would ask (from the config, else the system
+    /// daemon's), for `curl --unix-socket`.
+    Socket,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (cachewarden.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -135,16 +156,7 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
         Command::Status { json, socket } => {
             let socket = match socket {
                 Some(s) => s,
-                None => {
-                    let own = load(cli.config.as_deref())?.daemon.socket;
-                    // A user without a daemon of their own asks the system daemon.
-                    let system = PathBuf::from(config::SYSTEM_SOCKET);
-                    if !own.exists() && cli.config.is_none() && system.exists() {
-                        system
-                    } else {
-                        own
-                    }
-                }
+                None => cli_socket(&load(cli.config.as_deref())?, cli.config.is_some()),
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -272,6 +284,21 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             }
             Ok(if open { EXIT_FOUND } else { EXIT_OK })
         }
+        Command::Socket => {
+            let socket = cli_socket(&load(cli.config.as_deref())?, cli.config.is_some());
+            println!("{}", socket.display());
+            Ok(EXIT_OK)
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "cachewarden", &mut script);
+            std::io::stdout().write_all(&script)?;
+            Ok(EXIT_OK)
+        }
+        Command::Man { out } => {
+            write_man_pages(Cli::command(), &out)?;
+            Ok(EXIT_OK)
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
@@ -280,6 +307,37 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// The socket the CLI asks: the config's, or — for a user without a daemon of their
+/// own and no `--config` — the system daemon's.
+fn cli_socket(config: &Config, explicit_config: bool) -> PathBuf {
+    let own = config.daemon.socket.clone();
+    let system = PathBuf::from(config::SYSTEM_SOCKET);
+    if !own.exists() && !explicit_config && system.exists() {
+        system
+    } else {
+        own
+    }
+}
+
+/// `cachewarden.1`, then `cachewarden-SUB.1` for each subcommand (and
+/// `cachewarden-SUB-SUBSUB.1` below), from the clap definition.
+fn write_man_pages(command: clap::Command, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fn write(command: clap::Command, name: String, dir: &std::path::Path) -> anyhow::Result<()> {
+        // Named `cachewarden-evict` (as git's pages are), used as `cachewarden evict`.
+        let command = command.name(name.clone()).bin_name(name.replace('-', " "));
+        let path = dir.join(format!("{name}.1"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command.clone()).render(&mut page)?;
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+            write(sub.clone(), format!("{name}-{}", sub.get_name()), dir)?;
+        }
+        Ok(())
+    }
+    write(command, "cachewarden".to_string(), dir)
 }
 
 fn open_caches(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<Arc<dyn Cache>>> {
