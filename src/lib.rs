@@ -13,6 +13,7 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod fsutil;
 pub mod go_env;
 pub mod go_procs;

@@ -94,6 +94,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Check the setup (go, its environment, the config, the caches, inotify, the
+    /// socket, the daemon) and say what to do. Exits 1 if something needs action.
+    Doctor {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the socket path `status` would ask (from the config, else the system
     /// daemon's), for `curl --unix-socket`.
     Socket,
@@ -284,6 +291,26 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             }
             Ok(if open { EXIT_FOUND } else { EXIT_OK })
         }
+        Command::Doctor { json } => {
+            let socket = load(cli.config.as_deref())
+                .ok()
+                .map(|c| cli_socket(&c, cli.config.is_some()));
+            let daemon = match &socket {
+                None => Err("the config does not load".to_string()),
+                Some(socket) => daemon_config_source(socket),
+            };
+            let findings =
+                cachewarden::doctor::run(cli.config.as_deref(), &env, socket.as_deref(), daemon);
+            if json {
+                print_json(&findings)?;
+            } else {
+                print!("{}", cachewarden::doctor::render(&findings));
+            }
+            let action = findings
+                .iter()
+                .any(|f| f.severity == cachewarden::doctor::Severity::Action);
+            Ok(if action { EXIT_FOUND } else { EXIT_OK })
+        }
         Command::Socket => {
             let socket = cli_socket(&load(cli.config.as_deref())?, cli.config.is_some());
             println!("{}", socket.display());
@@ -318,6 +345,24 @@ fn cli_socket(config: &Config, explicit_config: bool) -> PathBuf {
         system
     } else {
         own
+    }
+}
+
+/// The config the daemon on `socket` runs with, or why no daemon answered there.
+fn daemon_config_source(socket: &std::path::Path) -> Result<String, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let ask = cachewarden::client::request(socket, "GET", "/v1/status");
+    let (code, body) = runtime
+        .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), ask).await })
+        .map_err(|_| format!("{} did not answer within 5 s", socket.display()))?
+        .map_err(|e| format!("{e:#}"))?;
+    let status: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    match (code, status["config"].as_str()) {
+        (200, Some(source)) => Ok(format!("{source} (pid {})", status["pid"])),
+        _ => Err(format!("{} answered {code}", socket.display())),
     }
 }
 

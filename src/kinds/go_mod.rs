@@ -1040,6 +1040,12 @@ fn atime_mode(mountinfo: &str, path: &Path) -> AtimeMode {
     best.map_or(AtimeMode::Unknown, |(_, m)| m)
 }
 
+/// Whether the mount holding `path` is `noatime` (last use is then the download time);
+/// for `cachewarden doctor`.
+pub fn mounted_noatime(mountinfo: &str, path: &Path) -> bool {
+    atime_mode(mountinfo, path) == AtimeMode::NoAtime
+}
+
 const SIGNAL_RELATIME: &str = "max(atime, mtime) of each module version's files (tree, .zip, .info, .mod): go records no use; this filesystem is mounted relatime, which updates atime at most once a day, so last use is exact to about a day";
 const SIGNAL_STRICT: &str = "max(atime, mtime) of each module version's files (tree, .zip, .info, .mod): go records no use; this filesystem updates atime on every read (strictatime), so last use is exact";
 const SIGNAL_NOATIME: &str = "mtime of each module version's files only: go records no use and this filesystem is mounted noatime, so atime is absent and last use is the download time (eviction is by download age)";

@@ -381,3 +381,64 @@ fn targeted_eviction_removes_exactly_the_named_entries() {
     let out = cachewarden(&["--config", cfg, "evict", "--entry", "nothing-like-it"]);
     assert_eq!(out.status.code(), Some(1), "nothing matched");
 }
+
+#[test]
+fn doctor_names_what_needs_action_and_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let socket = tmp.path().join("run/cw.sock");
+    let config = tmp.path().join("c.toml");
+    std::fs::write(&config, config_text(&socket, &[("c", &cache, "")])).unwrap();
+    let doctor = |extra_env: &[(&str, &str)]| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["--config", config.to_str().unwrap(), "doctor", "--json"])
+            .env_remove("GOCACHEPROG")
+            .env_remove("GOFLAGS");
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        let findings = json(&String::from_utf8_lossy(&out.stdout));
+        (out.status.code(), findings)
+    };
+    let severity_of = |findings: &serde_json::Value, check: &str| -> Vec<String> {
+        findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["check"] == check)
+            .map(|f| f["severity"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // A healthy config and no daemon: a warning with the command that starts one.
+    let (code, findings) = doctor(&[]);
+    assert_eq!(code, Some(0), "{findings}");
+    assert_eq!(severity_of(&findings, "config"), ["ok"]);
+    assert_eq!(severity_of(&findings, "cache c"), ["ok"]);
+    assert_eq!(severity_of(&findings, "daemon"), ["warning"]);
+    assert!(findings
+        .to_string()
+        .contains("systemctl --user enable --now cachewarden"));
+
+    // GOCACHEPROG bypasses the cache: action, exit 1.
+    let (code, findings) = doctor(&[("GOCACHEPROG", "/usr/local/bin/cacheprog")]);
+    assert_eq!(code, Some(1));
+    assert_eq!(severity_of(&findings, "go-env"), ["action"]);
+
+    // A running daemon is found, with the config it runs.
+    let daemon = Daemon::start(tmp.path(), &std::fs::read_to_string(&config).unwrap());
+    let (code, findings) = doctor(&[]);
+    assert_eq!(code, Some(0), "{findings}");
+    assert_eq!(severity_of(&findings, "daemon"), ["ok"]);
+    assert!(findings.to_string().contains("config.toml"), "{findings}");
+    drop(daemon);
+
+    // A cache directory that is gone, and a broken config, need action.
+    std::fs::remove_dir(&cache).unwrap();
+    let (code, findings) = doctor(&[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(severity_of(&findings, "config")[0], "action", "{findings}");
+}

@@ -1,0 +1,336 @@
+//! `cachewarden doctor`: checks what a user would otherwise debug by hand, and says what
+//! to do about each finding.
+//!
+//! Every check is read-only and quick (no cache walk beyond counting the directories the
+//! watcher would need). A finding is `ok`, a `warning` (works, but worse than it could),
+//! or `action` (something does not work as the user expects); `doctor` exits 1 when
+//! any finding needs action.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::{self, CacheConfig, Config, Env};
+use crate::kinds::KindName;
+use crate::units::format_bytes;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Ok,
+    Warning,
+    Action,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub check: String,
+    pub severity: Severity,
+    pub message: String,
+    /// What to do about it (empty when nothing needs doing).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub fix: String,
+}
+
+fn finding(check: &str, severity: Severity, message: String, fix: &str) -> Finding {
+    Finding {
+        check: check.to_string(),
+        severity,
+        message,
+        fix: fix.to_string(),
+    }
+}
+
+/// Runs every check. `config_file` is `--config`; `socket` the socket the CLI would ask;
+/// `daemon_status` the daemon's answer there (its config source), or why there is none.
+pub fn run(
+    config_file: Option<&Path>,
+    env: &Env,
+    socket: Option<&Path>,
+    daemon_status: Result<String, String>,
+) -> Vec<Finding> {
+    let mut out = vec![go_on_path()];
+    out.extend(go_environment(|k| std::env::var(k).ok()));
+    let config = match config::load(config_file, env) {
+        Ok(config) => {
+            out.push(finding(
+                "config",
+                Severity::Ok,
+                format!(
+                    "{} is valid ({} caches)",
+                    config.source,
+                    config.caches.len()
+                ),
+                "",
+            ));
+            for note in &config.notes {
+                out.push(finding(
+                    "config",
+                    Severity::Action,
+                    note.clone(),
+                    "run a go command once so go creates its caches, or set `path` in the cache's table",
+                ));
+            }
+            Some(config)
+        }
+        Err(e) => {
+            out.push(finding(
+                "config",
+                Severity::Action,
+                e.to_string(),
+                "fix the named key or line; `cachewarden config check FILE` checks it again",
+            ));
+            None
+        }
+    };
+    if let Some(config) = &config {
+        for cache in &config.caches {
+            out.extend(cache_checks(cache));
+        }
+        out.push(inotify_budget(config));
+        out.push(socket_dir(socket.unwrap_or(&config.daemon.socket)));
+    }
+    out.push(match daemon_status {
+        Ok(source) => finding(
+            "daemon",
+            Severity::Ok,
+            format!("running, with config {source}"),
+            "",
+        ),
+        Err(why) => finding(
+            "daemon",
+            Severity::Warning,
+            format!("no daemon answers: {why}"),
+            "start it: `systemctl --user enable --now cachewarden` (or `cachewarden daemon` in a shell)",
+        ),
+    });
+    out
+}
+
+fn go_on_path() -> Finding {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("go"))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(go) => finding("go", Severity::Ok, format!("go is {}", go.display()), ""),
+        None => finding(
+            "go",
+            Severity::Warning,
+            "go is not on PATH: `path = \"auto\"` falls back to $GOCACHE, $GOMODCACHE and go's defaults from $HOME".into(),
+            "install go (Debian: apt-get install golang-go) or set each cache's `path`",
+        ),
+    }
+}
+
+/// Settings in go's environment that change what cachewarden can see or guard.
+fn go_environment(var: impl Fn(&str) -> Option<String>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if var("GOCACHEPROG").is_some_and(|v| !v.is_empty()) {
+        out.push(finding(
+            "go-env",
+            Severity::Action,
+            "GOCACHEPROG is set: go keeps its build cache through that program and bypasses GOCACHE, which is what cachewarden manages".into(),
+            "manage the program's own storage (a `dir` cache) or unset GOCACHEPROG",
+        ));
+    }
+    if var("GOFLAGS").is_some_and(|v| v.split_whitespace().any(|f| f.starts_with("-modcacherw"))) {
+        out.push(finding(
+            "go-env",
+            Severity::Warning,
+            "GOFLAGS has -modcacherw: extracted modules are writable, so an edit to one goes unnoticed by go until `go mod verify`".into(),
+            "keep a verify_schedule with on_problem = \"repair\" on the go-mod cache, or drop -modcacherw",
+        ));
+    }
+    out
+}
+
+fn cache_checks(cache: &CacheConfig) -> Vec<Finding> {
+    let check = format!("cache {}", cache.name);
+    let mut out = Vec::new();
+    if !cache.path.is_dir() {
+        out.push(finding(
+            &check,
+            Severity::Action,
+            format!("{} does not exist", cache.path.display()),
+            "run a go command that fills it, or fix `path`",
+        ));
+        return out;
+    }
+    out.push(finding(
+        &check,
+        Severity::Ok,
+        format!("{} ({})", cache.path.display(), cache.kind),
+        "",
+    ));
+    if cache.kind == KindName::GoMod {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if crate::kinds::go_mod::mounted_noatime(&mountinfo, &cache.path) {
+            out.push(finding(
+                &check,
+                Severity::Warning,
+                "its filesystem is mounted noatime: go records no use of modules, so last use is the download time and eviction is by download age".into(),
+                "remount with relatime (the default) if modules you use daily get evicted",
+            ));
+        }
+    }
+    if let (Some(limit), Ok(disk)) = (
+        cache.limits.min_free,
+        crate::fsutil::disk_space(&cache.path),
+    ) {
+        let min = limit.resolve(disk.total_bytes);
+        if disk.available_bytes < min {
+            out.push(finding(
+                &check,
+                Severity::Action,
+                format!(
+                    "{} free on its filesystem, below min_free {}",
+                    format_bytes(disk.available_bytes),
+                    format_bytes(min)
+                ),
+                "the daemon evicts to get above it; if it cannot, what fills the disk is not this cache (`cachewarden status` shows how much is)",
+            ));
+        }
+    }
+    out
+}
+
+/// Directories the watcher needs (non-recursive watches), against the user's limit.
+fn inotify_budget(config: &Config) -> Finding {
+    let needed: u64 = config
+        .caches
+        .iter()
+        .filter(|c| c.path.is_dir())
+        .map(|c| {
+            let cache = c.kind.open(c.clone());
+            cache
+                .watch_dirs()
+                .iter()
+                .map(|w| count_dirs(&w.path, w.depth))
+                .sum::<u64>()
+        })
+        .sum();
+    let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    match limit {
+        Some(limit) if needed * 2 > limit => finding(
+            "inotify",
+            Severity::Action,
+            format!("the caches need about {needed} watches; this user may have {limit} (shared with every other program)"),
+            "raise fs.inotify.max_user_watches (e.g. `sysctl fs.inotify.max_user_watches=524288`, and in /etc/sysctl.d/)",
+        ),
+        Some(limit) => finding(
+            "inotify",
+            Severity::Ok,
+            format!("the caches need about {needed} watches of {limit}"),
+            "",
+        ),
+        None => finding(
+            "inotify",
+            Severity::Warning,
+            "cannot read fs.inotify.max_user_watches".into(),
+            "",
+        ),
+    }
+}
+
+fn count_dirs(dir: &Path, depth: u32) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .max_depth(depth.min(64) as usize)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_dir())
+        .count() as u64
+}
+
+fn socket_dir(socket: &Path) -> Finding {
+    let dir = socket.parent().map_or_else(PathBuf::new, Path::to_path_buf);
+    match crate::own_files::check_socket_dir(socket) {
+        Ok(()) => finding(
+            "socket",
+            Severity::Ok,
+            format!("{} (its directory is private)", socket.display()),
+            "",
+        ),
+        Err(e) => finding(
+            "socket",
+            Severity::Action,
+            e.to_string(),
+            &format!(
+                "remove {} (as its owner or root) and restart the daemon",
+                dir.display()
+            ),
+        ),
+    }
+}
+
+/// Text for people: one line per finding, the fix indented below.
+pub fn render(findings: &[Finding]) -> String {
+    let mut out = String::new();
+    for f in findings {
+        let mark = match f.severity {
+            Severity::Ok => "ok     ",
+            Severity::Warning => "warning",
+            Severity::Action => "ACTION ",
+        };
+        out.push_str(&format!("{mark}  {:<16} {}\n", f.check, f.message));
+        if !f.fix.is_empty() {
+            out.push_str(&format!("{:9}{:<16} fix: {}\n", "", "", f.fix));
+        }
+    }
+    let actions = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Action)
+        .count();
+    let warnings = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .count();
+    out.push_str(&format!(
+        "{} checks: {actions} need action, {warnings} warnings\n",
+        findings.len()
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_settings_that_bypass_or_weaken_the_caches_are_named() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let found = go_environment(env(&[("GOCACHEPROG", "/usr/bin/gocacheprog")]));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].severity, Severity::Action);
+        assert!(found[0].message.contains("bypasses GOCACHE"));
+        let found = go_environment(env(&[("GOFLAGS", "-mod=mod -modcacherw")]));
+        assert_eq!(found[0].severity, Severity::Warning);
+        assert!(go_environment(env(&[("GOFLAGS", "-mod=mod")])).is_empty());
+        assert!(go_environment(env(&[])).is_empty());
+    }
+
+    #[test]
+    fn the_summary_counts_what_needs_action() {
+        let text = render(&[
+            finding("a", Severity::Ok, "fine".into(), ""),
+            finding("b", Severity::Action, "broken".into(), "mend it"),
+        ]);
+        assert!(text.contains("ACTION   b"), "{text}");
+        assert!(text.contains("fix: mend it"), "{text}");
+        assert!(
+            text.ends_with("2 checks: 1 need action, 0 warnings\n"),
+            "{text}"
+        );
+    }
+}
