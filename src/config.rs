@@ -89,6 +89,9 @@ pub struct DaemonConfig {
     pub log_level: String,
     /// Where index snapshots are kept for cheap restarts (`None`: no snapshots).
     pub state_dir: Option<PathBuf>,
+    /// A loopback TCP address serving only `GET /metrics`, for Prometheus without
+    /// socket access (off by default).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +144,7 @@ struct RawDaemon {
     socket_group: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
     state_dir: Option<Spanned<PathBuf>>,
+    metrics_listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -303,6 +307,32 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                         Some(g.span()),
                         Some("socket_group"),
                         format!("no such group {:?}", g.get_ref()),
+                    ))
+                }
+            },
+        },
+        metrics_listen: match raw.daemon.metrics_listen {
+            None => None,
+            Some(a) => match a.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(addr) if addr.ip().is_loopback() => Some(addr),
+                Ok(_) => {
+                    return Err(err_at(
+                        Some(a.span()),
+                        Some("metrics_listen"),
+                        format!(
+                            "{:?} is not a loopback address: metrics are served on 127.0.0.0/8 or [::1] only (put a reverse proxy in front to expose them)",
+                            a.get_ref()
+                        ),
+                    ))
+                }
+                Err(_) => {
+                    return Err(err_at(
+                        Some(a.span()),
+                        Some("metrics_listen"),
+                        format!(
+                            "{:?} is not an address and port like \"127.0.0.1:9587\"",
+                            a.get_ref()
+                        ),
                     ))
                 }
             },

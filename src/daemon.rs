@@ -143,6 +143,17 @@ pub async fn run(
         shared.clone(),
         server_stop.clone(),
     ));
+    if let Some(addr) = config.daemon.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on metrics_listen = \"{addr}\""))?;
+        tracing::info!(%addr, "serving /metrics over TCP");
+        tokio::spawn(crate::server::serve_metrics(
+            metrics,
+            shared.clone(),
+            server_stop.clone(),
+        ));
+    }
 
     let mut supervisors: HashMap<String, Supervisor> = HashMap::new();
     let mut first_scans = Vec::new();

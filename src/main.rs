@@ -483,6 +483,9 @@ fn print_config(config: &Config) {
     if let Some(dir) = &config.daemon.state_dir {
         println!("state_dir = {:?}", dir.display().to_string());
     }
+    if let Some(addr) = &config.daemon.metrics_listen {
+        println!("metrics_listen = \"{addr}\"");
+    }
     for c in &config.caches {
         println!("\n[[cache]]");
         println!("name = {:?}", c.name);

@@ -384,6 +384,25 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError
         .into_response())
 }
 
+/// Serves only `GET /metrics` on `listener` (`metrics_listen`, loopback) until
+/// `shutdown`: no peer credentials there, so nothing else is reachable.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let router = Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("only /metrics is served here, not {}", uri.path()),
+            )
+        })
+        .with_state(shared);
+    connections::serve_tcp(listener, router, shutdown).await;
+}
+
 /// Serves the API on `listener` until `shutdown`, with as many connections as the
 /// process's file-descriptor budget allows.
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>, shutdown: CancellationToken) {

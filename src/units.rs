@@ -105,8 +105,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// A duration as config files write it (`"30d"`, `"1h 5m"`), whole seconds; it parses
+/// back to the same value.
 pub fn format_duration(d: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    let mut left = d.as_secs();
+    if left == 0 {
+        return "0s".to_string();
+    }
+    let mut parts = Vec::new();
+    for (unit, secs) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if left >= secs {
+            parts.push(format!("{}{unit}", left / secs));
+            left %= secs;
+        }
+    }
+    parts.join(" ")
 }
 
 /// Serde adapter for durations written as humantime text.
@@ -250,6 +263,22 @@ fn crontab_dow_to_cron_crate(field: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use chrono::{Datelike, TimeZone, Timelike};
+
+    #[test]
+    fn durations_print_as_config_files_write_them() {
+        for (secs, text) in [
+            (30 * 86_400, "30d"),
+            (2 * 3_600, "2h"),
+            (3_900, "1h 5m"),
+            (90, "1m 30s"),
+            (0, "0s"),
+            (86_400 + 1, "1d 1s"),
+        ] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d), "{text} parses back");
+        }
+    }
 
     #[test]
     fn sizes_parse() {

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
@@ -218,16 +218,60 @@ pub async fn serve(
 }
 
 async fn serve_connection(stream: UnixStream, peer: Peer, router: Router, slot: Slot) {
+    serve_http(stream, Some(peer), router).await;
+    drop(slot);
+}
+
+/// Scrapers served at once on the metrics listener.
+pub const METRICS_CONNECTIONS: usize = 16;
+
+/// Serves `router` (only `GET /metrics`) on a loopback TCP listener, for Prometheus
+/// without socket access: [`METRICS_CONNECTIONS`] at once, the socket's deadlines.
+pub async fn serve_tcp(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!("accepting a metrics connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let (slots, router) = (slots.clone(), router.clone());
+        connections.spawn(async move {
+            match tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await {
+                Ok(Ok(_slot)) => serve_http(stream, None, router).await,
+                _ => refuse(stream).await,
+            }
+        });
+    }
+    connections.abort_all();
+}
+
+/// One HTTP/1.1 request on `stream`; a Unix socket's peer goes into its extensions.
+async fn serve_http<S>(stream: S, peer: Option<Peer>, router: Router)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let uid = peer.map_or(-1, |p| i64::from(p.uid));
     let service = hyper::service::service_fn(
         move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(peer);
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(peer);
+            }
             let started = std::time::Instant::now();
             let (method, path) = (request.method().clone(), request.uri().path().to_string());
             let response = router.clone().oneshot(request.map(Body::new));
             async move {
                 let response = response.await;
                 if let Ok(r) = &response {
-                    tracing::debug!(uid = peer.uid, %method, %path, status = r.status().as_u16(), us = started.elapsed().as_micros() as u64, "request");
+                    tracing::debug!(uid, %method, %path, status = r.status().as_u16(), us = started.elapsed().as_micros() as u64, "request");
                 }
                 response
             }
@@ -252,13 +296,12 @@ async fn serve_connection(stream: UnixStream, peer: Peer, router: Router, slot: 
         }
         Ok(Ok(())) => {}
     }
-    drop(slot);
 }
 
 /// Answers 503 to a connection no slot came free for: reads its request head first and
 /// drains what else it sends after the answer, so the client reads the 503 instead of a
 /// reset connection.
-async fn refuse(mut stream: UnixStream) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     const LIMIT: usize = 16 * 1024;
     let mut buf = [0u8; 1024];
     let read_head = async {

@@ -416,3 +416,99 @@ fn another_uid_may_read_status_but_not_change_anything() {
     assert_eq!(code, 200, "{report}");
     assert!(!cache.join("old").exists());
 }
+
+/// `promtool check metrics` where Debian's prometheus package is installed (scripts/test
+/// installs it); the text must at least be well-formed lines elsewhere.
+fn check_prometheus_text(text: &str) {
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    match promtool {
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && said.trim().is_empty(),
+                "promtool: {said}\n{text}"
+            );
+        }
+        Err(_) => eprintln!("promtool not installed: metrics checked for form only"),
+    }
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit_once(' ').map(|(_, v)| v).unwrap_or("");
+        assert!(value.parse::<f64>().is_ok(), "not a sample line: {line:?}");
+    }
+}
+
+#[test]
+fn metrics_are_served_on_loopback_tcp_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    file_aged(&cache.join("a"), 1000, HOUR);
+    let socket = tmp.path().join("run/cw.sock");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = config_text(&socket, &[("c", &cache, "max_size = \"1 GiB\"")]).replace(
+        "[daemon]\n",
+        &format!("[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+    );
+    let daemon = Daemon::start(tmp.path(), &config);
+    let tcp = |request: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let answer = tcp("GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let text = answer.split_once("\r\n\r\n").unwrap().1;
+    assert!(
+        text.contains("cachewarden_cache_entries{cache=\"c\",kind=\"dir\"} 1"),
+        "{text}"
+    );
+    check_prometheus_text(text);
+    // Nothing but /metrics: no status, no evictions, no reload over TCP.
+    for request in [
+        "GET /v1/status HTTP/1.1\r\nhost: x\r\n\r\n",
+        "POST /v1/caches/c/evict HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+        "POST /v1/reload HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+    ] {
+        let answer = tcp(request);
+        assert!(answer.starts_with("HTTP/1.1 404"), "{request}: {answer}");
+    }
+    assert!(cache.join("a").exists());
+    assert_eq!(daemon.stop().code(), Some(0));
+
+    // Only loopback addresses are accepted.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        config.replace(&format!("127.0.0.1:{port}"), "0.0.0.0:9587"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("metrics_listen") && stderr.contains("loopback"),
+        "{stderr}"
+    );
+}
