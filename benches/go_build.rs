@@ -703,6 +703,24 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// `text` without terminal colour sequences (`ESC [ … m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// One status request, timed; `None` unless answered 200.
 fn timed_status(socket: &Path) -> Option<Duration> {
     let t = Instant::now();
@@ -1357,22 +1375,22 @@ fn main() {
         d.wait_ready();
         socket_load(&socket, &mut put_out);
         // Inside the daemon: the request timer it logs at debug level.
-        let served_us: Vec<u64> = std::fs::read_to_string(&socket_log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| {
-                l.contains("path=/v1/status")
-                    || l.contains(&format!("path=/v1/caches/{CACHE_NAME} "))
-            })
-            .filter_map(|l| {
-                l.rsplit_once("us=")?
-                    .1
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .collect();
+        let served_us: Vec<u64> =
+            strip_ansi(&std::fs::read_to_string(&socket_log).unwrap_or_default())
+                .lines()
+                .filter(|l| {
+                    l.contains("path=/v1/status")
+                        || l.contains(&format!("path=/v1/caches/{CACHE_NAME} "))
+                })
+                .filter_map(|l| {
+                    l.rsplit_once("us=")?
+                        .1
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .collect();
         let mut served: Vec<Duration> = served_us
             .iter()
             .map(|&u| Duration::from_micros(u))

@@ -133,9 +133,13 @@ struct History {
     walked: bool,
     last_scan: Option<ScanRecord>,
     last_eviction: Option<EvictionSummary>,
+    last_enforcement: Option<UnixTime>,
     evicted_entries_total: u64,
     evicted_bytes_total: u64,
+    /// (entries, bytes) evicted by reason, in `plan::Reason` order.
+    evicted_by_reason: std::collections::BTreeMap<plan::Reason, (u64, u64)>,
     last_verify: Option<UnixTime>,
+    last_verify_duration_ms: Option<u64>,
     /// Problems found by the last verification and not repaired.
     open_problems: Vec<ProblemView>,
     problems_found_total: u64,
@@ -342,6 +346,7 @@ impl<K: Kind> CacheOf<K> {
             in_use_by: in_use.filter(|_| plan.held_in_use > 0).map(|u| u.by),
             duration_ms: 0,
         };
+        let mut removed_by_reason = Vec::new();
         {
             let mut index = self.index_mut();
             let mut gone: Vec<&K::Id> = Vec::new();
@@ -360,6 +365,7 @@ impl<K: Kind> CacheOf<K> {
                         reason: planned.reason,
                     }),
                     Some(Removal::Removed { disk_bytes }) => {
+                        removed_by_reason.push((planned.reason, disk_bytes));
                         gone.push(&planned.id);
                         report.removed_entries += 1;
                         report.freed_bytes += disk_bytes;
@@ -388,10 +394,12 @@ impl<K: Kind> CacheOf<K> {
             let mut history = self.history.lock().unwrap();
             history.evicted_entries_total += report.removed_entries;
             history.evicted_bytes_total += report.freed_bytes;
-            if report.removed_entries > 0
-                || !report.skipped.is_empty()
-                || history.last_eviction.is_none()
-            {
+            for (reason, bytes) in &removed_by_reason {
+                let count = history.evicted_by_reason.entry(*reason).or_default();
+                count.0 += 1;
+                count.1 += bytes;
+            }
+            if report.removed_entries > 0 || !report.skipped.is_empty() {
                 history.last_eviction = Some(EvictionSummary {
                     at: now,
                     entries: report.removed_entries,
@@ -585,10 +593,28 @@ impl<K: Kind> Cache for CacheOf<K> {
             last_use_signal: self.kind.last_use_signal().to_string(),
             last_scan: history.last_scan.clone(),
             last_eviction: history.last_eviction.clone(),
+            last_enforcement: history.last_enforcement,
             evicted_entries_total: history.evicted_entries_total,
             evicted_bytes_total: history.evicted_bytes_total,
+            evicted_by_reason: history
+                .evicted_by_reason
+                .iter()
+                .map(|(&reason, &(entries, bytes))| EvictedByReason {
+                    reason,
+                    entries,
+                    bytes,
+                })
+                .collect(),
             problems: ProblemsView {
                 last_verify: history.last_verify,
+                last_verify_duration_ms: history.last_verify_duration_ms,
+                open_by_problem: history.open_problems.iter().fold(
+                    Default::default(),
+                    |mut counts, p| {
+                        *counts.entry(p.problem.clone()).or_default() += 1;
+                        counts
+                    },
+                ),
                 open: history.open_problems.len() as u64,
                 found_total: history.problems_found_total,
                 recent: history.open_problems.iter().take(RECENT).cloned().collect(),
@@ -691,6 +717,9 @@ impl<K: Kind> Cache for CacheOf<K> {
         };
 
         let report = self.carry_out(&config, plan, &survivors, in_use, dry_run, now);
+        if !dry_run && report.unmet.is_empty() {
+            self.history.lock().unwrap().last_enforcement = Some(now);
+        }
         parallel::release_freed_memory(); // planning copied every entry
         report
     }
@@ -815,6 +844,7 @@ impl<K: Kind> Cache for CacheOf<K> {
         };
         let mut history = self.history.lock().unwrap();
         history.last_verify = Some(now);
+        history.last_verify_duration_ms = Some(report.duration_ms);
         history.problems_found_total += report.problems.len() as u64;
         history.open_problems = report
             .problems

@@ -109,6 +109,85 @@ const METRICS: &[Metric] = &[
         "When entries were last evicted.",
         |c| c.last_eviction.as_ref().map(|e| e.at as f64),
     ),
+    (
+        "cachewarden_last_enforcement_timestamp_seconds",
+        "gauge",
+        "When an enforcement last ended with every limit met.",
+        |c| c.last_enforcement.map(|t| t as f64),
+    ),
+    (
+        "cachewarden_last_verify_timestamp_seconds",
+        "gauge",
+        "When the last integrity sweep finished.",
+        |c| c.problems.last_verify.map(|t| t as f64),
+    ),
+    (
+        "cachewarden_last_verify_duration_seconds",
+        "gauge",
+        "How long the last integrity sweep took.",
+        |c| {
+            c.problems
+                .last_verify_duration_ms
+                .map(|ms| ms as f64 / 1000.0)
+        },
+    ),
+];
+
+/// Families with one more label than `cache` and `kind`: (name, type, help, label,
+/// the (label value, sample) pairs of a cache).
+type LabelledMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&CacheStatus) -> Vec<(String, f64)>,
+);
+
+fn reason_name(reason: crate::plan::Reason) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+const LABELLED: &[LabelledMetric] = &[
+    (
+        "cachewarden_evicted_by_reason_entries_total",
+        "counter",
+        "Entries evicted since the daemon started, by reason.",
+        "reason",
+        |c| {
+            c.evicted_by_reason
+                .iter()
+                .map(|r| (reason_name(r.reason), r.entries as f64))
+                .collect()
+        },
+    ),
+    (
+        "cachewarden_evicted_by_reason_bytes_total",
+        "counter",
+        "Bytes freed by eviction since the daemon started, by reason.",
+        "reason",
+        |c| {
+            c.evicted_by_reason
+                .iter()
+                .map(|r| (reason_name(r.reason), r.bytes as f64))
+                .collect()
+        },
+    ),
+    (
+        "cachewarden_problems_open_by_code",
+        "gauge",
+        "Broken entries found by the last verification and not repaired, by problem code.",
+        "problem",
+        |c| {
+            c.problems
+                .open_by_problem
+                .iter()
+                .map(|(code, n)| (code.clone(), *n as f64))
+                .collect()
+        },
+    ),
 ];
 
 pub fn render(report: &StatusReport) -> String {
@@ -122,6 +201,20 @@ pub fn render(report: &StatusReport) -> String {
                     "{name}{{cache=\"{}\",kind=\"{}\"}} {v}",
                     escape(&cache.name),
                     cache.kind
+                );
+            }
+        }
+    }
+    for (name, kind, help, label, samples) in LABELLED {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for cache in &report.caches {
+            for (value, sample) in samples(cache) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{cache=\"{}\",kind=\"{}\",{label}=\"{}\"}} {sample}",
+                    escape(&cache.name),
+                    cache.kind,
+                    escape(&value)
                 );
             }
         }

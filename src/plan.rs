@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::kinds::UnixTime;
+use crate::units::{format_bytes, format_duration};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate<I> {
@@ -41,7 +42,7 @@ pub struct PlanLimits {
     pub in_use_since: Option<UnixTime>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
     MaxAge,
@@ -134,18 +135,22 @@ pub fn plan<I: Ord + Clone>(
     }
 
     let mut unmet = Vec::new();
-    if let (true, Some(max)) = (too_big(size), limits.max_bytes) {
-        unmet.push(format!(
-            "max_size: {size} bytes remain above the limit of {max} bytes; the rest is pinned by keep, younger than min_age{}",
-            held_note(held_in_use)
-        ));
-    }
-    if let (true, Some(min)) = (too_full(freed), limits.min_free_bytes) {
-        unmet.push(format!(
-            "min_free: the filesystem would have {} bytes free, below {min} bytes; the rest of the cache is pinned by keep, younger than min_age{}",
-            available_bytes.unwrap_or(0).saturating_add(freed),
-            held_note(held_in_use)
-        ));
+    if too_big(size) || too_full(freed) {
+        let why = what_stays(entries, &evict, limits, protect_after, expired_before);
+        if let (true, Some(max)) = (too_big(size), limits.max_bytes) {
+            unmet.push(format!(
+                "max_size: {} remain above the limit of {}: {why}",
+                format_bytes(size),
+                format_bytes(max)
+            ));
+        }
+        if let (true, Some(min)) = (too_full(freed), limits.min_free_bytes) {
+            unmet.push(format!(
+                "min_free: the filesystem would have {} free, below {}: {why}",
+                format_bytes(available_bytes.unwrap_or(0).saturating_add(freed)),
+                format_bytes(min)
+            ));
+        }
     }
     Plan {
         evict,
@@ -156,12 +161,53 @@ pub fn plan<I: Ord + Clone>(
     }
 }
 
-fn held_note(held: u64) -> String {
-    match held {
-        0 => String::new(),
-        n => {
-            format!(", or one of {n} entries a running tool may still open (retried when it exits)")
+/// Why the entries a plan leaves are left: their bytes by reason, largest share first
+/// (only the reasons that apply).
+fn what_stays<I: Ord>(
+    entries: &[Candidate<I>],
+    evicted: &[Planned<I>],
+    limits: &PlanLimits,
+    protect_after: UnixTime,
+    expired_before: Option<UnixTime>,
+) -> String {
+    let mut gone: Vec<&I> = evicted.iter().map(|p| &p.id).collect();
+    gone.sort_unstable();
+    let (mut young, mut pinned, mut held, mut age_only) = (0u64, 0u64, 0u64, 0u64);
+    for e in entries
+        .iter()
+        .filter(|e| gone.binary_search(&&e.id).is_err())
+    {
+        if e.pinned {
+            pinned += e.disk_bytes;
+        } else if e.last_use > protect_after {
+            young += e.disk_bytes;
+        } else if limits.in_use_since.is_some_and(|t| e.last_use >= t) {
+            held += e.disk_bytes;
+        } else if e.tier == AGE_ONLY && expired_before.is_none_or(|t| e.last_use >= t) {
+            age_only += e.disk_bytes;
         }
+    }
+    let min_age = format_duration(std::time::Duration::from_secs(
+        limits.min_age_secs.max(0) as u64
+    ));
+    let mut parts = [
+        (young, format!("used within min_age ({min_age})")),
+        (pinned, "pinned by keep".to_string()),
+        (
+            held,
+            "may still be opened by a running tool (retried when it exits)".to_string(),
+        ),
+        (age_only, "removed only by max_age".to_string()),
+    ];
+    parts.sort_by(|a, b| b.0.cmp(&a.0));
+    let said: Vec<String> = parts
+        .iter()
+        .filter(|(bytes, _)| *bytes > 0)
+        .map(|(bytes, why)| format!("{} {why}", format_bytes(*bytes)))
+        .collect();
+    match said.is_empty() {
+        true => "nothing left can be evicted".to_string(),
+        false => format!("what is left is {}", said.join(", ")),
     }
 }
 
@@ -219,6 +265,13 @@ mod tests {
         let p = plan(&entries, &limits, None, NOW);
         assert!(p.evict.is_empty());
         assert_eq!(p.unmet.len(), 1, "{:?}", p.unmet);
+        assert_eq!(
+            p.unmet[0],
+            "max_size: 200 B remain above the limit of 0 B: what is left is 100 B used within min_age (1m), 100 B pinned by keep"
+        );
+        // Without anything pinned, keep is not blamed.
+        let p = plan(&[c(2, 100, NOW - 10)], &limits, None, NOW);
+        assert!(!p.unmet[0].contains("keep"), "{:?}", p.unmet);
     }
 
     #[test]

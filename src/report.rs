@@ -52,8 +52,14 @@ pub struct CacheStatus {
     pub last_use_signal: String,
     pub last_scan: Option<ScanRecord>,
     pub last_eviction: Option<EvictionSummary>,
+    /// When an enforcement last ended with every limit met.
+    #[serde(default)]
+    pub last_enforcement: Option<UnixTime>,
     pub evicted_entries_total: u64,
     pub evicted_bytes_total: u64,
+    /// The totals above by reason (`max-age`, `max-size`, `min-free`, `requested`).
+    #[serde(default)]
+    pub evicted_by_reason: Vec<EvictedByReason>,
     pub problems: ProblemsView,
     pub errors_total: u64,
     pub errors: Vec<ErrorRecord>,
@@ -113,9 +119,22 @@ pub struct EvictionSummary {
     pub skipped: u64,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvictedByReason {
+    pub reason: crate::plan::Reason,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct ProblemsView {
     pub last_verify: Option<UnixTime>,
+    /// How long the last verification took.
+    #[serde(default)]
+    pub last_verify_duration_ms: Option<u64>,
+    /// Open problems by code.
+    #[serde(default)]
+    pub open_by_problem: std::collections::BTreeMap<String, u64>,
     /// Problems the last verification found and did not repair.
     pub open: u64,
     pub found_total: u64,
@@ -227,6 +246,21 @@ pub fn age(secs: Option<i64>) -> String {
     }
 }
 
+/// `[####------] 41%`: how full a cache is against its limit (over 100% when over).
+pub fn fill_bar(used: u64, limit: u64) -> String {
+    let percent = if limit == 0 {
+        100
+    } else {
+        (used as u128 * 100 / limit as u128).min(999) as usize
+    };
+    let filled = percent.min(100) / 10;
+    format!(
+        "[{}{}] {percent}%",
+        "#".repeat(filled),
+        "-".repeat(10 - filled)
+    )
+}
+
 pub fn status_table(caches: &[CacheStatus], now: UnixTime) -> String {
     let rows: Vec<Vec<String>> = caches
         .iter()
@@ -241,6 +275,9 @@ pub fn status_table(caches: &[CacheStatus], now: UnixTime) -> String {
                 )
             });
             let mut size = format!("{} / {limit}", format_bytes(c.disk_bytes));
+            if let Some(max) = c.limits.max_size_bytes {
+                size.push_str(&format!(" {}", fill_bar(c.disk_bytes, max)));
+            }
             if !c.over_limits.is_empty() {
                 size.push_str(&format!(" (over {})", c.over_limits.join(", ")));
             }
@@ -289,4 +326,17 @@ pub fn problems_table(problems: &[ProblemView]) -> String {
         })
         .collect();
     table(&["CACHE", "PATH", "PROBLEM", "STATE", "DETAIL"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_bars_show_how_full_a_cache_is() {
+        assert_eq!(fill_bar(0, 100), "[----------] 0%");
+        assert_eq!(fill_bar(41, 100), "[####------] 41%");
+        assert_eq!(fill_bar(250, 100), "[##########] 250%");
+        assert_eq!(fill_bar(5, 0), "[##########] 100%");
+    }
 }

@@ -461,11 +461,23 @@ fn metrics_are_served_on_loopback_tcp_and_nothing_else() {
         .local_addr()
         .unwrap()
         .port();
-    let config = config_text(&socket, &[("c", &cache, "max_size = \"1 GiB\"")]).replace(
+    let expiring = tmp.path().join("expiring");
+    file_aged(&expiring.join("old"), 1000, 10 * DAY);
+    let config = config_text(
+        &socket,
+        &[
+            ("c", &cache, "max_size = \"1 GiB\""),
+            ("d", &expiring, "max_age = \"1d\""),
+        ],
+    )
+    .replace(
         "[daemon]\n",
         &format!("[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
     );
     let daemon = Daemon::start(tmp.path(), &config);
+    wait_for("the expired entry evicted", DEADLINE, || {
+        (!expiring.join("old").exists()).then_some(())
+    });
     let tcp = |request: &str| {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -479,6 +491,16 @@ fn metrics_are_served_on_loopback_tcp_and_nothing_else() {
     let text = answer.split_once("\r\n\r\n").unwrap().1;
     assert!(
         text.contains("cachewarden_cache_entries{cache=\"c\",kind=\"dir\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "cachewarden_evicted_by_reason_entries_total{cache=\"d\",kind=\"dir\",reason=\"max-age\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("cachewarden_last_enforcement_timestamp_seconds{cache=\"c\""),
         "{text}"
     );
     check_prometheus_text(text);
