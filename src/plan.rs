@@ -199,7 +199,7 @@ fn what_stays<I: Ord>(
         ),
         (age_only, "removed only by max_age".to_string()),
     ];
-    parts.sort_by(|a, b| b.0.cmp(&a.0));
+    parts.sort_by_key(|p| std::cmp::Reverse(p.0));
     let said: Vec<String> = parts
         .iter()
         .filter(|(bytes, _)| *bytes > 0)
