@@ -612,11 +612,20 @@ mod tests {
     #[test]
     fn example_config_parses() {
         let dir = tempfile::tempdir().unwrap();
-        // The example names /var/cache/... paths; point them at a temp dir.
-        let text = include_str!("../config.example.toml")
-            .replace("/var/cache/ccache", dir.path().to_str().unwrap());
-        let config = parse_str(&text).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!config.caches.is_empty());
+        // Its commented-out dir table too, every key uncommented, the path a temp dir.
+        let example = include_str!("../config.example.toml");
+        let (active, dir_table) = example.split_at(example.find("# [[cache]]").unwrap());
+        let text: String = active
+            .lines()
+            .chain(dir_table.lines().map(|l| match l.strip_prefix("# ") {
+                Some(key) if key.starts_with("[[cache]]") || key.contains(" = ") => key,
+                _ => l,
+            }))
+            .map(|l| l.replace("/var/cache/ccache", dir.path().to_str().unwrap()) + "\n")
+            .collect();
+        let config = parse_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let ccache = config.caches.iter().find(|c| c.name == "ccache");
+        assert!(ccache.is_some_and(|c| !c.keep.is_empty()), "{text}");
     }
 
     #[test]
