@@ -38,13 +38,33 @@ impl Selection {
     }
 
     pub fn matches(&self, name: &str) -> bool {
-        self.entries.iter().any(|e| e == name)
-            || self.modules.iter().any(|m| {
-                name.strip_prefix(m.as_str())
-                    .is_some_and(|rest| rest.starts_with('@'))
-            })
+        self.entries.iter().any(|e| e == name) || self.modules.iter().any(|m| of_module(name, m))
+    }
+
+    /// What of this selection none of `names` matches, as people read it: the entry
+    /// name, or `module M`.
+    pub fn not_found<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let mut entries: Vec<&String> = self.entries.iter().collect();
+        let mut modules: Vec<&String> = self.modules.iter().collect();
+        for name in names {
+            entries.retain(|e| e.as_str() != name);
+            modules.retain(|m| !of_module(name, m));
+        }
+        entries
+            .into_iter()
+            .cloned()
+            .chain(modules.into_iter().map(|m| format!("module {m}")))
+            .collect()
     }
 }
+
+/// `name` is a version of `module` (`module@version`).
+fn of_module(name: &str, module: &str) -> bool {
+    name.strip_prefix(module)
+        .is_some_and(|rest| rest.starts_with('@'))
+}
+
+impl Selection {}
 
 /// The index locked for a change (see [`CacheOf::index_mut`]).
 struct IndexWrite<'a, I: Ord + std::hash::Hash + Clone> {
@@ -345,6 +365,7 @@ impl<K: Kind> CacheOf<K> {
             in_use_since: in_use.as_ref().map(|u| u.since),
             in_use_by: in_use.filter(|_| plan.held_in_use > 0).map(|u| u.by),
             duration_ms: 0,
+            not_found: Vec::new(),
         };
         let mut removed_by_reason = Vec::new();
         {
@@ -735,6 +756,7 @@ impl<K: Kind> Cache for CacheOf<K> {
         let in_use = self.kind.in_use();
         let young_after = now.saturating_sub(secs(config.limits.min_age));
         let mut refused = Vec::new();
+        let mut matched: Vec<String> = Vec::new();
         let (plan, survivors) = {
             let index = self.index.lock().unwrap();
             let mut chosen: Vec<(u8, UnixTime, K::Id, u64)> = Vec::new();
@@ -743,6 +765,7 @@ impl<K: Kind> Cache for CacheOf<K> {
                 if !selection.matches(&name) {
                     continue;
                 }
+                matched.push(name.clone());
                 let why = if m.last_use > young_after {
                     Some("used within min_age".to_string())
                 } else if in_use.as_ref().is_some_and(|u| m.last_use >= u.since) {
@@ -793,6 +816,7 @@ impl<K: Kind> Cache for CacheOf<K> {
         };
         let mut report = self.carry_out(&config, plan, &survivors, in_use, dry_run, now);
         report.skipped.extend(refused);
+        report.not_found = selection.not_found(matched.iter().map(String::as_str));
         report
     }
 
@@ -994,6 +1018,11 @@ mod tests {
             !s.matches("github.com/x/yz@v1.2.3"),
             "a module, not a prefix"
         );
+        assert_eq!(
+            s.not_found(["a@v2", "github.com/x/yz@v1"]),
+            ["a@v1", "module github.com/x/y"]
+        );
+        assert!(s.not_found(["a@v1", "github.com/x/y@v0.1.0"]).is_empty());
     }
 
     use crate::kinds::dir::DirKind;

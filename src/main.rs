@@ -224,6 +224,16 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             if !selection.is_empty() && caches.len() != 1 {
                 anyhow::bail!("--entry and --module need --cache NAME to say which cache");
             }
+            if let (false, Some(cache)) = (selection.modules.is_empty(), caches.first()) {
+                let config = cache.config();
+                if config.kind != cachewarden::kinds::KindName::GoMod {
+                    anyhow::bail!(
+                        "--module names Go modules, for go-mod caches; cache {:?} is kind {} (use --entry)",
+                        config.name,
+                        config.kind
+                    );
+                }
+            }
             let now = cachewarden::now();
             let reports: Vec<_> = caches
                 .iter()
@@ -240,9 +250,9 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
                     .iter()
                     .any(|r| !r.unmet.is_empty() || (dry_run && !r.evicted.is_empty()))
             } else {
-                reports
-                    .iter()
-                    .any(|r| !r.skipped.is_empty() || r.evicted.is_empty())
+                reports.iter().any(|r| {
+                    !r.skipped.is_empty() || r.evicted.is_empty() || !r.not_found.is_empty()
+                })
             };
             if json {
                 print_json(&reports)?;
@@ -466,6 +476,9 @@ fn print_eviction(r: &report::EvictionReport) {
     }
     for s in &r.skipped {
         println!("skipped {}: {}", s.entry, s.reason);
+    }
+    for name in &r.not_found {
+        println!("no entry named {name} in cache {}", r.cache);
     }
     for u in &r.unmet {
         println!("limit not met: {u}");

@@ -200,6 +200,10 @@ pub struct EvictionReport {
     pub in_use_since: Option<UnixTime>,
     pub in_use_by: Option<String>,
     pub duration_ms: u64,
+    /// Names a targeted eviction asked for that no entry has (`module M` for a module
+    /// with no version in the cache).
+    #[serde(default)]
+    pub not_found: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

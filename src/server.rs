@@ -333,11 +333,26 @@ async fn evict(
         modules: opts.modules.into_iter().chain(opts.module).collect(),
     };
     let dry_run = opts.dry_run;
+    if !selection.modules.is_empty() && cache.config().kind != crate::kinds::KindName::GoMod {
+        return Err(bad_request(format!(
+            "modules name Go modules, for go-mod caches; cache {name:?} is kind {} (name entries instead)",
+            cache.config().kind
+        )));
+    }
     let report = if selection.is_empty() {
         blocking(move || cache.evict(dry_run, crate::now())).await?
     } else {
         blocking(move || cache.evict_selected(&selection, dry_run, crate::now())).await?
     };
+    if report.evicted.is_empty() && report.skipped.is_empty() && !report.not_found.is_empty() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no entry named {} in cache {name:?}",
+                report.not_found.join(", no entry named ")
+            ),
+        ));
+    }
     Ok(Json(report).into_response())
 }
 

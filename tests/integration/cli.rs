@@ -366,7 +366,15 @@ fn targeted_eviction_removes_exactly_the_named_entries() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!cache.join("other").exists());
 
-    let out = cachewarden(&["--config", cfg, "evict", "--module", "pkg", "--json"]);
+    // --module names Go modules: refused on a dir cache.
+    let out = cachewarden(&["--config", cfg, "evict", "--module", "pkg"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("go-mod caches"), "{}", stderr(&out));
+
+    let out = cachewarden(&[
+        "--config", cfg, "evict", "--entry", "pkg@v1", "--entry", "pkg@v2", "--entry", "pkg@v3",
+        "--json",
+    ]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -383,6 +391,11 @@ fn targeted_eviction_removes_exactly_the_named_entries() {
 
     let out = cachewarden(&["--config", cfg, "evict", "--entry", "nothing-like-it"]);
     assert_eq!(out.status.code(), Some(1), "nothing matched");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no entry named nothing-like-it in cache c"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]

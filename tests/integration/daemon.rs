@@ -417,6 +417,30 @@ fn another_uid_may_read_status_but_not_change_anything() {
     assert!(!cache.join("old").exists());
 }
 
+#[test]
+fn targeted_evictions_over_the_socket_say_what_they_did_not_find() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    file_aged(&cache.join("a"), 100, 10 * DAY);
+    file_aged(&cache.join("b"), 100, 10 * DAY);
+    let socket = tmp.path().join("run/cw.sock");
+    let daemon = Daemon::start(tmp.path(), &config_text(&socket, &[("c", &cache, "")]));
+    let (code, body) = daemon.post("/v1/caches/c/evict?entry=nosuch", "");
+    assert_eq!(code, 404, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("no entry named nosuch in cache \"c\""));
+    let (code, report) = daemon.post("/v1/caches/c/evict", r#"{"entries": ["a", "nosuch"]}"#);
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["not_found"], serde_json::json!(["nosuch"]));
+    assert_eq!(report["evicted"][0]["entry"], "a");
+    let (code, body) = daemon.post("/v1/caches/c/evict?module=b", "");
+    assert_eq!(code, 400, "modules are for go-mod caches: {body}");
+    assert!(cache.join("b").exists());
+    assert_eq!(daemon.stop().code(), Some(0));
+}
+
 /// `promtool check metrics` where Debian's prometheus package is installed (scripts/test
 /// installs it); the text must at least be well-formed lines elsewhere.
 fn check_prometheus_text(text: &str) {
