@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{self, AuditLog, AuditRecord};
 use crate::cache::Cache;
 use crate::config::{self, CacheConfig, Config, Env, OnProblem};
 use crate::own_files;
@@ -51,6 +52,8 @@ pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
 pub struct Shared {
     pub own_uid: u32,
     pub started_at: i64,
+    /// Every removal, for `GET /v1/audit` and `cachewarden log`.
+    pub audit: Arc<AuditLog>,
     running: RwLock<Running>,
     control: mpsc::Sender<Control>,
 }
@@ -127,9 +130,11 @@ pub async fn run(
 
     let state_dir = prepare_state_dir(config.daemon.state_dir.as_deref());
     let (control_tx, mut control_rx) = mpsc::channel(4);
+    let audit = Arc::new(AuditLog::new(state_dir.as_deref()));
     let shared = Arc::new(Shared {
         own_uid: nix::unistd::getuid().as_raw(),
         started_at: crate::now(),
+        audit: audit.clone(),
         running: RwLock::new(Running {
             config: config.clone(),
             caches: Vec::new(),
@@ -158,7 +163,8 @@ pub async fn run(
     let mut supervisors: HashMap<String, Supervisor> = HashMap::new();
     let mut first_scans = Vec::new();
     for cache_config in &config.caches {
-        let (supervisor, scanned) = Supervisor::start(cache_config.clone(), state_dir.as_deref());
+        let (supervisor, scanned) =
+            Supervisor::start(cache_config.clone(), state_dir.as_deref(), audit.clone());
         first_scans.push(scanned);
         supervisors.insert(cache_config.name.clone(), supervisor);
     }
@@ -266,7 +272,11 @@ fn reload(
             }
             None => {
                 let state_dir = shared.running.read().unwrap().state_dir.clone();
-                let (supervisor, _) = Supervisor::start(cache_config.clone(), state_dir.as_deref());
+                let (supervisor, _) = Supervisor::start(
+                    cache_config.clone(),
+                    state_dir.as_deref(),
+                    shared.audit.clone(),
+                );
                 supervisors.insert(cache_config.name.clone(), supervisor);
             }
         }
@@ -303,7 +313,11 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn start(config: CacheConfig, state_dir: Option<&Path>) -> (Supervisor, oneshot::Receiver<()>) {
+    fn start(
+        config: CacheConfig,
+        state_dir: Option<&Path>,
+        audit: Arc<AuditLog>,
+    ) -> (Supervisor, oneshot::Receiver<()>) {
         let snapshot = state_dir.map(|d| d.join(format!("{}.snapshot", config.name)));
         let cache = config.kind.open(config);
         let stop = CancellationToken::new();
@@ -311,6 +325,7 @@ impl Supervisor {
         let (scanned_tx, scanned_rx) = oneshot::channel();
         let task = tokio::spawn(supervise(
             cache.clone(),
+            audit,
             snapshot,
             stop.clone(),
             reconfigured.clone(),
@@ -388,9 +403,10 @@ async fn save_snapshot(cache: &Arc<dyn Cache>, snapshot: Option<&Path>) {
 
 /// Enforces the limits; returns the in-use horizon when a limit stays unmet because a
 /// running tool may still open entries (the supervisor retries once that changes).
-async fn enforce(cache: &Arc<dyn Cache>, why: &str) -> Option<i64> {
+async fn enforce(cache: &Arc<dyn Cache>, audit: &AuditLog, why: &str) -> Option<i64> {
     let c = cache.clone();
     let report = blocking(move || c.evict(false, crate::now())).await?;
+    record_removals(cache, audit, &audit::of_eviction(&report, None));
     if report.removed_entries > 0 || !report.skipped.is_empty() {
         tracing::info!(
             cache = %report.cache,
@@ -415,16 +431,24 @@ async fn enforce(cache: &Arc<dyn Cache>, why: &str) -> Option<i64> {
     report.in_use_since.filter(|_| held)
 }
 
-async fn verify(cache: &Arc<dyn Cache>) {
+async fn verify(cache: &Arc<dyn Cache>, audit: &AuditLog) {
     let c = cache.clone();
     let repair = cache.config().on_problem == OnProblem::Repair;
     let Some(report) = blocking(move || c.verify(repair, crate::now())).await else {
         return;
     };
+    record_removals(cache, audit, &audit::of_repairs(&report));
     for p in &report.problems {
         tracing::warn!(cache = %p.cache, entry = %p.entry, problem = %p.problem, repaired = p.repaired, "{}", p.detail);
     }
     tracing::info!(cache = %report.cache, checked = report.checked, problems = report.problems.len(), ms = report.duration_ms, "verified");
+}
+
+/// Writes removals to the audit trail; a failure to is an error of the cache.
+pub fn record_removals(cache: &Arc<dyn Cache>, audit: &AuditLog, records: &[AuditRecord]) {
+    if let Err(e) = audit.record(records) {
+        cache.record_error(format!("cannot write the audit trail: {e}"), crate::now());
+    }
 }
 
 fn next_fire(schedule: Option<&crate::units::CronSchedule>) -> Option<Instant> {
@@ -494,6 +518,7 @@ impl Watching {
 
 async fn supervise(
     cache: Arc<dyn Cache>,
+    audit: Arc<AuditLog>,
     snapshot: Option<PathBuf>,
     stop: CancellationToken,
     reconfigured: Arc<Notify>,
@@ -506,7 +531,7 @@ async fn supervise(
     }
     let mut last_full_scan = Instant::now();
     let _ = scanned.send(());
-    let mut held_since = enforce(&cache, "startup").await;
+    let mut held_since = enforce(&cache, &audit, "startup").await;
     save_snapshot(&cache, snapshot.as_deref()).await;
 
     let mut last_enforce = Instant::now();
@@ -529,7 +554,7 @@ async fn supervise(
             }
             _ = reconfigured.notified() => {
                 // Limits may have tightened: check them now.
-                held_since = enforce(&cache, "config reloaded").await;
+                held_since = enforce(&cache, &audit, "config reloaded").await;
                 last_enforce = Instant::now();
             }
             change = watching.changes.recv(), if watching.active => match change {
@@ -550,7 +575,7 @@ async fn supervise(
             },
             _ = tokio::time::sleep_until(enforce_at), if enforce_pending => {
                 enforce_pending = false;
-                held_since = enforce(&cache, "limit crossed").await;
+                held_since = enforce(&cache, &audit, "limit crossed").await;
                 last_enforce = Instant::now();
             }
             _ = tokio::time::sleep_until(rescan_at), if rescan_pending.is_some() => {
@@ -570,7 +595,7 @@ async fn supervise(
                 let c = cache.clone();
                 let now_since = blocking(move || c.in_use_since()).await.flatten();
                 if now_since != held_since {
-                    held_since = enforce(&cache, "a tool that held entries exited").await;
+                    held_since = enforce(&cache, &audit, "a tool that held entries exited").await;
                 }
             }
             _ = sleep_until_opt(next_enforce) => {
@@ -582,11 +607,11 @@ async fn supervise(
                     scan(&cache).await;
                     last_full_scan = Instant::now();
                 }
-                held_since = enforce(&cache, "schedule").await;
+                held_since = enforce(&cache, &audit, "schedule").await;
                 save_snapshot(&cache, snapshot.as_deref()).await;
                 last_enforce = Instant::now();
             }
-            _ = sleep_until_opt(next_verify) => verify(&cache).await,
+            _ = sleep_until_opt(next_verify) => verify(&cache, &audit).await,
         }
     }
 }

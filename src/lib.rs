@@ -9,6 +9,7 @@
 //! * [`watch`]: inotify → index updates; [`daemon`]: supervisors, signals, systemd;
 //! * [`server`], [`metrics`] and [`client`]: the socket API; [`report`]: what it returns.
 
+pub mod audit;
 pub mod cache;
 pub mod client;
 pub mod config;

@@ -101,6 +101,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what the daemon removed, when, why and at whose request (its audit trail).
+    Log {
+        /// Only removals since this long ago ("2h", "7d") or this Unix time.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only this cache (as named in the config).
+        #[arg(long, value_name = "NAME")]
+        cache: Option<String>,
+        /// At most this many, the newest.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the socket path `status` would ask (from the config, else the system
     /// daemon's), for `curl --unix-socket`.
     Socket,
@@ -216,7 +231,8 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             module,
         } => {
             init_cli_logging();
-            let caches = open_caches(&load(cli.config.as_deref())?, cache.as_deref())?;
+            let config = load(cli.config.as_deref())?;
+            let caches = open_caches(&config, cache.as_deref())?;
             let selection = Selection {
                 entries: entry,
                 modules: module,
@@ -245,6 +261,13 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
                     }
                 })
                 .collect();
+            let uid = nix::unistd::getuid().as_raw();
+            let audit = one_shot_audit(&config);
+            for r in &reports {
+                if let Err(e) = audit.record(&cachewarden::audit::of_eviction(r, Some(uid))) {
+                    eprintln!("warning: cannot write the audit trail: {e}");
+                }
+            }
             let found = if selection.is_empty() {
                 reports
                     .iter()
@@ -269,7 +292,8 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             cache,
         } => {
             init_cli_logging();
-            let caches = open_caches(&load(cli.config.as_deref())?, cache.as_deref())?;
+            let config = load(cli.config.as_deref())?;
+            let caches = open_caches(&config, cache.as_deref())?;
             let now = cachewarden::now();
             let reports: Vec<_> = caches
                 .iter()
@@ -278,6 +302,12 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
                     c.verify(repair, now)
                 })
                 .collect();
+            let audit = one_shot_audit(&config);
+            for r in &reports {
+                if let Err(e) = audit.record(&cachewarden::audit::of_repairs(r)) {
+                    eprintln!("warning: cannot write the audit trail: {e}");
+                }
+            }
             let problems: Vec<_> = reports.iter().flat_map(|r| r.problems.clone()).collect();
             let open = problems.iter().any(|p| !p.repaired);
             if json {
@@ -321,6 +351,64 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
                 .any(|f| f.severity == cachewarden::doctor::Severity::Action);
             Ok(if action { EXIT_FOUND } else { EXIT_OK })
         }
+        Command::Log {
+            since,
+            cache,
+            limit,
+            json,
+        } => {
+            let config = load(cli.config.as_deref())?;
+            let since = match since {
+                None => None,
+                Some(when) => Some(match when.parse::<i64>() {
+                    Ok(t) => t,
+                    Err(_) => {
+                        let ago = cachewarden::units::parse_duration(&when)
+                            .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+                        cachewarden::now() - ago.as_secs() as i64
+                    }
+                }),
+            };
+            let query = cachewarden::audit::Query {
+                since,
+                cache,
+                limit: Some(limit),
+            };
+            let records = audit_records(&config, cli.config.is_some(), &query)?;
+            if json {
+                print_json(&records)?;
+            } else if records.is_empty() {
+                println!("no removals recorded");
+            } else {
+                let now = cachewarden::now();
+                let rows: Vec<Vec<String>> = records
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            cachewarden::units::local_time(r.at),
+                            r.cache.clone(),
+                            r.entry.clone(),
+                            r.bytes.map_or("-".into(), format_bytes),
+                            r.last_use.map_or("-".into(), |t| {
+                                format!("{} ago", report::age(Some(now - t)))
+                            }),
+                            match r.uid {
+                                Some(uid) => format!("{} (uid {uid})", r.reason),
+                                None => r.reason.clone(),
+                            },
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    report::table(
+                        &["TIME", "CACHE", "ENTRY", "SIZE", "LAST USE", "REASON"],
+                        &rows
+                    )
+                );
+            }
+            Ok(EXIT_OK)
+        }
         Command::Socket => {
             let socket = cli_socket(&load(cli.config.as_deref())?, cli.config.is_some());
             println!("{}", socket.display());
@@ -356,6 +444,66 @@ fn cli_socket(config: &Config, explicit_config: bool) -> PathBuf {
     } else {
         own
     }
+}
+
+/// Where one-shot commands record their removals: the config's state directory when it
+/// exists and is this user's own (root's CLI never writes into the daemon's directory
+/// of another user); else the log only.
+fn one_shot_audit(config: &Config) -> cachewarden::audit::AuditLog {
+    let dir = config
+        .daemon
+        .state_dir
+        .as_deref()
+        .filter(|d| cachewarden::own_files::is_own_dir(d));
+    cachewarden::audit::AuditLog::new(dir)
+}
+
+/// The audit trail: the daemon's answer, or — with no daemon — the file in the state
+/// directory.
+fn audit_records(
+    config: &Config,
+    explicit_config: bool,
+    query: &cachewarden::audit::Query,
+) -> anyhow::Result<Vec<cachewarden::audit::AuditRecord>> {
+    let socket = cli_socket(config, explicit_config);
+    let mut path = "/v1/audit?".to_string();
+    if let Some(t) = query.since {
+        path.push_str(&format!("since={t}&"));
+    }
+    if let Some(c) = &query.cache {
+        path.push_str(&format!("cache={}&", percent_encode(c)));
+    }
+    path.push_str(&format!("limit={}", query.limit.unwrap_or(100)));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(cachewarden::client::request(&socket, "GET", &path)) {
+        Ok((200, body)) => Ok(serde_json::from_slice(&body)
+            .context("the daemon's audit trail is not what this CLI expects")?),
+        Ok((code, body)) => anyhow::bail!(
+            "the daemon answered {code}: {}",
+            String::from_utf8_lossy(&body)
+        ),
+        Err(_) => {
+            let dir = config.daemon.state_dir.as_deref().context(
+                "no daemon answers and the config has no state_dir to read the trail from",
+            )?;
+            Ok(cachewarden::audit::read(&dir.join("audit.jsonl"), query)
+                .with_context(|| format!("reading the audit trail in {}", dir.display()))?)
+        }
+    }
+}
+
+/// `text` safe in a URL query value.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The config the daemon on `socket` runs with, or why no daemon answered there.

@@ -121,6 +121,11 @@ pub fn ensure_own_dir(dir: &Path, mode: u32, what: &str) -> anyhow::Result<bool>
     Ok(created)
 }
 
+/// Whether `dir` exists and passes [`ensure_own_dir`]'s checks (creating nothing).
+pub fn is_own_dir(dir: &Path) -> bool {
+    lstat_dir(dir).is_ok_and(|m| m.uid() == my_uid() && m.mode() & 0o022 == 0)
+}
+
 /// Sets `dir`'s mode exactly (a `mkdir` mode is cut by the umask): only ever to the
 /// mode it was meant to have, which adds at most the socket group's read access.
 pub fn set_mode(dir: &Path, mode: u32) -> io::Result<()> {
@@ -145,6 +150,45 @@ pub fn open_own_file(path: &Path) -> io::Result<File> {
                 format!("opening {} (symlinks are refused): {e}", path.display()),
             )
         })?;
+    check_own(file, path)
+}
+
+/// Opens (creating with mode 0600) one of the daemon's logs for appending, with the
+/// same checks as [`open_own_file`].
+pub fn open_own_log(path: &Path) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("opening {} (symlinks are refused): {e}", path.display()),
+            )
+        })?;
+    check_own(file, path)
+}
+
+/// Opens one of the daemon's files for reading, never through a symlink, refusing
+/// anything but a regular file (a FIFO planted there would block the reader).
+pub fn open_for_reading(path: &Path) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
+/// `file` if it is a regular file owned by this process's uid.
+fn check_own(file: File, path: &Path) -> io::Result<File> {
     let meta = file.metadata()?;
     if !meta.is_file() || meta.uid() != my_uid() {
         return Err(io::Error::new(

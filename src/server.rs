@@ -10,6 +10,7 @@
 //! | POST | `/v1/caches/{name}/evict?entry=E` or `module=M` | remove named entries / every version of a module |
 //! | POST | `/v1/caches/{name}/verify?repair=true\|false` | integrity sweep |
 //! | POST | `/v1/reload` | re-read the config file (like SIGHUP) |
+//! | GET  | `/v1/audit?since=T&cache=C&limit=N` | removals: what, when, why, at whose request |
 //! | GET  | `/metrics` | Prometheus text format |
 //!
 //! POST options may also come as a JSON body (`{"dry_run": true}`).
@@ -101,6 +102,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/caches/{name}/evict", post(evict))
         .route("/v1/caches/{name}/verify", post(verify))
         .route("/v1/reload", post(reload))
+        .route("/v1/audit", get(audit_trail))
         .route("/metrics", get(metrics))
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError(
@@ -323,6 +325,7 @@ struct EvictOptions {
 async fn evict(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
+    axum::Extension(peer): axum::Extension<Peer>,
     query: Result<Query<EvictOptions>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -339,11 +342,14 @@ async fn evict(
             cache.config().kind
         )));
     }
+    let c = cache.clone();
     let report = if selection.is_empty() {
-        blocking(move || cache.evict(dry_run, crate::now())).await?
+        blocking(move || c.evict(dry_run, crate::now())).await?
     } else {
-        blocking(move || cache.evict_selected(&selection, dry_run, crate::now())).await?
+        blocking(move || c.evict_selected(&selection, dry_run, crate::now())).await?
     };
+    let removed = crate::audit::of_eviction(&report, Some(peer.uid));
+    crate::daemon::record_removals(&cache, &shared.audit, &removed);
     if report.evicted.is_empty() && report.skipped.is_empty() && !report.not_found.is_empty() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -371,8 +377,35 @@ async fn verify(
 ) -> Result<Response, ApiError> {
     let cache = find_cache(&shared, &name)?;
     let opts = options(query, body).await?;
-    let report = blocking(move || cache.verify(opts.repair, crate::now())).await?;
+    let c = cache.clone();
+    let report = blocking(move || c.verify(opts.repair, crate::now())).await?;
+    crate::daemon::record_removals(&cache, &shared.audit, &crate::audit::of_repairs(&report));
     Ok(Json(report).into_response())
+}
+
+async fn audit_trail(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<crate::audit::Query>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let mut q = query
+        .map_err(|e| bad_request(format!("invalid query: {}", e.body_text())))?
+        .0;
+    q.limit = Some(q.limit.unwrap_or(100).min(MAX_ENTRIES_LISTED));
+    let Some(path) = shared.audit.path().map(std::path::Path::to_path_buf) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no audit trail: the daemon has no state directory (see state_dir); removals are in its log only".into(),
+        ));
+    };
+    let records = blocking(move || crate::audit::read(&path, &q))
+        .await?
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the audit trail: {e}"),
+            )
+        })?;
+    Ok(Json(records).into_response())
 }
 
 async fn reload(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {

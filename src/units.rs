@@ -105,6 +105,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// A Unix time as local wall-clock time, `2026-12-03 08:31:10` (the number itself if
+/// the time zone cannot place it).
+pub fn local_time(t: i64) -> String {
+    use chrono::TimeZone;
+    chrono::Local.timestamp_opt(t, 0).single().map_or_else(
+        || t.to_string(),
+        |d| d.format("%Y-%m-%d %H:%M:%S").to_string(),
+    )
+}
+
 /// A duration as config files write it (`"30d"`, `"1h 5m"`), whole seconds; it parses
 /// back to the same value.
 pub fn format_duration(d: Duration) -> String {

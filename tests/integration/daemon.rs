@@ -558,3 +558,71 @@ fn metrics_are_served_on_loopback_tcp_and_nothing_else() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_removal_is_in_the_audit_trail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    file_aged(&cache.join("expired"), 1000, 10 * DAY);
+    file_aged(&cache.join("asked-for"), 1000, 2 * DAY);
+    file_aged(&cache.join("kept"), 1000, 2 * DAY);
+    let socket = tmp.path().join("run/cw.sock");
+    let state = tmp.path().join("state");
+    let config = config_text(&socket, &[("c", &cache, "max_age = \"5d\"")]).replace(
+        "[daemon]\n",
+        &format!("[daemon]\nstate_dir = \"{}\"\n", state.display()),
+    );
+    let daemon = Daemon::start(tmp.path(), &config);
+    wait_for("the expired entry evicted", DEADLINE, || {
+        (!cache.join("expired").exists()).then_some(())
+    });
+    let (code, report) = daemon.post("/v1/caches/c/evict?entry=asked-for", "");
+    assert_eq!(code, 200, "{report}");
+
+    let (code, trail) = daemon.get("/v1/audit");
+    assert_eq!(code, 200, "{trail}");
+    let trail = trail.as_array().unwrap().clone();
+    assert_eq!(trail.len(), 2, "{trail:?}");
+    assert_eq!(trail[0]["entry"], "expired");
+    assert_eq!(trail[0]["reason"], "max-age");
+    assert!(trail[0]["bytes"].as_u64().unwrap() >= 1000);
+    assert!(trail[0]["last_use"].as_i64().unwrap() < now() - 9 * 86400);
+    assert_eq!(trail[1]["entry"], "asked-for");
+    assert_eq!(trail[1]["reason"], "request");
+    assert_eq!(trail[1]["uid"], nix::unistd::getuid().as_raw());
+    let (_, filtered) = daemon.get(&format!("/v1/audit?since={}&cache=c&limit=1", now() - 3600));
+    assert_eq!(filtered.as_array().unwrap().len(), 1);
+    assert_eq!(filtered[0]["entry"], "asked-for");
+    let (_, other) = daemon.get("/v1/audit?cache=nosuch");
+    assert_eq!(other, serde_json::json!([]));
+
+    // The CLI asks the daemon; with the daemon stopped it reads the file.
+    let cfg = daemon.config.clone();
+    let log = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "log"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = log(&[]);
+    assert!(
+        text.contains("max-age") && text.contains("request (uid"),
+        "{text}"
+    );
+    assert_eq!(daemon.stop().code(), Some(0));
+    let records = json(&log(&["--since", "1h", "--json"]));
+    assert_eq!(records.as_array().unwrap().len(), 2, "{records}");
+    let mode = std::fs::metadata(state.join("audit.jsonl"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the trail is private");
+}
