@@ -137,6 +137,8 @@ pub struct CacheOf<K: Kind> {
     /// request never waits for the index lock a scan, eviction or listing holds.
     totals: Mutex<Totals>,
     history: Mutex<History>,
+    /// Entries evicted for size or free space, to notice those that come back.
+    churn: Mutex<crate::churn::Churn>,
     /// Paths changed while a full scan runs, replayed after it.
     changed_during_scan: Mutex<Option<Vec<PathBuf>>>,
     /// Per partition, its directory's mtime when last scanned (see `snapshot.rs`).
@@ -178,6 +180,7 @@ impl<K: Kind> CacheOf<K> {
             index: Mutex::new(Index::default()),
             totals: Mutex::new(Totals::default()),
             history: Mutex::new(History::default()),
+            churn: Mutex::new(crate::churn::Churn::default()),
             changed_during_scan: Mutex::new(None),
             stamps: Mutex::new(vec![None; kind.partitions()]),
             kind,
@@ -266,7 +269,13 @@ impl<K: Kind> CacheOf<K> {
 
     fn apply_one(&self, index: &mut Index<K::Id>, id: K::Id) -> Result<(), String> {
         match self.kind.stat(&id) {
-            Ok(Some(meta)) => index.upsert(id, meta),
+            Ok(Some(meta)) => {
+                if index.get(&id).is_none() {
+                    let key = crate::churn::key_of(&id);
+                    (self.churn.lock().unwrap()).appeared(key, meta.disk_bytes, crate::now());
+                }
+                index.upsert(id, meta)
+            }
             Ok(None) => {
                 index.remove(&id);
             }
@@ -387,6 +396,13 @@ impl<K: Kind> CacheOf<K> {
                     }),
                     Some(Removal::Removed { disk_bytes }) => {
                         removed_by_reason.push((planned.reason, disk_bytes));
+                        if matches!(
+                            planned.reason,
+                            plan::Reason::MaxSize | plan::Reason::MinFree
+                        ) {
+                            let key = crate::churn::key_of(&planned.id);
+                            self.churn.lock().unwrap().evicted(key, now);
+                        }
                         gone.push(&planned.id);
                         report.removed_entries += 1;
                         report.freed_bytes += disk_bytes;
@@ -615,6 +631,7 @@ impl<K: Kind> Cache for CacheOf<K> {
             last_scan: history.last_scan.clone(),
             last_eviction: history.last_eviction.clone(),
             last_enforcement: history.last_enforcement,
+            recreated_after_eviction: self.churn.lock().unwrap().recreated(now),
             evicted_entries_total: history.evicted_entries_total,
             evicted_bytes_total: history.evicted_bytes_total,
             evicted_by_reason: history

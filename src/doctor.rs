@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::config::{self, CacheConfig, Config, Env};
 use crate::kinds::KindName;
+use crate::report::{CacheStatus, StatusReport};
 use crate::units::format_bytes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -42,12 +43,12 @@ fn finding(check: &str, severity: Severity, message: String, fix: &str) -> Findi
 }
 
 /// Runs every check. `config_file` is `--config`; `socket` the socket the CLI would ask;
-/// `daemon_status` the daemon's answer there (its config source), or why there is none.
+/// `daemon` the daemon's status there, or why there is none.
 pub fn run(
     config_file: Option<&Path>,
     env: &Env,
     socket: Option<&Path>,
-    daemon_status: Result<String, String>,
+    daemon: Result<StatusReport, String>,
 ) -> Vec<Finding> {
     let mut out = vec![go_on_path()];
     out.extend(go_environment(|k| std::env::var(k).ok()));
@@ -90,11 +91,11 @@ pub fn run(
         out.push(inotify_budget(config));
         out.push(socket_dir(socket.unwrap_or(&config.daemon.socket)));
     }
-    out.push(match daemon_status {
-        Ok(source) => finding(
+    out.push(match &daemon {
+        Ok(status) => finding(
             "daemon",
             Severity::Ok,
-            format!("running, with config {source}"),
+            format!("running (pid {}), with config {}", status.pid, status.config),
             "",
         ),
         Err(why) => finding(
@@ -104,7 +105,34 @@ pub fn run(
             "start it: `systemctl --user enable --now cachewarden` (or `cachewarden daemon` in a shell)",
         ),
     });
+    if let Ok(status) = &daemon {
+        out.extend(status.caches.iter().filter_map(working_set));
+    }
     out
+}
+
+/// A `max_size` below what builds use: entries evicted for size come back.
+fn working_set(cache: &CacheStatus) -> Option<Finding> {
+    let back = cache.recreated_after_eviction;
+    let max = cache.limits.max_size_bytes?;
+    if back.bytes == 0 || back.bytes * 10 < max {
+        return None;
+    }
+    Some(finding(
+        &format!("cache {}", cache.name),
+        Severity::Warning,
+        format!(
+            "max_size {} is below this cache's working set of about {} over the last day: {} entries ({}) evicted for size came back",
+            format_bytes(max),
+            format_bytes(max + back.bytes),
+            back.entries,
+            format_bytes(back.bytes)
+        ),
+        &format!(
+            "raise max_size to at least {}: each entry that comes back is rebuilt or downloaded again",
+            format_bytes(max + back.bytes)
+        ),
+    ))
 }
 
 fn go_on_path() -> Finding {

@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod cache;
+pub mod churn;
 pub mod client;
 pub mod config;
 pub mod daemon;

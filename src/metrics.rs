@@ -110,6 +110,18 @@ const METRICS: &[Metric] = &[
         |c| c.last_eviction.as_ref().map(|e| e.at as f64),
     ),
     (
+        "cachewarden_recreated_after_eviction_entries",
+        "gauge",
+        "Entries evicted for size or free space that came back within a day.",
+        |c| Some(c.recreated_after_eviction.entries as f64),
+    ),
+    (
+        "cachewarden_recreated_after_eviction_bytes",
+        "gauge",
+        "Bytes of the entries evicted for size or free space that came back within a day.",
+        |c| Some(c.recreated_after_eviction.bytes as f64),
+    ),
+    (
         "cachewarden_last_enforcement_timestamp_seconds",
         "gauge",
         "When an enforcement last ended with every limit met.",

@@ -57,6 +57,10 @@ pub struct CacheStatus {
     pub last_enforcement: Option<UnixTime>,
     pub evicted_entries_total: u64,
     pub evicted_bytes_total: u64,
+    /// Entries evicted for size or free space that came back within a day: a sign that
+    /// `max_size` is below the working set (`churn.rs`).
+    #[serde(default)]
+    pub recreated_after_eviction: crate::churn::Recreated,
     /// The totals above by reason (`max-age`, `max-size`, `min-free`, `requested`).
     #[serde(default)]
     pub evicted_by_reason: Vec<EvictedByReason>,

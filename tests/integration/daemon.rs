@@ -626,3 +626,55 @@ fn every_removal_is_in_the_audit_trail() {
         .mode();
     assert_eq!(mode & 0o077, 0, "the trail is private");
 }
+
+#[test]
+fn entries_evicted_for_size_that_come_back_are_counted_and_doctor_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    for name in ["a", "b", "c", "d"] {
+        file_aged(&cache.join(name), 100_000, DAY);
+    }
+    let socket = tmp.path().join("run/cw.sock");
+    let config = config_text(
+        &socket,
+        &[("c", &cache, "max_size = \"150 KB\"\nmin_age = \"1m\"")],
+    );
+    let daemon = Daemon::start(tmp.path(), &config);
+    wait_for("eviction to max_size", DEADLINE, || {
+        (files(&cache).len() == 1).then_some(())
+    });
+    let evicted: Vec<&str> = ["a", "b", "c", "d"]
+        .into_iter()
+        .filter(|n| !cache.join(n).exists())
+        .collect();
+    // The build needs them again: they come back (young, so they stay).
+    for name in &evicted {
+        std::fs::write(cache.join(name), vec![1u8; 100_000]).unwrap();
+    }
+    let status = wait_for("the re-creations counted", DEADLINE, || {
+        let s = daemon.cache_status("c");
+        (s["recreated_after_eviction"]["entries"] == 3).then_some(s)
+    });
+    assert!(
+        status["recreated_after_eviction"]["bytes"]
+            .as_u64()
+            .unwrap()
+            >= 300_000
+    );
+    let (_, metrics) = http(&socket, "GET", "/metrics", "");
+    assert!(
+        metrics
+            .contains("cachewarden_recreated_after_eviction_entries{cache=\"c\",kind=\"dir\"} 3"),
+        "{metrics}"
+    );
+    let out = Command::new(BIN)
+        .args(["--config", daemon.config.to_str().unwrap(), "doctor"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("is below this cache's working set") && text.contains("raise max_size"),
+        "{text}"
+    );
+    assert_eq!(daemon.stop().code(), Some(0));
+}
