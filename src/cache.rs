@@ -9,6 +9,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -118,6 +119,8 @@ pub trait Cache: Send + Sync {
         -> EvictionReport;
     fn verify(&self, repair: bool, now: UnixTime) -> VerifyReport;
     fn record_error(&self, message: String, now: UnixTime);
+    /// How far the running eviction or sweep is: (entries done, entries to do).
+    fn progress(&self) -> (u64, u64);
     /// Entries used at or after this may still be opened by a running tool.
     fn in_use_since(&self) -> Option<UnixTime>;
     /// Saves the index to `path` for a cheap restart; `Ok(false)` if this kind has no
@@ -139,6 +142,8 @@ pub struct CacheOf<K: Kind> {
     history: Mutex<History>,
     /// Entries evicted for size or free space, to notice those that come back.
     churn: Mutex<crate::churn::Churn>,
+    /// The running eviction's or sweep's entries done and to do, for progress bars.
+    progress: (AtomicU64, AtomicU64),
     /// Paths changed while a full scan runs, replayed after it.
     changed_during_scan: Mutex<Option<Vec<PathBuf>>>,
     /// Per partition, its directory's mtime when last scanned (see `snapshot.rs`).
@@ -181,6 +186,7 @@ impl<K: Kind> CacheOf<K> {
             totals: Mutex::new(Totals::default()),
             history: Mutex::new(History::default()),
             churn: Mutex::new(crate::churn::Churn::default()),
+            progress: (AtomicU64::new(0), AtomicU64::new(0)),
             changed_during_scan: Mutex::new(None),
             stamps: Mutex::new(vec![None; kind.partitions()]),
             kind,
@@ -199,6 +205,11 @@ impl<K: Kind> CacheOf<K> {
 
     fn totals(&self) -> Totals {
         *self.totals.lock().unwrap()
+    }
+
+    fn start_progress(&self, total: usize) {
+        self.progress.0.store(0, Ordering::Relaxed);
+        self.progress.1.store(total as u64, Ordering::Relaxed);
     }
 
     fn cfg(&self) -> CacheConfig {
@@ -351,11 +362,13 @@ impl<K: Kind> CacheOf<K> {
         let outcomes: Vec<Option<Removal>> = if dry_run {
             vec![None; plan.evict.len()]
         } else {
+            self.start_progress(plan.evict.len());
             parallel::map_with(parallel::IO_THREADS, &plan.evict, |p| {
-                Some(
-                    self.kind
-                        .remove(&p.id, p.last_use, Removing::Evict(survivors)),
-                )
+                let outcome = self
+                    .kind
+                    .remove(&p.id, p.last_use, Removing::Evict(survivors));
+                self.progress.0.fetch_add(1, Ordering::Relaxed);
+                Some(outcome)
             })
         };
 
@@ -848,8 +861,12 @@ impl<K: Kind> Cache for CacheOf<K> {
                 .map(|(id, m)| (id.clone(), m.last_use))
                 .collect()
         };
-        let findings =
-            parallel::map_with(parallel::IO_THREADS, &ids, |(id, _)| self.kind.verify(id));
+        self.start_progress(ids.len());
+        let findings = parallel::map_with(parallel::IO_THREADS, &ids, |(id, _)| {
+            let found = self.kind.verify(id);
+            self.progress.0.fetch_add(1, Ordering::Relaxed);
+            found
+        });
         let young_after = now.saturating_sub(secs(config.limits.min_age));
         let mut problems = Vec::new();
         let mut index = self.index_mut();
@@ -906,6 +923,13 @@ impl<K: Kind> Cache for CacheOf<K> {
             history.errors.pop_front();
         }
         history.errors.push_back(ErrorRecord { at: now, message });
+    }
+
+    fn progress(&self) -> (u64, u64) {
+        (
+            self.progress.0.load(Ordering::Relaxed),
+            self.progress.1.load(Ordering::Relaxed),
+        )
     }
 
     fn in_use_since(&self) -> Option<UnixTime> {

@@ -211,7 +211,7 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             let statuses: Vec<_> = caches
                 .iter()
                 .map(|c| {
-                    c.scan(now);
+                    with_progress(c, json, "scanning", || c.scan(now));
                     c.status(now)
                 })
                 .collect();
@@ -254,11 +254,13 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             let reports: Vec<_> = caches
                 .iter()
                 .map(|c| {
-                    c.scan(now);
-                    match selection.is_empty() {
-                        true => c.evict(dry_run, now),
-                        false => c.evict_selected(&selection, dry_run, now),
-                    }
+                    with_progress(c, json, "evicting", || {
+                        c.scan(now);
+                        match selection.is_empty() {
+                            true => c.evict(dry_run, now),
+                            false => c.evict_selected(&selection, dry_run, now),
+                        }
+                    })
                 })
                 .collect();
             let uid = nix::unistd::getuid().as_raw();
@@ -298,8 +300,10 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             let reports: Vec<_> = caches
                 .iter()
                 .map(|c| {
-                    c.scan(now);
-                    c.verify(repair, now)
+                    with_progress(c, json, "verifying", || {
+                        c.scan(now);
+                        c.verify(repair, now)
+                    })
                 })
                 .collect();
             let audit = one_shot_audit(&config);
@@ -444,6 +448,53 @@ fn cli_socket(config: &Config, explicit_config: bool) -> PathBuf {
     } else {
         own
     }
+}
+
+/// Runs `work` on `cache`. On a terminal, and not for `--json`, a progress line
+/// appears once it has taken a second (a spinner while scanning, then entries done of
+/// all) and is cleared when it ends.
+fn with_progress<T>(cache: &Arc<dyn Cache>, json: bool, what: &str, work: impl FnOnce() -> T) -> T {
+    use std::io::IsTerminal;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    if json || !std::io::stderr().is_terminal() {
+        return work();
+    }
+    let finished = Arc::new(AtomicBool::new(false));
+    let shown = std::thread::spawn({
+        let (cache, finished) = (cache.clone(), finished.clone());
+        let message = format!("{what} {}", cache.config().name);
+        move || {
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_secs(1) {
+                if finished.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let bar = indicatif::ProgressBar::new_spinner().with_message(message);
+            let style = indicatif::ProgressStyle::with_template(
+                "{spinner} {msg}: {pos}/{len} entries [{elapsed}]",
+            );
+            while !finished.load(Ordering::Relaxed) {
+                let (done, total) = cache.progress();
+                if total > 0 && bar.length() != Some(total) {
+                    if let Ok(style) = &style {
+                        bar.set_style(style.clone());
+                    }
+                    bar.set_length(total);
+                }
+                bar.set_position(done);
+                bar.tick();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        }
+    });
+    let out = work();
+    finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = shown.join();
+    out
 }
 
 /// Where one-shot commands record their removals: the config's state directory when it
