@@ -50,6 +50,8 @@ install -D -m 0644 "$root/packaging/etc/config.toml" "$stage/etc/$name/config.to
 doc=$stage/usr/share/doc/$name
 install -D -m 0644 "$root/config.example.toml" "$doc/config.example.toml"
 install -m 0644 "$root/packaging/README.md" "$doc/README.packaging.md"
+install -D -m 0644 "$root/packaging/monitoring/cachewarden-alerts.yml" "$doc/monitoring/cachewarden-alerts.yml"
+install -m 0644 "$root/packaging/monitoring/grafana-dashboard.json" "$doc/monitoring/grafana-dashboard.json"
 if [ -f "$root/README.md" ]; then
     install -m 0644 "$root/README.md" "$doc/README.md"
 else

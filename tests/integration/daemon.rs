@@ -528,6 +528,7 @@ fn metrics_are_served_on_loopback_tcp_and_nothing_else() {
         "{text}"
     );
     check_prometheus_text(text);
+    monitoring_examples_use_only_these_metrics(text);
     // Nothing but /metrics: no status, no evictions, no reload over TCP.
     for request in [
         "GET /v1/status HTTP/1.1\r\nhost: x\r\n\r\n",
@@ -677,4 +678,37 @@ fn entries_evicted_for_size_that_come_back_are_counted_and_doctor_says_so() {
         "{text}"
     );
     assert_eq!(daemon.stop().code(), Some(0));
+}
+
+/// The example alert rules and dashboard in `packaging/monitoring/` name only metrics the
+/// daemon serves, and promtool accepts the rules where it is installed.
+fn monitoring_examples_use_only_these_metrics(served: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/monitoring");
+    for file in ["cachewarden-alerts.yml", "grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("cachewarden_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                served.contains(&format!("# TYPE {name} ")),
+                "{file} names {name}, which /metrics does not serve"
+            );
+            rest = &rest[at + name.len()..];
+        }
+    }
+    match Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(dir.join("cachewarden-alerts.yml"))
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
+        Err(_) => eprintln!("promtool not installed: alert rules not checked"),
+    }
 }
