@@ -764,13 +764,21 @@ fn init_daemon_logging(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter(level))
         .with_writer(std::io::stderr)
+        .with_ansi(colour())
         .init();
+}
+
+/// Colour in logs only on a terminal, and never with `NO_COLOR` set (no-color.org).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn init_cli_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter("warn"))
         .with_writer(std::io::stderr)
+        .with_ansi(colour())
         .without_time()
         .init();
 }

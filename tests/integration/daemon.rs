@@ -712,3 +712,19 @@ fn monitoring_examples_use_only_these_metrics(served: &str) {
         Err(_) => eprintln!("promtool not installed: alert rules not checked"),
     }
 }
+
+#[test]
+fn a_redirected_log_carries_no_colour_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    file_aged(&cache.join("a"), 100, HOUR);
+    let socket = tmp.path().join("run/cw.sock");
+    let daemon = Daemon::start(tmp.path(), &config_text(&socket, &[("c", &cache, "")]));
+    let log = daemon.log_text();
+    assert_eq!(daemon.stop().code(), Some(0));
+    assert!(log.contains("first scan done"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a log file: {log:?}"
+    );
+}
