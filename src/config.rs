@@ -371,6 +371,7 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
     };
 
     let mut caches: Vec<CacheConfig> = Vec::new();
+    let homes = crate::roots::homes(env.home.as_deref());
     let mut names = HashSet::new();
     for raw in raw.cache {
         let name = raw.name.get_ref().clone();
@@ -404,9 +405,12 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
             }
             Err(message) => return Err(err_at(path_span, Some("path"), message)),
         };
-        if let Err(message) =
-            check_root_is_safe(&path, env).and_then(|()| raw.kind.check_root(&path))
-        {
+        let configured = match raw.path.get_ref() {
+            p if p == Path::new("auto") => path.as_path(),
+            p => p.as_path(),
+        };
+        let refused = crate::roots::refuse(configured, &path, &homes).map_or(Ok(()), Err);
+        if let Err(message) = refused.and_then(|()| raw.kind.check_root(&path)) {
             return Err(err_at(path_span, Some("path"), message));
         }
         if let Some(other) = caches
@@ -525,30 +529,6 @@ fn resolve_cache_path(kind: KindName, path: &Path) -> Result<Option<PathBuf>, St
     path.canonicalize()
         .map(Some)
         .map_err(|e| format!("cache directory {}: {e}", path.display()))
-}
-
-/// Safety rule 2: never manage a root whose removal would destroy more than a cache.
-fn check_root_is_safe(path: &Path, env: &Env) -> Result<(), String> {
-    const SYSTEM: &[&str] = &[
-        "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root",
-        "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/tmp",
-    ];
-    if SYSTEM.iter().any(|s| path == Path::new(s)) {
-        return Err(format!(
-            "refusing to manage {}: it is a system directory, not a cache",
-            path.display()
-        ));
-    }
-    if let Some(home) = env.home.as_ref().and_then(|h| h.canonicalize().ok()) {
-        if home.starts_with(path) {
-            return Err(format!(
-                "refusing to manage {}: it is or contains the home directory {}",
-                path.display(),
-                home.display()
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -743,7 +723,7 @@ on_problem = "repair"
             "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/usr\"\n",
             4,
             "path",
-            "system directory",
+            "system or shared directory",
         );
         expect_err(
             "[[cache]]\nname = \"c\"\nkind = \"blob\"\npath = \"/x\"\n",

@@ -26,6 +26,7 @@ pub mod own_files;
 pub mod parallel;
 pub mod plan;
 pub mod report;
+pub mod roots;
 pub mod server;
 pub mod snapshot;
 pub mod units;

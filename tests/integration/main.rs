@@ -7,4 +7,5 @@ mod daemon;
 mod go_build;
 mod go_mod;
 mod goproxy;
+mod hostile;
 mod socket;
