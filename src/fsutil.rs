@@ -1,20 +1,35 @@
 //! Filesystem helpers every kind shares: disk usage as `du` counts it, free space, and
 //! symlink-proof access below a cache root.
 //!
-//! Removal never resolves a path from the root as a string: it walks down with
-//! `openat(O_NOFOLLOW | O_DIRECTORY)` one component at a time and unlinks relative to the
-//! last directory fd. A directory inside the cache swapped for a symlink to `/home` between
-//! scan and removal therefore makes the removal fail (`ELOOP`/`ENOTDIR`) instead of
-//! deleting outside the root (safety rule 2).
+//! ## No path is trusted (safety rules 2 and 5)
+//!
+//! Other users may write inside a cache and swap any directory for a symlink at any
+//! instant, so nothing below a root is resolved as a joined path string:
+//!
+//! * the root itself is opened with no symlink anywhere on its path ([`open_root`]: the
+//!   configured root is canonical, so a symlink on the way means someone replaced a
+//!   component since — an error, not a new root);
+//! * everything below it is opened relative to a directory fd with
+//!   `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, or one `O_NOFOLLOW` component at
+//!   a time where `openat2` is missing or the path is longer than `PATH_MAX`
+//!   ([`open_dir_beneath`]);
+//! * files are opened `O_NONBLOCK` and their type checked on the descriptor, so a FIFO
+//!   or device planted in place of an entry never blocks a reader ([`open_file_beneath`]);
+//! * walks list directories through their fds and recurse with `openat`, so depth and
+//!   path length do not matter and a symlink is never followed ([`walk_beneath`]).
+//!
+//! A directory swapped for a symlink between scan and removal therefore makes the
+//! operation fail (`ELOOP`/`ENOTDIR`/`EXDEV`) instead of touching what the link names.
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{FileStat, Mode};
 
 /// Disk usage of one file as `du` counts it: allocated blocks × 512, shared evenly among
@@ -51,16 +66,26 @@ pub fn disk_space(path: &Path) -> io::Result<DiskSpace> {
     })
 }
 
-/// Opens the directory `rel` below `root` without following any symlink on the way.
-pub fn open_dir_beneath(root: &Path, rel: &Path) -> io::Result<OwnedFd> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut fd = nix::fcntl::open(root, flags, Mode::empty()).map_err(io::Error::from)?;
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// Opens `rel` (below the directory `dir`) with `flags`, following no symlink on the way
+/// and never leaving `dir`.
+pub fn open_at_beneath(dir: &impl AsFd, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    match nix::fcntl::openat2(dir, rel, how) {
+        // Kernels before 5.6; a path beyond PATH_MAX: one component at a time.
+        Err(Errno::ENOSYS | Errno::ENAMETOOLONG | Errno::EPERM) => {}
+        other => return other.map_err(io::Error::from),
+    }
+    let mut comps = Vec::new();
     for comp in rel.components() {
         match comp {
-            Component::Normal(name) => {
-                fd =
-                    nix::fcntl::openat(&fd, name, flags, Mode::empty()).map_err(io::Error::from)?;
-            }
+            Component::Normal(name) => comps.push(name),
             Component::CurDir => {}
             _ => {
                 return Err(io::Error::new(
@@ -70,7 +95,195 @@ pub fn open_dir_beneath(root: &Path, rel: &Path) -> io::Result<OwnedFd> {
             }
         }
     }
-    Ok(fd)
+    let Some((last, parents)) = comps.split_last() else {
+        return nix::fcntl::openat(dir, ".", flags | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(io::Error::from);
+    };
+    let mut fd: Option<OwnedFd> = None;
+    for name in parents {
+        let next = match &fd {
+            Some(f) => nix::fcntl::openat(f, *name, DIR_FLAGS, Mode::empty()),
+            None => nix::fcntl::openat(dir, *name, DIR_FLAGS, Mode::empty()),
+        };
+        fd = Some(next.map_err(io::Error::from)?);
+    }
+    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match &fd {
+        Some(f) => nix::fcntl::openat(f, *last, flags, Mode::empty()),
+        None => nix::fcntl::openat(dir, *last, flags, Mode::empty()),
+    }
+    .map_err(io::Error::from)
+}
+
+/// Opens the cache root `root` (an absolute, canonical path) with no symlink anywhere
+/// on its path: a component replaced by a symlink since the root was configured is an
+/// error, never a new root.
+pub fn open_root(root: &Path) -> io::Result<OwnedFd> {
+    let slash = nix::fcntl::open("/", DIR_FLAGS, Mode::empty()).map_err(io::Error::from)?;
+    let rel = root.strip_prefix("/").map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not an absolute path", root.display()),
+        )
+    })?;
+    if rel.as_os_str().is_empty() {
+        return Ok(slash);
+    }
+    open_at_beneath(&slash, rel, DIR_FLAGS).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{}: {e} (a symlink on its path is refused: the root must stay what was configured)",
+                root.display()
+            ),
+        )
+    })
+}
+
+/// Opens the directory `rel` below `root` without following any symlink on the way.
+pub fn open_dir_beneath(root: &Path, rel: &Path) -> io::Result<OwnedFd> {
+    let root_fd = open_root(root)?;
+    if rel.as_os_str().is_empty() {
+        return Ok(root_fd);
+    }
+    open_at_beneath(&root_fd, rel, DIR_FLAGS)
+}
+
+/// Opens the regular file `rel` below `root` for reading: no symlink on the way,
+/// `O_NONBLOCK` (a FIFO in its place returns at once), `O_NOATIME` where allowed
+/// (verifying must not make entries look used), and its type checked on the
+/// descriptor: anything but a regular file is an `InvalidInput` error naming it.
+pub fn open_file_beneath(root: &Path, rel: &Path) -> io::Result<std::fs::File> {
+    let root_fd = open_root(root)?;
+    open_file_at(&root_fd, rel)
+}
+
+/// [`open_file_beneath`] relative to an open directory.
+pub fn open_file_at(dir: &impl AsFd, rel: &Path) -> io::Result<std::fs::File> {
+    let base = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
+    let fd = match open_at_beneath(dir, rel, base | OFlag::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open_at_beneath(dir, rel, base)?,
+        other => other?,
+    };
+    let st = nix::sys::stat::fstat(&fd).map_err(io::Error::from)?;
+    if !is_file_type(&st, libc::S_IFREG) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a regular file ({})",
+                rel.display(),
+                type_name(&st)
+            ),
+        ));
+    }
+    // Reads from a regular file never block on O_NONBLOCK; clear it anyway.
+    let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
+    Ok(std::fs::File::from(fd))
+}
+
+/// What a non-regular file is, for messages.
+pub fn type_name(st: &FileStat) -> &'static str {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => "a regular file",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        _ => "of unknown type",
+    }
+}
+
+/// `lstat` of `rel` below `root`, fd-relative (no symlink on the way; the last
+/// component is not followed).
+pub fn stat_beneath(root: &Path, rel: &Path) -> io::Result<FileStat> {
+    let (parent, name) = split_beneath(rel)?;
+    let dir = open_dir_beneath(root, parent)?;
+    stat_at(&dir, name)
+}
+
+/// What [`walk_beneath`] found: a directory it entered (with its open fd), or anything
+/// else (a file, a symlink, a FIFO) with its `lstat`.
+pub enum Walked<'a> {
+    Dir(&'a Path, &'a OwnedFd),
+    Other(&'a Path, &'a FileStat),
+}
+
+/// Walks every directory below `dir` (an open directory fd) through directory fds,
+/// reporting entries down to `max_depth` levels below it (1: its own entries), in no
+/// particular order, calling `visit` with each path
+/// relative to `dir`. Symlinks are reported, never followed; directories on other file
+/// systems are not entered. Errors are collected with the path they concern.
+pub fn walk_beneath(
+    dir: OwnedFd,
+    max_depth: u32,
+    visit: &mut dyn FnMut(Walked),
+    errors: &mut Vec<String>,
+) {
+    let dev = nix::sys::stat::fstat(&dir).map(|st| st.st_dev).ok();
+    let mut stack: Vec<(OwnedFd, std::path::PathBuf, u32)> = vec![(dir, Default::default(), 0)];
+    while let Some((fd, rel, depth)) = stack.pop() {
+        let listing = fd
+            .try_clone()
+            .map_err(io::Error::from)
+            .and_then(|f| nix::dir::Dir::from_fd(f).map_err(io::Error::from));
+        let mut listing = match listing {
+            Ok(l) => l,
+            Err(e) => {
+                errors.push(format!("{}: {e}", shown(&rel)));
+                continue;
+            }
+        };
+        for item in listing.iter() {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", shown(&rel)));
+                    break;
+                }
+            };
+            let name = OsStr::from_bytes(item.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            let st = match stat_at(&fd, name) {
+                Ok(st) => st,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", shown(&rel.join(name))));
+                    continue;
+                }
+            };
+            let path = rel.join(name);
+            if !is_file_type(&st, libc::S_IFDIR) {
+                visit(Walked::Other(&path, &st));
+                continue;
+            }
+            if dev.is_some_and(|d| d != st.st_dev) {
+                continue;
+            }
+            match nix::fcntl::openat(&fd, name, DIR_FLAGS, Mode::empty()) {
+                Ok(sub) => {
+                    visit(Walked::Dir(&path, &sub));
+                    if depth + 1 < max_depth {
+                        stack.push((sub, path, depth + 1));
+                    }
+                }
+                // Gone, or swapped for something else since the listing.
+                Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {}
+                Err(e) => errors.push(format!("{}: {e}", shown(&path))),
+            }
+        }
+    }
+}
+
+fn shown(rel: &Path) -> String {
+    if rel.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        rel.display().to_string()
+    }
 }
 
 /// Splits `rel` into its parent directory and file name, refusing anything that could
@@ -97,23 +310,6 @@ pub fn unlink_at(dir: &OwnedFd, name: &OsStr) -> io::Result<bool> {
         Ok(()) => Ok(true),
         Err(Errno::ENOENT) => Ok(false),
         Err(e) => Err(e.into()),
-    }
-}
-
-/// Opens a file for reading without bumping its atime where the kernel allows
-/// (`O_NOATIME` needs ownership or CAP_FOWNER): verifying a cache must not make every
-/// entry look freshly used.
-pub fn open_for_verify(path: &Path) -> io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let open = |extra: i32| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | extra)
-            .open(path)
-    };
-    match open(libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
-        other => other,
     }
 }
 

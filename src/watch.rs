@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::fsutil::{self, Walked};
 use crate::kinds::WatchDir;
 
 const QUIET: Duration = Duration::from_millis(20);
@@ -46,6 +47,13 @@ pub enum Change {
     Rescan(String),
     /// Part of the tree is not watched; worth an error in `status`.
     Trouble(String),
+}
+
+/// The path inotify resolves to exactly the directory `fd` is open on (a magic link,
+/// followed by the kernel without resolving any name again).
+fn fd_path(fd: &std::os::fd::OwnedFd) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 fn mask() -> WatchMask {
@@ -88,7 +96,19 @@ impl Tree {
         is_root: bool,
         found: &mut Vec<PathBuf>,
     ) -> io::Result<()> {
-        let wd = self.watches.add(dir, mask())?;
+        // Opened without following any symlink (from `/` for the cache root, fd-relative
+        // below it), then watched through its descriptor: a directory swapped for a
+        // symlink in a race is never watched nor listed.
+        let fd = match dir.strip_prefix(&self.root) {
+            Ok(rel) => fsutil::open_dir_beneath(&self.root, rel)?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is not below the cache root", dir.display()),
+                ))
+            }
+        };
+        let wd = self.watches.add(fd_path(&fd), mask())?;
         self.dirs.insert(
             wd,
             Watched {
@@ -101,50 +121,46 @@ impl Tree {
             return Ok(());
         }
         // A directory created after the start may already hold files.
-        let walker = walkdir::WalkDir::new(dir)
-            .min_depth(1)
-            .max_depth(depth.clamp(1, u32::MAX - 1) as usize)
-            .follow_links(false)
-            .same_file_system(true);
-        for item in walker {
-            let item = match item {
-                Ok(item) => item,
-                Err(e) => {
-                    self.trouble
-                        .push(format!("cannot list {}: {e}", dir.display()));
-                    continue;
-                }
-            };
-            let level = item.depth() as u32;
-            if item.file_type().is_dir() {
-                if level > depth {
-                    continue;
-                }
-                match self.watches.add(item.path(), mask()) {
-                    Ok(wd) => {
-                        let below = if depth == u32::MAX {
-                            u32::MAX
-                        } else {
-                            depth - level
-                        };
-                        self.dirs.insert(
-                            wd,
-                            Watched {
-                                path: item.path().to_path_buf(),
-                                depth: below,
-                                is_root: false,
-                            },
-                        );
-                    }
-                    Err(e) => self.trouble.push(format!(
+        let (mut errors, mut unwatched) = (Vec::new(), Vec::new());
+        let mut subdirs = Vec::new();
+        fsutil::walk_beneath(
+            fd,
+            depth.max(1),
+            &mut |item| match item {
+                Walked::Dir(rel, sub) => match self.watches.add(fd_path(sub), mask()) {
+                    Ok(wd) => subdirs.push((wd, rel.to_path_buf())),
+                    Err(e) => unwatched.push(format!(
                         "cannot watch {}: {e}; changes below it are seen only at the next scan",
-                        item.path().display()
+                        dir.join(rel).display()
                     )),
-                }
-            } else if !is_root {
-                found.push(item.path().to_path_buf());
-            }
+                },
+                Walked::Other(rel, _) if !is_root => found.push(dir.join(rel)),
+                Walked::Other(..) => {}
+            },
+            &mut errors,
+        );
+        for (wd, rel) in subdirs {
+            let level = rel.components().count() as u32;
+            let below = if depth == u32::MAX {
+                u32::MAX
+            } else {
+                depth.saturating_sub(level)
+            };
+            self.dirs.insert(
+                wd,
+                Watched {
+                    path: dir.join(rel),
+                    depth: below,
+                    is_root: false,
+                },
+            );
         }
+        self.trouble.extend(unwatched);
+        self.trouble.extend(
+            errors
+                .into_iter()
+                .map(|e| format!("cannot list {}: {e}", dir.display())),
+        );
         Ok(())
     }
 
@@ -270,7 +286,13 @@ fn handle(
                 depth - 1
             };
             if let Err(e) = tree.add(&path, below, false, &mut found) {
-                if e.kind() != io::ErrorKind::NotFound {
+                // Gone again, or swapped for a symlink or a file: not a directory to
+                // watch (a symlink is never followed).
+                let replaced = matches!(
+                    e.raw_os_error(),
+                    Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV)
+                );
+                if e.kind() != io::ErrorKind::NotFound && !replaced {
                     return Some(format!(
                         "cannot watch new directory {}: {e}",
                         path.display()

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{EntryMeta, Finding, Kind, Removal, Removing, ScanResult, UnixTime, WatchDir};
-use crate::fsutil;
+use crate::fsutil::{self, Walked};
 
 /// Files younger than this are never evicted: a tool that just wrote a file is likely
 /// to read it again at once.
@@ -50,38 +50,28 @@ impl Kind for DirKind {
             errors: Vec::new(),
             stamps: Vec::new(),
         };
-        for item in walkdir::WalkDir::new(&self.root)
-            .follow_links(false)
-            .same_file_system(true)
-        {
-            let item = match item {
-                Ok(item) => item,
-                Err(e) => {
-                    result.errors.push(e.to_string());
-                    continue;
+        let root = match fsutil::open_root(&self.root) {
+            Ok(fd) => fd,
+            Err(e) => {
+                result.errors.push(e.to_string());
+                return result;
+            }
+        };
+        let (mut entries, mut ignored) = (Vec::new(), 0);
+        fsutil::walk_beneath(
+            root,
+            u32::MAX,
+            &mut |found| match found {
+                Walked::Other(rel, st) if fsutil::is_file_type(st, libc::S_IFREG) => {
+                    entries.push((rel.into(), entry_meta(st)))
                 }
-            };
-            let file_type = item.file_type();
-            if file_type.is_dir() {
-                continue;
-            }
-            if !file_type.is_file() {
-                result.ignored_files += 1;
-                continue;
-            }
-            match item.metadata() {
-                Ok(meta) => {
-                    let rel = item
-                        .path()
-                        .strip_prefix(&self.root)
-                        .expect("walk stays below root");
-                    result.entries.push((rel.into(), entry_meta(&meta)));
-                }
-                // Deleted between readdir and stat: simply not an entry any more.
-                Err(e) if e.io_error().map(|e| e.kind()) == Some(io::ErrorKind::NotFound) => {}
-                Err(e) => result.errors.push(e.to_string()),
-            }
-        }
+                Walked::Other(..) => ignored += 1,
+                Walked::Dir(..) => {}
+            },
+            &mut result.errors,
+        );
+        result.entries = entries;
+        result.ignored_files = ignored;
         result
     }
 
@@ -98,18 +88,26 @@ impl Kind for DirKind {
     }
 
     fn stat(&self, id: &Box<Path>) -> io::Result<Option<EntryMeta>> {
-        match std::fs::symlink_metadata(self.root.join(id)) {
-            Ok(meta) if meta.file_type().is_file() => Ok(Some(entry_meta(&meta))),
+        match fsutil::stat_beneath(&self.root, id) {
+            Ok(st) if fsutil::is_file_type(&st, libc::S_IFREG) => Ok(Some(entry_meta(&st))),
             Ok(_) => Ok(None),
+            // Gone, or a directory on the way swapped for a symlink: not an entry.
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV)
+                ) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
 
     fn verify(&self, id: &Box<Path>) -> Vec<Finding> {
-        let path = self.root.join(id);
         let read_all = || -> io::Result<()> {
-            let mut file = fsutil::open_for_verify(&path)?;
+            let mut file = fsutil::open_file_beneath(&self.root, id)?;
             let mut buf = vec![0u8; 256 * 1024];
             while file.read(&mut buf)? > 0 {}
             Ok(())
@@ -117,6 +115,10 @@ impl Kind for DirKind {
         match read_all() {
             Ok(()) => vec![],
             Err(e) if e.kind() == io::ErrorKind::NotFound => vec![],
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => vec![Finding {
+                problem: "not-a-regular-file",
+                detail: e.to_string(),
+            }],
             Err(e) => vec![Finding {
                 problem: "unreadable",
                 detail: e.to_string(),
@@ -172,12 +174,11 @@ impl Kind for DirKind {
     }
 }
 
-fn entry_meta(meta: &std::fs::Metadata) -> EntryMeta {
-    use std::os::unix::fs::MetadataExt;
+fn entry_meta(st: &nix::sys::stat::FileStat) -> EntryMeta {
     EntryMeta {
-        disk_bytes: fsutil::disk_usage(meta),
-        apparent_bytes: meta.len(),
-        last_use: meta.atime().max(meta.mtime()),
+        disk_bytes: fsutil::disk_usage_stat(st),
+        apparent_bytes: st.st_size as u64,
+        last_use: fsutil::last_use_stat(st),
         aux: 0,
     }
 }
@@ -261,10 +262,15 @@ mod tests {
         let (dir, kind) = kind_with(&[("a", 100)]);
         let id: Box<Path> = Path::new("a").into();
         assert!(kind.verify(&id).is_empty());
-        // A directory where a file was expected reads with EISDIR: an unreadable entry
-        // even for root, who ignores permission bits.
+        // A directory or a FIFO where a file was expected is reported, never read (a
+        // FIFO would block the reader for ever).
         std::fs::remove_file(dir.path().join("a")).unwrap();
         std::fs::create_dir(dir.path().join("a")).unwrap();
-        assert_eq!(kind.verify(&id)[0].problem, "unreadable");
+        assert_eq!(kind.verify(&id)[0].problem, "not-a-regular-file");
+        std::fs::remove_dir(dir.path().join("a")).unwrap();
+        nix::unistd::mkfifo(&dir.path().join("a"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let found = kind.verify(&id);
+        assert_eq!(found[0].problem, "not-a-regular-file");
+        assert!(found[0].detail.contains("FIFO"), "{found:?}");
     }
 }

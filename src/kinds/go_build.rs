@@ -292,13 +292,8 @@ impl GoBuildKind {
     /// Hashes an output file, comparing with its name.
     fn output_hash_ok(&self, dir: &OwnedFd, id: &[u8; 32]) -> io::Result<bool> {
         let name = format!("{}-d", to_hex(id));
-        let fd = nix::fcntl::openat(
-            dir,
-            name.as_str(),
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        let mut file = std::fs::File::from(fd);
+        // Non-blocking, type checked: a FIFO swapped in never blocks the sweep.
+        let mut file = fsutil::open_file_at(dir, Path::new(&name))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -382,7 +377,13 @@ impl std::ops::Deref for ActionFile {
 fn read_action(dir: &OwnedFd, action: &GoId) -> io::Result<ActionFile> {
     let name = action.c_name();
     let name = std::ffi::CStr::from_bytes_with_nul(&name).expect("one NUL, at the end");
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOATIME;
+    // O_NONBLOCK: a FIFO or device swapped in reads as nothing (a malformed action)
+    // instead of blocking; a regular file reads the same either way.
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NOATIME
+        | OFlag::O_NONBLOCK;
     let fd = match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
         Err(nix::errno::Errno::EPERM) => {
             nix::fcntl::openat(dir, name, flags - OFlag::O_NOATIME, Mode::empty())?
@@ -841,8 +842,14 @@ impl Kind for GoBuildKind {
             }
             Err(e) => return found("unreadable", e.to_string()),
         };
-        if !fsutil::is_file_type(&st, libc::S_IFREG) {
+        if fsutil::is_file_type(&st, libc::S_IFDIR) {
             return vec![]; // Go ≥ 1.24 executable directories: no hash to compare.
+        }
+        if !fsutil::is_file_type(&st, libc::S_IFREG) {
+            return found(
+                "not-a-regular-file",
+                format!("{out_name} is {}", fsutil::type_name(&st)),
+            );
         }
         let size = st.st_size as u64;
         if let Some(expected) = expected_size.filter(|&e| e != size) {
@@ -868,6 +875,9 @@ impl Kind for GoBuildKind {
                 format!("the SHA-256 of {out_name} is not its name"),
             ),
             Err(e) if e.kind() == io::ErrorKind::NotFound => vec![],
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                found("not-a-regular-file", e.to_string())
+            }
             Err(e) => found("unreadable", e.to_string()),
         }
     }
@@ -1261,6 +1271,60 @@ pub mod tests {
         );
         let config = crate::config::first_cache_for_test(&text);
         crate::cache::CacheOf::open(kind(root), config)
+    }
+
+    #[test]
+    fn a_damaged_planted_or_blocking_snapshot_means_a_full_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("gocache");
+        for seed in 0..50 {
+            put(
+                &root,
+                seed,
+                format!("output {seed}").as_bytes(),
+                crate::now() - 86400,
+            );
+        }
+        for b in 0..=255u8 {
+            std::fs::create_dir_all(root.join(format!("{b:02x}"))).unwrap();
+        }
+        let snap = dir.path().join("gb.snapshot");
+        let first = cache_at(&root);
+        let scanned = first.scan(crate::now());
+        assert!(first.save_snapshot(&snap).unwrap());
+        // Saving twice leaves one file: temp files are renamed into place.
+        assert!(first.save_snapshot(&snap).unwrap());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "gocache")
+            .collect();
+        assert_eq!(names, ["gb.snapshot"]);
+        assert!(cache_at(&root).restore(&snap, crate::now()).is_some());
+
+        // One flipped bit in an entry's size (it made a 2 TiB entry and an eviction
+        // of most of a cache at 5bc8f0a): the checksum refuses the file.
+        let mut bytes = std::fs::read(&snap).unwrap();
+        let size_at = bytes.len() - 36 - 30; // inside the last entry's fields
+        bytes[size_at] ^= 0x80;
+        std::fs::write(&snap, &bytes).unwrap();
+        assert!(cache_at(&root).restore(&snap, crate::now()).is_none());
+
+        // A FIFO in its place is refused at once, not read for ever.
+        std::fs::remove_file(&snap).unwrap();
+        nix::unistd::mkfifo(&snap, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(cache_at(&root).restore(&snap, crate::now()).is_none());
+        std::fs::remove_file(&snap).unwrap();
+
+        // A symlink to a valid snapshot elsewhere is not followed.
+        let elsewhere = dir.path().join("elsewhere.snapshot");
+        assert!(first.save_snapshot(&elsewhere).unwrap());
+        std::os::unix::fs::symlink(&elsewhere, &snap).unwrap();
+        assert!(cache_at(&root).restore(&snap, crate::now()).is_none());
+
+        // A full scan after any of these finds the truth.
+        let again = cache_at(&root);
+        assert_eq!(again.scan(crate::now()).disk_bytes, scanned.disk_bytes);
     }
 
     #[test]

@@ -666,13 +666,30 @@ fn open_dir_below(root: &Path, rel: &Path) -> io::Result<OwnedFd> {
 }
 
 /// `openat` with `O_NOFOLLOW | O_CLOEXEC`, and `O_NOATIME` where the kernel allows it
-/// (it needs ownership): our reads must not look like uses.
+/// (it needs ownership): our reads must not look like uses. A file (not `O_DIRECTORY`)
+/// is opened `O_NONBLOCK` and must be a regular file: a FIFO or device planted in a
+/// module's tree is an `InvalidInput` error, never a reader blocked for ever.
 fn open_noatime(dir: impl AsFd, name: &OsStr, flags: OFlag) -> io::Result<OwnedFd> {
-    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    match nix::fcntl::openat(dir.as_fd(), name, flags | OFlag::O_NOATIME, Mode::empty()) {
-        Err(Errno::EPERM) => Ok(nix::fcntl::openat(dir, name, flags, Mode::empty())?),
-        other => Ok(other?),
+    let file = !flags.contains(OFlag::O_DIRECTORY);
+    let mut flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    if file {
+        flags |= OFlag::O_NONBLOCK;
     }
+    let fd = match nix::fcntl::openat(dir.as_fd(), name, flags | OFlag::O_NOATIME, Mode::empty()) {
+        Err(Errno::EPERM) => nix::fcntl::openat(dir, name, flags, Mode::empty())?,
+        other => other?,
+    };
+    if file {
+        let st = nix::sys::stat::fstat(&fd)?;
+        if !fsutil::is_file_type(&st, libc::S_IFREG) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is {}", name.to_string_lossy(), fsutil::type_name(&st)),
+            ));
+        }
+        let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
+    }
+    Ok(fd)
 }
 
 fn open_dir_at(dir: impl AsFd, name: &OsStr) -> io::Result<Dir> {
