@@ -176,8 +176,8 @@ pub fn open_file_at(dir: &impl AsFd, rel: &Path) -> io::Result<std::fs::File> {
             ),
         ));
     }
-    // Reads from a regular file never block on O_NONBLOCK; clear it anyway.
-    let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
+    // O_NONBLOCK stays: it changes nothing for a regular file, and clearing it with
+    // F_SETFL would clear O_NOATIME too.
     Ok(std::fs::File::from(fd))
 }
 
@@ -226,7 +226,6 @@ pub fn walk_beneath(
     while let Some((fd, rel, depth)) = stack.pop() {
         let listing = fd
             .try_clone()
-            .map_err(io::Error::from)
             .and_then(|f| nix::dir::Dir::from_fd(f).map_err(io::Error::from));
         let mut listing = match listing {
             Ok(l) => l,

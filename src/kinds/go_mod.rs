@@ -687,7 +687,6 @@ fn open_noatime(dir: impl AsFd, name: &OsStr, flags: OFlag) -> io::Result<OwnedF
                 format!("{} is {}", name.to_string_lossy(), fsutil::type_name(&st)),
             ));
         }
-        let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
     }
     Ok(fd)
 }
@@ -3170,10 +3169,8 @@ pub mod tests {
         std::fs::set_permissions(tree.join("sub"), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::symlink(outside.path(), tree.join("sub/deeper")).unwrap();
         assert_eq!(codes(k.verify(&id(&a, Role::Tree))), ["tree-hash-mismatch"]);
-        assert!(matches!(
-            k.remove(&id(&a, Role::Tree), old, Removing::Evict(&Survivors::NONE)),
-            Removal::Removed { .. }
-        ));
+        let removed = k.remove(&id(&a, Role::Tree), old, Removing::Evict(&Survivors::NONE));
+        assert!(matches!(removed, Removal::Removed { .. }), "{removed:?}");
         assert!(!tree.exists());
         assert_eq!(
             std::fs::read(outside.path().join("precious")).unwrap(),
