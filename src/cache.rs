@@ -388,8 +388,11 @@ impl<K: Kind> CacheOf<K> {
             in_use_by: in_use.filter(|_| plan.held_in_use > 0).map(|u| u.by),
             duration_ms: 0,
             not_found: Vec::new(),
+            failed: Vec::new(),
+            bytes_after: 0,
         };
         let mut removed_by_reason = Vec::new();
+        let mut failures: Vec<String> = Vec::new();
         {
             let mut index = self.index_mut();
             let mut gone: Vec<&K::Id> = Vec::new();
@@ -435,9 +438,33 @@ impl<K: Kind> CacheOf<K> {
                             reason: why,
                         });
                     }
+                    Some(Removal::Failed(why)) => {
+                        // Whatever part of it is left is still there: re-read it.
+                        let _ = self.apply_one(&mut index, planned.id.clone());
+                        failures.push(format!("{}: {why}", view.path));
+                        report.failed.push(SkippedView {
+                            entry: view.entry,
+                            path: view.path,
+                            reason: why,
+                        });
+                    }
                 }
             }
             index.remove_many(gone);
+            report.bytes_after = if dry_run {
+                plan.bytes_after
+            } else {
+                index.disk_bytes()
+            };
+        }
+        for failure in failures.iter().take(RECENT) {
+            self.record_error(format!("eviction: {failure}"), now);
+        }
+        if failures.len() > RECENT {
+            self.record_error(
+                format!("eviction: {} more removals failed", failures.len() - RECENT),
+                now,
+            );
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         if !dry_run {
@@ -767,7 +794,14 @@ impl<K: Kind> Cache for CacheOf<K> {
             (plan, survivors)
         };
 
-        let report = self.carry_out(&config, plan, &survivors, in_use, dry_run, now);
+        let mut report = self.carry_out(&config, plan, &survivors, in_use, dry_run, now);
+        if !report.failed.is_empty() && self.over_size_or_free_limit() {
+            report.unmet.push(format!(
+                "{} removals failed (see failed), and a limit is still exceeded: {} left",
+                report.failed.len(),
+                crate::units::format_bytes(report.bytes_after)
+            ));
+        }
         if !dry_run && report.unmet.is_empty() {
             self.history.lock().unwrap().last_enforcement = Some(now);
         }
@@ -884,6 +918,13 @@ impl<K: Kind> Cache for CacheOf<K> {
                             true
                         }
                         Removal::Skipped(_) => false,
+                        Removal::Failed(why) => {
+                            self.record_error(
+                                format!("repair of {}: {why}", self.kind.path_of(id)),
+                                now,
+                            );
+                            false
+                        }
                     }
                 };
             for f in found {

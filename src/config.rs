@@ -260,13 +260,35 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
 }
 
 pub fn load_file(path: &Path, env: &Env) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let text = read_config_text(path).map_err(|e| ConfigError {
         file: path.display().to_string(),
         line: None,
         key: None,
         message: format!("cannot read config file: {e}"),
     })?;
     parse(&text, ConfigSource::File(path.to_path_buf()), env)
+}
+
+/// A config file's text. Symlinks are followed (configuration management links them),
+/// but the file must be a regular file, opened without blocking: a FIFO or device named
+/// as the config would otherwise hang the daemon's reload.
+fn read_config_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, ConfigError> {

@@ -281,8 +281,61 @@ fn shown(rel: &Path) -> String {
     if rel.as_os_str().is_empty() {
         ".".into()
     } else {
-        rel.display().to_string()
+        escape_name(rel.as_os_str().as_bytes())
     }
+}
+
+/// A file name or relative path (any bytes) as text that maps back to exactly those
+/// bytes ([`unescape_name`]): UTF-8 passes through, except `\` (written `\\`), control
+/// characters and bytes that are not UTF-8 (written `\xNN`). Two names never print the
+/// same, and no newline or terminal escape from a hostile name reaches a table, a log
+/// line or JSON.
+pub fn escape_name(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("\\x{b:02x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The bytes [`escape_name`] made `text` from; `None` for a malformed escape.
+pub fn unescape_name(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b != b'\\' {
+            out.push(b);
+            rest = tail;
+            continue;
+        }
+        match tail {
+            [b'\\', after @ ..] => {
+                out.push(b'\\');
+                rest = after;
+            }
+            [b'x', h, l, after @ ..] => {
+                let hex = std::str::from_utf8(&[*h, *l]).ok()?.to_string();
+                out.push(u8::from_str_radix(&hex, 16).ok()?);
+                rest = after;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// Splits `rel` into its parent directory and file name, refusing anything that could
@@ -331,6 +384,28 @@ mod tests {
         assert!(split_beneath(Path::new("../x")).is_err());
         assert!(split_beneath(Path::new("/etc/passwd")).is_err());
         assert!(split_beneath(Path::new("a/b")).is_ok());
+    }
+
+    #[test]
+    fn names_round_trip_exactly_and_print_safely() {
+        for name in [
+            &b"plain.o"[..],
+            b"\xff-nonutf8",
+            b"\xfe-nonutf8",
+            b"back\\slash",
+            b"esc\x1b[31mred\nnewline",
+            b"caf\xc3\xa9",
+            b"\\x41 is not A",
+        ] {
+            let text = escape_name(name);
+            assert!(!text.chars().any(char::is_control), "{text:?}");
+            assert_eq!(unescape_name(&text).as_deref(), Some(name), "{text}");
+        }
+        assert_ne!(escape_name(b"\xff-nonutf8"), escape_name(b"\xfe-nonutf8"));
+        assert_eq!(escape_name(b"\xff-x"), "\\xff-x");
+        assert_eq!(escape_name("café".as_bytes()), "café");
+        assert_eq!(unescape_name("bad\\q"), None);
+        assert_eq!(unescape_name("short\\x4"), None);
     }
 
     #[test]

@@ -276,7 +276,10 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
                     .any(|r| !r.unmet.is_empty() || (dry_run && !r.evicted.is_empty()))
             } else {
                 reports.iter().any(|r| {
-                    !r.skipped.is_empty() || r.evicted.is_empty() || !r.not_found.is_empty()
+                    !r.skipped.is_empty()
+                        || !r.failed.is_empty()
+                        || r.evicted.is_empty()
+                        || !r.not_found.is_empty()
                 })
             };
             if json {
@@ -646,13 +649,18 @@ fn print_eviction(r: &report::EvictionReport) {
     } else {
         r.freed_bytes
     };
+    let after = if r.dry_run {
+        r.bytes_after_planned
+    } else {
+        r.bytes_after
+    };
     println!(
         "{}: {verb} {} entries, {} (size {} -> {})",
         r.cache,
         r.evicted.len(),
         format_bytes(bytes),
         format_bytes(r.bytes_before),
-        format_bytes(r.bytes_after_planned)
+        format_bytes(after)
     );
     let rows: Vec<Vec<String>> = r
         .evicted
@@ -674,10 +682,25 @@ fn print_eviction(r: &report::EvictionReport) {
         );
     }
     for s in &r.skipped {
-        println!("skipped {}: {}", s.entry, s.reason);
+        println!(
+            "skipped {}: {}",
+            report::printable(&s.entry),
+            report::printable(&s.reason)
+        );
+    }
+    for f in &r.failed {
+        println!(
+            "failed to remove {}: {}",
+            report::printable(&f.path),
+            report::printable(&f.reason)
+        );
     }
     for name in &r.not_found {
-        println!("no entry named {name} in cache {}", r.cache);
+        println!(
+            "no entry named {} in cache {}",
+            report::printable(name),
+            r.cache
+        );
     }
     for u in &r.unmet {
         println!("limit not met: {u}");

@@ -208,6 +208,14 @@ pub struct EvictionReport {
     /// with no version in the cache).
     #[serde(default)]
     pub not_found: Vec<String>,
+    /// Removals that were attempted and failed (an immutable file, a read-only file
+    /// system), with the error; also counted in the cache's errors.
+    #[serde(default)]
+    pub failed: Vec<SkippedView>,
+    /// Disk usage of the entries left: what is really on disk after the removals (the
+    /// plan's `bytes_after_planned` for a dry run).
+    #[serde(default)]
+    pub bytes_after: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,8 +227,32 @@ pub struct VerifyReport {
     pub problems: Vec<ProblemView>,
 }
 
-/// A plain text table: columns padded to their widest cell.
+/// `text` with control characters written `\xNN`: whatever a hostile file name or
+/// error message holds, no newline breaks a table and no escape sequence reaches the
+/// terminal. (Entry names are escaped already, `fsutil::escape_name`; this is for the
+/// rest.)
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A plain text table: columns padded to their widest cell, control characters escaped.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| printable(cell)).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

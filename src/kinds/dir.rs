@@ -13,6 +13,7 @@
 //!   if it was used after the plan was made, then `unlinkat`.
 
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -154,11 +155,11 @@ impl Kind for DirKind {
                 false => Removal::Gone,
             })
         };
-        attempt().unwrap_or_else(|e| Removal::Skipped(format!("cannot remove: {e}")))
+        attempt().unwrap_or_else(|e| Removal::Failed(format!("cannot remove: {e}")))
     }
 
     fn name_of(&self, id: &Box<Path>) -> String {
-        id.to_string_lossy().into_owned()
+        fsutil::escape_name(id.as_os_str().as_bytes())
     }
 
     fn path_of(&self, id: &Box<Path>) -> String {
@@ -166,7 +167,8 @@ impl Kind for DirKind {
     }
 
     fn parse_name(&self, name: &str) -> Option<Box<Path>> {
-        self.entry_at(Path::new(name))
+        let bytes = fsutil::unescape_name(name)?;
+        self.entry_at(Path::new(std::ffi::OsStr::from_bytes(&bytes)))
     }
 
     fn last_use_signal(&self) -> &'static str {

@@ -955,7 +955,7 @@ impl Kind for GoBuildKind {
             }
             Ok(Removal::Removed { disk_bytes: freed })
         };
-        attempt().unwrap_or_else(|e| Removal::Skipped(format!("cannot remove: {e}")))
+        attempt().unwrap_or_else(|e| Removal::Failed(format!("cannot remove: {e}")))
     }
 
     fn name_of(&self, id: &GoId) -> String {

@@ -2140,7 +2140,7 @@ impl GoModKind {
         match result {
             Ok(freed) => Removal::Removed { disk_bytes: freed },
             // The marker (if any) stays: the tree is recognisably incomplete to go.
-            Err(e) => Removal::Skipped(format!("removing {}: {e}", id.key)),
+            Err(e) => Removal::Failed(format!("removing {}: {e}", id.key)),
         }
     }
 
@@ -2163,7 +2163,7 @@ impl GoModKind {
             Ok(_) => Removal::Removed {
                 disk_bytes: meta.disk_bytes,
             },
-            Err(e) => Removal::Skipped(format!("removing {SUMDB_NAME}: {e}")),
+            Err(e) => Removal::Failed(format!("removing {SUMDB_NAME}: {e}")),
         }
     }
 
@@ -2212,7 +2212,7 @@ impl GoModKind {
             Ok(_) => Removal::Removed {
                 disk_bytes: meta.disk_bytes,
             },
-            Err(e) => Removal::Skipped(format!("removing cache/vcs/{hash}: {e}")),
+            Err(e) => Removal::Failed(format!("removing cache/vcs/{hash}: {e}")),
         }
     }
 }

@@ -52,6 +52,9 @@ pub enum Removal {
     Gone,
     /// Left alone on purpose (used since it was planned, lock busy, …); retried later.
     Skipped(String),
+    /// The removal was attempted and failed (`EPERM` on an immutable file, `EROFS`, an
+    /// I/O error): an error to report; what is left stays on disk and in the index.
+    Failed(String),
 }
 
 /// A directory the watcher must watch for this kind.

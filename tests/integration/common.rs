@@ -277,3 +277,35 @@ pub fn config_check_of_a_plain_dir_as(kind: &str) -> String {
     assert_eq!(out.status.code(), Some(2));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Runs a shell script as `nobody` (`setpriv`, as root); panics if it fails.
+pub fn as_nobody(script: &str) {
+    let ok = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .status()
+        .expect("setpriv is installed (.ci/run installs util-linux)")
+        .success();
+    assert!(ok, "as nobody: {script}");
+}
+
+/// Waits for `child` up to `limit`; kills it and panics if it is still running (a test
+/// of something that must not hang must not hang itself).
+pub fn finish_within(mut child: Child, limit: Duration, what: &str) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}

@@ -356,23 +356,6 @@ fn sticky_shared_dir(tmp: &Path) -> std::path::PathBuf {
     shared
 }
 
-fn as_nobody(script: &str) {
-    let ok = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-        .status()
-        .expect("setpriv is installed (.ci/run installs util-linux)")
-        .success();
-    assert!(ok, "as nobody: {script}");
-}
-
 #[test]
 fn a_socket_directory_planted_by_another_user_is_refused() {
     if !running_as_root("a_socket_directory_planted_by_another_user_is_refused") {
