@@ -275,6 +275,7 @@ impl<K: Kind> CacheOf<K> {
             problem: problem.to_string(),
             detail,
             repaired: false,
+            unrepaired: None,
         }
     }
 
@@ -428,7 +429,7 @@ impl<K: Kind> CacheOf<K> {
                         });
                     }
                     Some(Removal::Gone) => gone.push(&planned.id),
-                    Some(Removal::Skipped(why)) => {
+                    Some(Removal::Skipped(why) | Removal::LockBusy(why) | Removal::InUse(why)) => {
                         // Used since planning, or busy: refresh its metadata so the next
                         // plan sees the truth.
                         let _ = self.apply_one(&mut index, planned.id.clone());
@@ -902,34 +903,64 @@ impl<K: Kind> Cache for CacheOf<K> {
             found
         });
         let young_after = now.saturating_sub(secs(config.limits.min_age));
+        let waits_for_min_age = self.kind.repair_waits_for_min_age();
         let mut problems = Vec::new();
         let mut index = self.index_mut();
         for ((id, last_use), found) in ids.iter().zip(findings) {
             if found.is_empty() {
                 continue;
             }
-            let repaired = repair
-                && if *last_use > young_after {
-                    false
+            // Why a broken entry stays (see README, "Repair"), or `None`: repaired.
+            let unrepaired: Option<Unrepaired> = if !repair {
+                Some(Unrepaired::new(
+                    "not-requested",
+                    "repair was not asked for (verify --repair, or on_problem = \"repair\")",
+                ))
+            } else if self.pinned(&config, id) {
+                Some(Unrepaired::new("pinned", "pinned by keep"))
+            } else if waits_for_min_age && *last_use > young_after {
+                Some(Unrepaired::new(
+                    "within-min-age",
+                    format!(
+                        "used {} ago, within min_age {}",
+                        age(Some(now - last_use)),
+                        crate::units::format_duration(config.limits.min_age)
+                    ),
+                ))
+            } else if let Some(in_use) = self.kind.in_use() {
+                // Checked per entry, just before its removal: a go command that starts
+                // during the sweep is seen.
+                Some(Unrepaired::new(
+                    "go-running",
+                    format!("a go command is running: {}", in_use.by),
+                ))
+            } else {
+                let used_before = if waits_for_min_age {
+                    young_after
                 } else {
-                    match self.kind.remove(id, young_after, Removing::Repair(&found)) {
-                        Removal::Removed { .. } | Removal::Gone => {
-                            index.remove(id);
-                            true
-                        }
-                        Removal::Skipped(_) => false,
-                        Removal::Failed(why) => {
-                            self.record_error(
-                                format!("repair of {}: {why}", self.kind.path_of(id)),
-                                now,
-                            );
-                            false
-                        }
-                    }
+                    UnixTime::MAX
                 };
+                match self.kind.remove(id, used_before, Removing::Repair(&found)) {
+                    Removal::Removed { .. } | Removal::Gone => {
+                        index.remove(id);
+                        None
+                    }
+                    Removal::Skipped(why) => Some(Unrepaired::new("skipped", why)),
+                    Removal::LockBusy(why) => Some(Unrepaired::new("lock-busy", why)),
+                    Removal::InUse(why) => Some(Unrepaired::new("go-running", why)),
+                    Removal::Failed(why) => {
+                        self.record_error(
+                            format!("repair of {}: {why}", self.kind.path_of(id)),
+                            now,
+                        );
+                        Some(Unrepaired::new("removal-failed", why))
+                    }
+                }
+            };
             for f in found {
                 let mut p = self.problem_view(&config, id, f.problem, f.detail);
-                p.repaired = repaired;
+                p.repaired = unrepaired.is_none();
+                p.unrepaired = unrepaired.clone();
                 problems.push(p);
             }
         }
@@ -1267,5 +1298,94 @@ mod tests {
         assert_eq!(status.oldest_last_use, Some(now - 20 * 86400));
         assert!(status.over_limits.is_empty());
         assert_eq!(status.disk_bytes, cache.index.lock().unwrap().disk_bytes());
+    }
+
+    /// A dir kind whose every entry is broken.
+    struct Broken(DirKind);
+
+    impl Kind for Broken {
+        type Id = Id;
+        fn root(&self) -> &Path {
+            self.0.root()
+        }
+        fn scan(&self) -> ScanResult<Id> {
+            self.0.scan()
+        }
+        fn watch_dirs(&self) -> Vec<WatchDir> {
+            self.0.watch_dirs()
+        }
+        fn entry_at(&self, rel: &Path) -> Option<Id> {
+            self.0.entry_at(rel)
+        }
+        fn stat(&self, id: &Id) -> std::io::Result<Option<EntryMeta>> {
+            self.0.stat(id)
+        }
+        fn verify(&self, _: &Id) -> Vec<Finding> {
+            vec![Finding {
+                problem: "unreadable",
+                detail: "a failing disk".into(),
+            }]
+        }
+        fn remove(&self, id: &Id, used_before: UnixTime, how: Removing) -> Removal {
+            self.0.remove(id, used_before, how)
+        }
+        fn name_of(&self, id: &Id) -> String {
+            self.0.name_of(id)
+        }
+        fn path_of(&self, id: &Id) -> String {
+            self.0.path_of(id)
+        }
+        fn parse_name(&self, name: &str) -> Option<Id> {
+            self.0.parse_name(name)
+        }
+        fn last_use_signal(&self) -> &'static str {
+            "test"
+        }
+    }
+
+    #[test]
+    fn a_dir_cache_repairs_only_past_min_age_and_every_unrepaired_problem_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::now();
+        for (name, age) in [("old", 86_400), ("fresh", 60), ("kept.pinned", 86_400)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, b"x").unwrap();
+            let t = filetime::FileTime::from_unix_time(now - age, 0);
+            filetime::set_file_times(&path, t, t).unwrap();
+        }
+        let text = format!(
+            "[[cache]]\nname = \"t\"\nkind = \"dir\"\npath = \"{}\"\nkeep = [\"*.pinned\"]\n",
+            dir.path().display()
+        );
+        let cache = CacheOf::open(
+            Broken(DirKind::new(dir.path().to_path_buf())),
+            crate::config::first_cache_for_test(&text),
+        );
+        cache.scan(now);
+        let why = |report: &VerifyReport, entry: &str| {
+            let p = report.problems.iter().find(|p| p.entry == entry).unwrap();
+            p.unrepaired
+                .as_ref()
+                .map(|u| (u.code.clone(), u.reason.clone()))
+        };
+        let report = cache.verify(false, now);
+        let (code, reason) = why(&report, "old").unwrap();
+        assert_eq!(code, "not-requested");
+        assert!(reason.contains("verify --repair"), "{reason}");
+
+        let report = cache.verify(true, now);
+        assert_eq!(why(&report, "old"), None, "repaired");
+        assert!(!dir.path().join("old").exists());
+        let (code, reason) = why(&report, "fresh").unwrap();
+        assert_eq!(code, "within-min-age");
+        assert_eq!(reason, "used 1m ago, within min_age 10m");
+        assert_eq!(why(&report, "kept.pinned").unwrap().0, "pinned");
+        assert!(dir.path().join("fresh").exists());
+        let table = crate::report::problems_table(&report.problems);
+        assert!(
+            table.contains("WHY NOT REPAIRED") && table.contains("pinned by keep"),
+            "{table}"
+        );
+        assert_eq!(cache.status(now).problems.open, 2);
     }
 }

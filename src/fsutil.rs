@@ -181,6 +181,15 @@ pub fn open_file_at(dir: &impl AsFd, rel: &Path) -> io::Result<std::fs::File> {
     Ok(std::fs::File::from(fd))
 }
 
+/// Whether opening below a root failed because a directory on the way is now a
+/// symlink or not a directory at all (someone swapped it).
+pub fn is_swapped(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV)
+    )
+}
+
 /// What a non-regular file is, for messages.
 pub fn type_name(st: &FileStat) -> &'static str {
     match st.st_mode & libc::S_IFMT {

@@ -154,6 +154,27 @@ pub struct ProblemView {
     pub problem: String,
     pub detail: String,
     pub repaired: bool,
+    /// Why a problem was left in place: a stable code and a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrepaired: Option<Unrepaired>,
+}
+
+/// Why a broken entry was not repaired. Codes: `not-requested`, `pinned`,
+/// `within-min-age` (dir caches), `go-running`, `lock-busy`, `skipped`,
+/// `removal-failed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unrepaired {
+    pub code: String,
+    pub reason: String,
+}
+
+impl Unrepaired {
+    pub fn new(code: &str, reason: impl Into<String>) -> Unrepaired {
+        Unrepaired {
+            code: code.to_string(),
+            reason: reason.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -362,10 +383,23 @@ pub fn problems_table(problems: &[ProblemView]) -> String {
                 p.problem.clone(),
                 if p.repaired { "repaired" } else { "open" }.into(),
                 p.detail.clone(),
+                p.unrepaired
+                    .as_ref()
+                    .map_or(String::new(), |u| u.reason.clone()),
             ]
         })
         .collect();
-    table(&["CACHE", "PATH", "PROBLEM", "STATE", "DETAIL"], &rows)
+    table(
+        &[
+            "CACHE",
+            "PATH",
+            "PROBLEM",
+            "STATE",
+            "DETAIL",
+            "WHY NOT REPAIRED",
+        ],
+        &rows,
+    )
 }
 
 #[cfg(test)]

@@ -978,6 +978,10 @@ impl Kind for GoBuildKind {
     fn in_use(&self) -> Option<super::InUse> {
         (self.in_use)(&self.root)
     }
+
+    fn repair_waits_for_min_age(&self) -> bool {
+        false // the running-go guard protects a repair (go writes entries in place)
+    }
 }
 
 #[cfg(test)]

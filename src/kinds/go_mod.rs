@@ -2001,7 +2001,7 @@ impl GoModKind {
         };
         let locked = match self.lock_version(&id.key, true) {
             Ok(l) => l,
-            Err(LockError::Busy(why)) => return Removal::Skipped(why),
+            Err(LockError::Busy(why)) => return Removal::LockBusy(why),
             Err(LockError::NoDir) => return Removal::Gone,
             Err(LockError::Io(why)) => return Removal::Skipped(format!("cannot lock: {why}")),
         };
@@ -2075,7 +2075,7 @@ impl GoModKind {
             if marked {
                 let _ = unlink_at(vdir, OsStr::new(&format!("{version}.partial")));
             }
-            return Removal::Skipped(format!(
+            return Removal::InUse(format!(
                 "{by} may read this version; deferred until it exits"
             ));
         }
@@ -2155,7 +2155,7 @@ impl GoModKind {
             ));
         }
         if let Some(by) = self.go_running() {
-            return Removal::Skipped(format!("{by} may read it; deferred until it exits"));
+            return Removal::InUse(format!("{by} may read it; deferred until it exits"));
         }
         let removed = open_dir_below(&self.root, Path::new("cache/download"))
             .and_then(|d| remove_tree_at(&d, OsStr::new("sumdb")));
@@ -2193,7 +2193,7 @@ impl GoModKind {
         let _lock = match Flock::lock(std::fs::File::from(fd), FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((_, Errno::EWOULDBLOCK)) => {
-                return Removal::Skipped(format!("go holds cache/vcs/{lock_name}; retried later"))
+                return Removal::LockBusy(format!("go holds cache/vcs/{lock_name}; retried later"))
             }
             Err((_, e)) => return Removal::Skipped(format!("locking cache/vcs/{lock_name}: {e}")),
         };
@@ -2204,7 +2204,7 @@ impl GoModKind {
             ));
         }
         if let Some(by) = self.go_running() {
-            return Removal::Skipped(format!("{by} may use it; deferred until it exits"));
+            return Removal::InUse(format!("{by} may use it; deferred until it exits"));
         }
         let removed = unlink_at(&vcs, OsStr::new(&format!("{hash}.info")))
             .and_then(|_| remove_tree_at(&vcs, OsStr::new(hash)));
@@ -2458,6 +2458,10 @@ impl Kind for GoModKind {
 
     fn last_use_signal(&self) -> &'static str {
         self.signal
+    }
+
+    fn repair_waits_for_min_age(&self) -> bool {
+        false // go's version lock and the running-go guard protect a repair
     }
 
     fn in_use(&self) -> Option<InUse> {
@@ -3080,7 +3084,7 @@ pub mod tests {
         .unwrap();
         let r = k.remove(&id(&a, Role::Zip), old, Removing::Evict(&Survivors::NONE));
         assert!(
-            matches!(&r, Removal::Skipped(why) if why.contains("go holds")),
+            matches!(&r, Removal::LockBusy(why) if why.contains("go holds")),
             "{r:?}"
         );
         assert!(root.join("example.com/busy@v1.0.0/hello.go").exists());
@@ -3097,7 +3101,7 @@ pub mod tests {
         };
         let r = k.remove(&id(&a, Role::Tree), old, Removing::Evict(&Survivors::NONE));
         assert!(
-            matches!(&r, Removal::Skipped(why) if why.contains("pid 1")),
+            matches!(&r, Removal::InUse(why) if why.contains("pid 1")),
             "{r:?}"
         );
         assert!(

@@ -50,8 +50,14 @@ pub enum Removal {
     },
     /// Someone else removed it first.
     Gone,
-    /// Left alone on purpose (used since it was planned, lock busy, …); retried later.
+    /// Left alone on purpose (used since it was planned, …); retried later.
     Skipped(String),
+    /// Left alone because the owning tool holds the entry's lock (go-mod's version
+    /// lock); retried later.
+    LockBusy(String),
+    /// Left alone because a running tool may use it (a go command); retried once it
+    /// exits.
+    InUse(String),
     /// The removal was attempted and failed (`EPERM` on an immutable file, `EROFS`, an
     /// I/O error): an error to report; what is left stays on disk and in the index.
     Failed(String),
@@ -190,6 +196,13 @@ pub trait Kind: Send + Sync + 'static {
     fn parse_name(&self, name: &str) -> Option<Self::Id>;
     /// How the kind knows when an entry was last used, for `status`.
     fn last_use_signal(&self) -> &'static str;
+
+    /// Whether repairing a proven-broken entry waits for `min_age` like eviction does.
+    /// Kinds whose owning tool's protocol makes removal safe (a lock, the running-tool
+    /// guard) say no: a corrupt entry is dangerous exactly when it is being used.
+    fn repair_waits_for_min_age(&self) -> bool {
+        true
+    }
     /// Whether a running tool may still open entries used since some time, which
     /// eviction must then leave alone whatever `min_age` says.
     fn in_use(&self) -> Option<InUse> {

@@ -482,3 +482,60 @@ fn eviction_waits_for_a_running_go_command() {
         daemon.log_text()
     );
 }
+
+/// Fresh damage (mtime now) is repaired at once — unless a go command that may use the
+/// cache is running, which the report names, entry by entry.
+#[test]
+fn fresh_damage_is_repaired_at_once_unless_go_is_running() {
+    let world = GoWorld::new();
+    world.go_ok(&["build", "-o", "/dev/null", "."], Some("arm64"));
+    world.age_cache(DAY);
+    let config = world.config(""); // the go-build default min_age: 2 h
+    let picks = world.unique_entries();
+    let (flip_a, flip_d) = &picks[0];
+    let (trunc_a, _) = &picks[1];
+    let mut bytes = std::fs::read(flip_d).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(flip_d, &bytes).unwrap();
+    let text = std::fs::read(trunc_a).unwrap();
+    std::fs::write(trunc_a, &text[..100]).unwrap();
+
+    // A go command using this cache (a stand-in named go) holds the repair, and the
+    // report says so.
+    let bin = world.root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/sleep", bin.join("go")).unwrap();
+    let mut go = Command::new(bin.join("go"))
+        .arg("60")
+        .env("GOCACHE", &world.cache)
+        .spawn()
+        .unwrap();
+    let (code, held) = cachewarden(&config, &["verify", "--repair", "--json"]);
+    go.kill().unwrap();
+    go.wait().unwrap();
+    assert_eq!(code, 1, "{held}");
+    let problems = held["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 2, "{held}");
+    for p in problems {
+        assert_eq!(p["repaired"], false, "{held}");
+        assert_eq!(p["unrepaired"]["code"], "go-running", "{held}");
+        let why = p["unrepaired"]["reason"].as_str().unwrap();
+        assert!(why.contains(&format!("pid {}", go.id())), "{why}");
+    }
+    assert!(flip_d.exists() && trunc_a.exists());
+
+    // With no go running, the same fresh damage is repaired at once.
+    let (code, repaired) = cachewarden(&config, &["verify", "--repair", "--json"]);
+    assert_eq!(code, 0, "{repaired}");
+    assert!(
+        repaired["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["repaired"] == true && p.get("unrepaired").is_none()),
+        "{repaired}"
+    );
+    assert!(!flip_a.exists() && !flip_d.exists() && !trunc_a.exists());
+    world.go_ok(&["build", "-o", "/dev/null", "."], Some("arm64"));
+}

@@ -762,3 +762,32 @@ fn a_directory_that_is_not_a_module_cache_is_refused() {
         "{err}"
     );
 }
+
+/// Damage done just now (fresh mtimes, well within min_age) is repaired at once: a
+/// corrupt module is dangerous exactly when it is used. Go's version lock and the
+/// running-go guard make that safe, not age.
+#[test]
+fn fresh_damage_is_repaired_without_waiting_for_min_age() {
+    let world = ModWorld::new();
+    world.download_all_ok();
+    world.build_ok();
+    world.age(10 * DAY);
+    let config = world.config(""); // the go-mod default min_age: 2 days
+    let v0 = VERSIONS[0];
+    let edited = world.tree(TOML, v0).join("decode.go");
+    world.writable(&edited);
+    std::fs::write(&edited, b"package toml // edited just now\n").unwrap();
+    let zip = world.vdir(ERRORS).join(format!("{v0}.zip"));
+    let bytes = std::fs::read(&zip).unwrap();
+    std::fs::write(&zip, &bytes[..bytes.len() / 2]).unwrap();
+
+    let (code, repaired) = cachewarden(&config, &["verify", "--repair", "--json"]);
+    assert_eq!(code, 0, "{repaired}");
+    let problems = repaired["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 2, "{repaired}");
+    assert!(problems.iter().all(|p| p["repaired"] == true), "{repaired}");
+    assert!(!world.tree(TOML, v0).exists() && !zip.exists());
+    world.download_all_ok();
+    world.build_ok();
+    world.verify_ok();
+}
