@@ -18,7 +18,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::kinds::KindName;
-use crate::units::{self, CronSchedule, SizeLimit};
+use crate::schedule::CronSchedule;
+use crate::units::{self, SizeLimit};
 
 /// The config used when no file is given or found: the user's Go caches, found with
 /// `go env`, with limits fit for a developer workstation.

@@ -451,7 +451,7 @@ pub fn record_removals(cache: &Arc<dyn Cache>, audit: &AuditLog, records: &[Audi
     }
 }
 
-fn next_fire(schedule: Option<&crate::units::CronSchedule>) -> Option<Instant> {
+fn next_fire(schedule: Option<&crate::schedule::CronSchedule>) -> Option<Instant> {
     let now = chrono::Local::now();
     let next = schedule?.next_after(now)?;
     let wait = (next - now).to_std().unwrap_or_default();

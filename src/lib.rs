@@ -27,6 +27,7 @@ pub mod parallel;
 pub mod plan;
 pub mod report;
 pub mod roots;
+pub mod schedule;
 pub mod server;
 pub mod snapshot;
 pub mod units;
