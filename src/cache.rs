@@ -555,6 +555,7 @@ impl<K: Kind> Cache for CacheOf<K> {
     }
 
     fn set_config(&self, config: CacheConfig) {
+        self.kind.configure(&config);
         *self.config.write().unwrap() = config;
     }
 

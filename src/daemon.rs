@@ -465,6 +465,29 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
+/// When to look again whether the tool that held entries has exited: a deadline set
+/// once when eviction is deferred, not a sleep created anew on every pass of the
+/// supervisor's loop — steady watch events would postpone that one for ever.
+#[derive(Default)]
+struct InUseRetry {
+    at: Option<Instant>,
+}
+
+impl InUseRetry {
+    /// Sets the deadline [`IN_USE_POLL`] from now, unless one is set.
+    fn arm(&mut self) {
+        self.at.get_or_insert_with(|| Instant::now() + IN_USE_POLL);
+    }
+
+    fn clear(&mut self) {
+        self.at = None;
+    }
+
+    async fn due(&self) {
+        sleep_until_opt(self.at).await
+    }
+}
+
 /// The watcher of one cache, restartable: a rescan after the watcher lost track (the
 /// root deleted and recreated, a queue overflow) watches anew.
 struct Watching {
@@ -532,6 +555,7 @@ async fn supervise(
     let mut last_full_scan = Instant::now();
     let _ = scanned.send(());
     let mut held_since = enforce(&cache, &audit, "startup").await;
+    let mut retry = InUseRetry::default();
     save_snapshot(&cache, snapshot.as_deref()).await;
 
     let mut last_enforce = Instant::now();
@@ -539,6 +563,9 @@ async fn supervise(
     let mut last_rescan: Option<Instant> = None;
     let mut rescan_pending: Option<String> = None;
     loop {
+        if held_since.is_some() {
+            retry.arm();
+        }
         let config = cache.config();
         let next_enforce = next_fire(Some(&config.schedule));
         let next_verify = next_fire(config.verify_schedule.as_ref());
@@ -591,12 +618,13 @@ async fn supervise(
                     rescan_pending = Some("waiting for the cache directory to be watchable again".into());
                 }
             }
-            _ = tokio::time::sleep(IN_USE_POLL), if held_since.is_some() => {
+            _ = retry.due(), if held_since.is_some() => {
                 let c = cache.clone();
                 let now_since = blocking(move || c.in_use_since()).await.flatten();
                 if now_since != held_since {
                     held_since = enforce(&cache, &audit, "a tool that held entries exited").await;
                 }
+                retry.clear();
             }
             _ = sleep_until_opt(next_enforce) => {
                 // Once a day the index is rebuilt from the disk, so whatever events
@@ -705,4 +733,28 @@ fn replace_stale_socket(socket: &Path) -> anyhow::Result<()> {
     tracing::info!("removing stale socket {}", socket.display());
     std::fs::remove_file(socket)
         .with_context(|| format!("removing stale socket {}", socket.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_in_use_retry_fires_under_a_steady_stream_of_events() {
+        let mut retry = InUseRetry::default();
+        let started = Instant::now();
+        // A loop pass every second (a watch event), each re-arming as the loop does.
+        let fired_at = loop {
+            retry.arm();
+            tokio::select! {
+                _ = retry.due() => break Instant::now(),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            assert!(started.elapsed() < 3 * IN_USE_POLL, "the retry never fired");
+        };
+        assert_eq!(fired_at - started, IN_USE_POLL);
+        retry.clear();
+        retry.arm();
+        assert_eq!(retry.at, Some(fired_at + IN_USE_POLL));
+    }
 }

@@ -1084,7 +1084,8 @@ type Fingerprint = (i128, u64, u64, String);
 pub struct GoModKind {
     root: PathBuf,
     /// Temp files older than this are stale (`stale-temp`).
-    min_age_secs: i64,
+    /// Follows reloads (`Kind::configure`).
+    min_age_secs: std::sync::atomic::AtomicI64,
     /// Trees and zips that hashed clean, with the fingerprint they had then.
     verified: Mutex<HashMap<(Arc<str>, Role), Fingerprint>>,
     claims: Claims,
@@ -1122,7 +1123,7 @@ impl GoModKind {
             .map_or(AtimeMode::Unknown, |text| atime_mode(&text, &root));
         GoModKind {
             root,
-            min_age_secs: min_age.as_secs() as i64,
+            min_age_secs: std::sync::atomic::AtomicI64::new(min_age.as_secs() as i64),
             verified: Mutex::new(HashMap::new()),
             claims: Claims::default(),
             leftovers: Mutex::new(HashMap::new()),
@@ -1648,7 +1649,7 @@ impl GoModKind {
     // -- verification -------------------------------------------------------------------
 
     fn stale(&self, st: &FileStat) -> bool {
-        st.st_mtime < crate::now() - self.min_age_secs
+        st.st_mtime < crate::now() - self.min_age_secs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn read_ziphash(&self, vdir: &OwnedFd, version: &str) -> Result<String, Finding> {
@@ -2464,6 +2465,12 @@ impl Kind for GoModKind {
         false // go's version lock and the running-go guard protect a repair
     }
 
+    fn configure(&self, config: &crate::config::CacheConfig) {
+        let secs = i64::try_from(config.limits.min_age.as_secs()).unwrap_or(i64::MAX);
+        self.min_age_secs
+            .store(secs, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn in_use(&self) -> Option<InUse> {
         (self.in_use)(&self.root)
     }
@@ -3155,6 +3162,26 @@ pub mod tests {
             std::fs::read_to_string(root.join("cache/download/example.com/par/@v/list")).unwrap(),
             ""
         );
+    }
+
+    #[test]
+    fn a_reloaded_min_age_takes_effect() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = GoModKind::new(dir.path().to_path_buf(), Duration::from_secs(86_400));
+        let temp = dir.path().join("v1.0.0.zip123.tmp");
+        std::fs::write(&temp, b"half").unwrap();
+        let t = filetime::FileTime::from_unix_time(crate::now() - 7200, 0);
+        filetime::set_file_mtime(&temp, t).unwrap();
+        let st = nix::sys::stat::stat(&temp).unwrap();
+        assert!(!k.stale(&st), "2 h old, min_age 1 day");
+        let text = format!(
+            "[[cache]]\nname = \"m\"\nkind = \"dir\"\npath = \"{}\"\n",
+            dir.path().display()
+        );
+        let mut config = crate::config::first_cache_for_test(&text);
+        config.limits.min_age = Duration::from_secs(3600);
+        k.configure(&config);
+        assert!(k.stale(&st), "2 h old, min_age reloaded to 1 h");
     }
 
     #[test]

@@ -197,6 +197,10 @@ pub trait Kind: Send + Sync + 'static {
     /// How the kind knows when an entry was last used, for `status`.
     fn last_use_signal(&self) -> &'static str;
 
+    /// Takes the settings of a reloaded config that the kind itself keeps (go-mod's
+    /// `min_age` for stale temp files). Everything else the engine reads per operation.
+    fn configure(&self, _config: &crate::config::CacheConfig) {}
+
     /// Whether repairing a proven-broken entry waits for `min_age` like eviction does.
     /// Kinds whose owning tool's protocol makes removal safe (a lock, the running-tool
     /// guard) say no: a corrupt entry is dangerous exactly when it is being used.
