@@ -180,6 +180,7 @@ impl<K: Kind> CacheOf<K> {
     }
 
     fn new(kind: K, config: CacheConfig) -> CacheOf<K> {
+        kind.configure(&config);
         CacheOf {
             config: RwLock::new(config),
             index: Mutex::new(Index::default()),

@@ -109,6 +109,9 @@ pub struct CacheConfig {
     /// Evict by the kind's tiers (go-mod: extracted trees before zips); when false, by
     /// last use alone. Entries only `max_age` removes stay so either way.
     pub tiered_eviction: bool,
+    /// Process names whose running holds entries they may open (go-build, go-mod;
+    /// `go_procs.rs`).
+    pub guard_processes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +171,7 @@ struct RawCache {
     /// Lets `min_age` go below the kind's safe floor. The name says what it costs.
     #[serde(default)]
     unsafe_allow_short_min_age: bool,
+    guard_processes: Option<Spanned<Vec<String>>>,
     #[serde(default = "default_true")]
     tiered_eviction: bool,
 }
@@ -486,6 +490,35 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                 ));
             }
         }
+        let default_guard: &[&str] = match raw.kind {
+            KindName::GoBuild => crate::go_procs::DEFAULT_BUILD_GUARD,
+            KindName::GoMod => crate::go_procs::DEFAULT_MOD_GUARD,
+            KindName::Dir => &[],
+        };
+        let guard_processes = match &raw.guard_processes {
+            None => default_guard.iter().map(|s| s.to_string()).collect(),
+            Some(_) if raw.kind == KindName::Dir => {
+                return Err(err_at(
+                    raw.guard_processes.as_ref().map(|g| g.span()),
+                    Some("guard_processes"),
+                    "guard_processes applies to go-build and go-mod caches (a dir cache's writer is unknown; min_age protects it)".into(),
+                ))
+            }
+            Some(names) => {
+                if let Some(bad) = names
+                    .get_ref()
+                    .iter()
+                    .find(|n| n.is_empty() || n.len() > 15 || n.contains('/'))
+                {
+                    return Err(err_at(
+                        Some(names.span()),
+                        Some("guard_processes"),
+                        format!("{bad:?} is not a process name as /proc/PID/comm shows it (1 to 15 bytes, no '/')"),
+                    ));
+                }
+                names.get_ref().clone()
+            }
+        };
         let mut keep = Vec::new();
         for pattern in &raw.keep {
             keep.push(glob::Pattern::new(pattern.get_ref()).map_err(|e| {
@@ -513,6 +546,7 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
             verify_schedule: raw.verify_schedule,
             on_problem: raw.on_problem,
             tiered_eviction: raw.tiered_eviction,
+            guard_processes,
         });
     }
     Ok(Config {

@@ -7,14 +7,39 @@
 //! mtime ≥ (start of the oldest running go command) − 1 h − [`MARGIN`] must stay until
 //! that command exits (`../shared/docs/go-caches.md`, "Long builds").
 //!
-//! Processes are found in `/proc`: `comm` is `go`, the start time is field 22 of
-//! `stat` (clock ticks after boot, `btime` in `/proc/stat`). A command counts unless its
-//! `environ` (readable for our own processes, or as root) sets `GOCACHE` to another
-//! directory or to `off`; an unreadable environment counts, to be safe.
+//! Processes are found in `/proc`: `comm` is one of the guarded names, the start time
+//! is field 22 of `stat` (clock ticks after boot, `btime` in `/proc/stat`). Zombies
+//! (state `Z`, already exited) never count. A process counts unless its `environ`
+//! (readable for our own processes, or as root) sends it to another cache or sets
+//! `GOCACHE=off`; an unreadable environment counts, to be safe.
+//!
+//! ## Not only `go`
+//!
+//! `go list -export` (what go/packages clients such as golangci-lint and staticcheck
+//! run) hands out GOCACHE paths that the tool opens *after* the go command exited, for
+//! as long as the tool runs. So the guard covers a list of process names, configurable
+//! per cache (`guard_processes`, [`DEFAULT_BUILD_GUARD`]). Tools not on the list are
+//! covered by `min_age` only.
+//!
+//! ## Containers
+//!
+//! A go command in a container sees its cache at a path of its own mount namespace
+//! (`/root/.cache/go-build`, bind-mounted from the host). Its environment's paths are
+//! therefore resolved through `/proc/<pid>/root` and compared with the cache root by
+//! device and inode; when that cannot be done (no permission to look into the
+//! process), the process counts.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::kinds::{InUse, UnixTime};
+
+/// Process names whose running holds a GOCACHE's recently used entries: go itself and
+/// the go/packages tools that open `go list -export` paths after go exits.
+pub const DEFAULT_BUILD_GUARD: &[&str] = &["go", "golangci-lint", "staticcheck", "govulncheck"];
+/// The same for a GOMODCACHE: go itself (tools that only read sources, like gopls, run
+/// all day and would hold every module for ever).
+pub const DEFAULT_MOD_GUARD: &[&str] = &["go"];
 
 /// Slack on top of go's one-hour mtime granularity.
 pub const MARGIN_SECS: i64 = 5 * 60;
@@ -29,21 +54,30 @@ pub enum GoCache {
     Mod,
 }
 
-/// The in-use horizon for the GOCACHE at `root`, if any go command may be using it.
-pub fn in_use_since(root: &Path) -> Option<InUse> {
-    oldest_go_using(root, GoCache::Build).map(|(started, pid)| InUse {
+/// The in-use horizon for the GOCACHE at `root`, if a guarded process may be using it.
+pub fn in_use_since(root: &Path, guard: &[String]) -> Option<InUse> {
+    oldest_go_using(root, GoCache::Build, guard).map(|(started, pid, name)| InUse {
         since: started - MTIME_INTERVAL_SECS - MARGIN_SECS,
-        by: format!("go (pid {pid}) running since {}", format_local(started)),
+        by: format!(
+            "{name} (pid {pid}) running since {}",
+            crate::units::local_time(started)
+        ),
     })
 }
 
-/// The oldest running go command that may use the cache at `root`: (start, pid).
-pub fn oldest_go_using(root: &Path, cache: GoCache) -> Option<(UnixTime, i32)> {
+/// The oldest running process named in `guard` that may use the cache at `root`:
+/// (start, pid, name).
+pub fn oldest_go_using(
+    root: &Path,
+    cache: GoCache,
+    guard: &[String],
+) -> Option<(UnixTime, i32, String)> {
     let boot = boot_time()?;
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()? as i64;
-    let mut oldest: Option<(UnixTime, i32)> = None;
+    let root_id = std::fs::metadata(root).ok().map(|m| (m.dev(), m.ino()));
+    let mut oldest: Option<(UnixTime, i32, String)> = None;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -53,24 +87,41 @@ pub fn oldest_go_using(root: &Path, cache: GoCache) -> Option<(UnixTime, i32)> {
             continue;
         };
         let dir = entry.path();
-        if !std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == "go") {
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        let name = comm.trim();
+        if !guard.iter().any(|g| g == name) {
             continue;
         }
-        if !may_use(&dir, root, cache) {
-            continue;
-        }
-        let Some(start_ticks) = std::fs::read_to_string(dir.join("stat"))
+        let Some((state, start_ticks)) = std::fs::read_to_string(dir.join("stat"))
             .ok()
-            .and_then(|s| start_ticks(&s))
+            .and_then(|s| Some((state(&s)?, start_ticks(&s)?)))
         else {
             continue;
         };
+        // A zombie has exited: it opens nothing (its environ reads as empty).
+        if state == 'Z' || state == 'X' {
+            continue;
+        }
+        if !may_use(&dir, root_id, cache) {
+            continue;
+        }
         let started = boot + start_ticks / ticks;
-        if oldest.is_none_or(|(t, _)| started < t) {
-            oldest = Some((started, pid));
+        if oldest.as_ref().is_none_or(|(t, _, _)| started < *t) {
+            oldest = Some((started, pid, name.to_string()));
         }
     }
     oldest
+}
+
+/// Field 3 of `/proc/<pid>/stat`, the process state (`R`, `S`, `Z`, …).
+fn state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
 }
 
 /// Field 22 of `/proc/<pid>/stat`; the command name (field 2) may contain spaces and
@@ -86,8 +137,10 @@ fn boot_time() -> Option<UnixTime> {
         .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
 }
 
-/// False only when the process's environment sends it to another cache.
-fn may_use(proc_dir: &Path, root: &Path, cache: GoCache) -> bool {
+/// False only when the process's environment sends it to another cache. Its paths are
+/// its own mount namespace's: they are looked up through `/proc/<pid>/root` and
+/// compared with the cache root (`root_id`, device and inode).
+fn may_use(proc_dir: &Path, root_id: Option<(u64, u64)>, cache: GoCache) -> bool {
     let Ok(environ) = std::fs::read(proc_dir.join("environ")) else {
         return true;
     };
@@ -128,19 +181,15 @@ fn may_use(proc_dir: &Path, root: &Path, cache: GoCache) -> bool {
             },
         },
     };
-    // A cache that does not exist is not ours; one we cannot resolve may be.
-    match theirs.canonicalize() {
-        Ok(p) => p == root,
+    let Ok(rel) = theirs.strip_prefix("/") else {
+        return true; // relative: go would refuse it; we cannot tell
+    };
+    // The process's view of the file system, which may be a container's.
+    match std::fs::metadata(proc_dir.join("root").join(rel)) {
+        Ok(m) => root_id.is_none_or(|id| id == (m.dev(), m.ino())),
+        // A cache that does not exist is not ours; one we cannot resolve may be.
         Err(e) => e.kind() != std::io::ErrorKind::NotFound,
     }
-}
-
-fn format_local(t: UnixTime) -> String {
-    use chrono::TimeZone;
-    chrono::Local.timestamp_opt(t, 0).single().map_or_else(
-        || t.to_string(),
-        |d| d.format("%Y-%m-%d %H:%M:%S").to_string(),
-    )
 }
 
 #[cfg(test)]
@@ -151,6 +200,33 @@ mod tests {
     fn start_time_survives_odd_command_names() {
         let stat = "1234 (go (weird) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 2 0 0 20 0 8 0 987654 1000 ";
         assert_eq!(start_ticks(stat), Some(987654));
+    }
+
+    #[test]
+    fn zombies_never_count_and_states_are_read_past_odd_names() {
+        let stat = "1234 (go (weird) x) Z 1 1234 1234 0 -1 4194560 100 0 0 0 5 2 0 0 20 0 8 0 987654 1000 ";
+        assert_eq!(state(stat), Some('Z'));
+        // A real zombie named go: a child that exited and was not reaped.
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("go");
+        std::fs::copy("/bin/true", &fake).unwrap();
+        let cache = dir.path().join("gocache");
+        std::fs::create_dir(&cache).unwrap();
+        let cache = cache.canonicalize().unwrap();
+        let child = std::process::Command::new(&fake)
+            .env("GOCACHE", &cache)
+            .spawn()
+            .unwrap();
+        let zombie = format!("/proc/{}/stat", child.id());
+        let became_zombie = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::fs::read_to_string(&zombie).is_ok_and(|s| state(&s) == Some('Z'))
+        });
+        assert!(became_zombie);
+        let guard = vec!["go".to_string()];
+        assert!(in_use_since(&cache, &guard)
+            .is_none_or(|u| !u.by.contains(&format!("pid {}", child.id()))));
+        drop(child); // std does not reap on drop; the test process's exit does
     }
 
     #[test]
@@ -165,6 +241,7 @@ mod tests {
         let cache = cache.canonicalize().unwrap();
         let elsewhere = dir.path().join("other-cache");
         std::fs::create_dir(&elsewhere).unwrap();
+        let guard = vec!["go".to_string()];
         let mut child = std::process::Command::new(&fake)
             .arg("30")
             .env("GOCACHE", &cache)
@@ -172,10 +249,10 @@ mod tests {
             .unwrap();
         let found = (0..100).find_map(|_| {
             std::thread::sleep(std::time::Duration::from_millis(20));
-            in_use_since(&cache)
+            in_use_since(&cache, &guard)
         });
         // A go command on another cache does not count for this one.
-        assert!(in_use_since(&elsewhere.canonicalize().unwrap())
+        assert!(in_use_since(&elsewhere.canonicalize().unwrap(), &guard)
             .is_none_or(|u| !u.by.contains(&child.id().to_string())));
         let mut other = std::process::Command::new(&fake)
             .arg("30")
@@ -193,8 +270,84 @@ mod tests {
         );
         // Only the GOCACHE=off process is left: it uses no cache.
         std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(in_use_since(&cache).is_none_or(|u| !u.by.contains(&other.id().to_string())));
+        assert!(
+            in_use_since(&cache, &guard).is_none_or(|u| !u.by.contains(&other.id().to_string()))
+        );
         other.kill().unwrap();
         other.wait().unwrap();
+    }
+
+    #[test]
+    fn a_go_command_in_a_container_is_seen_through_its_own_root() {
+        // A mount namespace of its own with the cache bind-mounted at a path that, on
+        // the host, is another (empty) directory: as a container sees a host cache.
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("a_go_command_in_a_container...: not run: needs root for unshare -m");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("go");
+        std::fs::copy("/bin/sleep", &fake).unwrap();
+        let cache = dir.path().join("gocache");
+        let inside = dir.path().join("container-view");
+        std::fs::create_dir(&cache).unwrap();
+        std::fs::create_dir(&inside).unwrap();
+        let cache = cache.canonicalize().unwrap();
+        let mut child = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount --bind {} {} && exec env GOCACHE={} {} 30",
+                cache.display(),
+                inside.display(),
+                inside.display(),
+                fake.display()
+            ))
+            .spawn()
+            .expect("unshare is installed (util-linux)");
+        let guard = vec!["go".to_string()];
+        let pid = child.id();
+        let found = (0..200).find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            in_use_since(&cache, &guard).filter(|u| u.by.contains(&format!("pid {pid}")))
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            found.is_some(),
+            "the containerised go command holds the host cache"
+        );
+        // On the host, its GOCACHE path is another directory: not this one's user.
+        assert!(in_use_since(&inside.canonicalize().unwrap(), &guard)
+            .is_none_or(|u| !u.by.contains(&format!("pid {pid}"))));
+    }
+
+    #[test]
+    fn go_packages_tools_hold_the_cache_too_and_the_list_is_configurable() {
+        let dir = tempfile::tempdir().unwrap();
+        let tool = dir.path().join("golangci-lint");
+        std::fs::copy("/bin/sleep", &tool).unwrap();
+        let cache = dir.path().join("gocache");
+        std::fs::create_dir(&cache).unwrap();
+        let cache = cache.canonicalize().unwrap();
+        let mut child = std::process::Command::new(&tool)
+            .arg("30")
+            .env("GOCACHE", &cache)
+            .spawn()
+            .unwrap();
+        let defaults: Vec<String> = DEFAULT_BUILD_GUARD.iter().map(|s| s.to_string()).collect();
+        let pid = child.id();
+        let found = (0..200).find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            in_use_since(&cache, &defaults).filter(|u| u.by.contains(&format!("pid {pid}")))
+        });
+        let without = in_use_since(&cache, &["go".to_string()]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let found = found.expect("golangci-lint is guarded by default");
+        assert!(found.by.starts_with("golangci-lint (pid"), "{}", found.by);
+        assert!(
+            without.is_none_or(|u| !u.by.contains(&format!("pid {pid}"))),
+            "a guard list without it ignores it"
+        );
     }
 }

@@ -736,6 +736,9 @@ fn print_config(config: &Config) {
             println!("min_free = \"{s}\"");
         }
         println!("min_age = \"{}\"", format_duration(c.limits.min_age));
+        if !c.guard_processes.is_empty() {
+            println!("guard_processes = {:?}", c.guard_processes);
+        }
         let keep: Vec<_> = c.keep.iter().map(|p| format!("{:?}", p.as_str())).collect();
         println!("keep = [{}]", keep.join(", "));
         println!("schedule = {:?}", c.schedule.text);

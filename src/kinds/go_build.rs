@@ -240,7 +240,9 @@ pub struct GoBuildKind {
     outputs: Mutex<OutputBook>,
     shard_fds: Mutex<Vec<Option<Arc<OwnedFd>>>>,
     /// Computes when a running go command may still open entries (injectable for tests).
-    in_use: fn(&Path) -> Option<super::InUse>,
+    in_use: fn(&Path, &[String]) -> Option<super::InUse>,
+    /// Process names whose running holds recently used entries (`guard_processes`).
+    guard: std::sync::RwLock<Vec<String>>,
 }
 
 impl GoBuildKind {
@@ -251,6 +253,12 @@ impl GoBuildKind {
             outputs: Mutex::new(OutputBook::default()),
             shard_fds: Mutex::new(vec![None; 256]),
             in_use: crate::go_procs::in_use_since,
+            guard: std::sync::RwLock::new(
+                crate::go_procs::DEFAULT_BUILD_GUARD
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
         }
     }
 
@@ -976,11 +984,15 @@ impl Kind for GoBuildKind {
     }
 
     fn in_use(&self) -> Option<super::InUse> {
-        (self.in_use)(&self.root)
+        (self.in_use)(&self.root, &self.guard.read().unwrap())
     }
 
     fn repair_waits_for_min_age(&self) -> bool {
         false // the running-go guard protects a repair (go writes entries in place)
+    }
+
+    fn configure(&self, config: &crate::config::CacheConfig) {
+        *self.guard.write().unwrap() = config.guard_processes.clone();
     }
 }
 
@@ -1013,7 +1025,7 @@ pub mod tests {
 
     fn kind(root: &Path) -> GoBuildKind {
         let mut k = GoBuildKind::new(root.to_path_buf());
-        k.in_use = |_| None;
+        k.in_use = |_, _| None;
         k
     }
 

@@ -1093,7 +1093,9 @@ pub struct GoModKind {
     /// interrupted, so they are rare and not worth a directory listing per entry.
     leftovers: Mutex<HashMap<String, Leftovers>>,
     /// When a running go command may use this cache (injectable for tests).
-    in_use: fn(&Path) -> Option<InUse>,
+    in_use: fn(&Path, &[String]) -> Option<InUse>,
+    /// Process names whose running holds the cache (`guard_processes`).
+    guard: std::sync::RwLock<Vec<String>>,
     signal: &'static str,
 }
 
@@ -1101,19 +1103,15 @@ pub struct GoModKind {
 /// so every entry is protected.
 pub const IN_USE_EVERYTHING: UnixTime = i64::MIN;
 
-fn go_in_use(root: &Path) -> Option<InUse> {
-    use chrono::TimeZone;
-    let (started, pid) = crate::go_procs::oldest_go_using(root, crate::go_procs::GoCache::Mod)?;
-    let when = chrono::Local
-        .timestamp_opt(started, 0)
-        .single()
-        .map_or_else(
-            || started.to_string(),
-            |d| d.format("%Y-%m-%d %H:%M:%S").to_string(),
-        );
+fn go_in_use(root: &Path, guard: &[String]) -> Option<InUse> {
+    let (started, pid, name) =
+        crate::go_procs::oldest_go_using(root, crate::go_procs::GoCache::Mod, guard)?;
     Some(InUse {
         since: IN_USE_EVERYTHING,
-        by: format!("go (pid {pid}) running since {when}"),
+        by: format!(
+            "{name} (pid {pid}) running since {}",
+            crate::units::local_time(started)
+        ),
     })
 }
 
@@ -1128,6 +1126,12 @@ impl GoModKind {
             claims: Claims::default(),
             leftovers: Mutex::new(HashMap::new()),
             in_use: go_in_use,
+            guard: std::sync::RwLock::new(
+                crate::go_procs::DEFAULT_MOD_GUARD
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
             signal: match mode {
                 AtimeMode::Relatime => SIGNAL_RELATIME,
                 AtimeMode::Strict => SIGNAL_STRICT,
@@ -1156,7 +1160,7 @@ impl GoModKind {
     }
 
     fn go_running(&self) -> Option<String> {
-        (self.in_use)(&self.root).map(|u| u.by)
+        self.in_use().map(|u| u.by)
     }
 
     // -- listing ------------------------------------------------------------------------
@@ -2469,10 +2473,11 @@ impl Kind for GoModKind {
         let secs = i64::try_from(config.limits.min_age.as_secs()).unwrap_or(i64::MAX);
         self.min_age_secs
             .store(secs, std::sync::atomic::Ordering::Relaxed);
+        *self.guard.write().unwrap() = config.guard_processes.clone();
     }
 
     fn in_use(&self) -> Option<InUse> {
-        (self.in_use)(&self.root)
+        (self.in_use)(&self.root, &self.guard.read().unwrap())
     }
 }
 
@@ -2589,7 +2594,7 @@ pub mod tests {
 
     fn kind(root: &Path) -> GoModKind {
         let mut k = GoModKind::new(root.to_path_buf(), Duration::from_secs(3600));
-        k.in_use = |_| None;
+        k.in_use = |_, _| None;
         k
     }
 
@@ -3100,7 +3105,7 @@ pub mod tests {
             .exists());
         drop(held);
 
-        k.in_use = |_| {
+        k.in_use = |_, _| {
             Some(InUse {
                 since: IN_USE_EVERYTHING,
                 by: "go (pid 1) running since now".into(),
@@ -3121,7 +3126,7 @@ pub mod tests {
         assert_eq!(k.in_use().unwrap().since, i64::MIN);
 
         // A version with no @v at all (a stray tree) still gets a lock, as go would make.
-        k.in_use = |_| None;
+        k.in_use = |_, _| None;
         let stray = put(root, "example.com/stray", "v1.0.0", 2, old);
         std::fs::remove_dir_all(root.join("cache/download/example.com/stray")).unwrap();
         assert!(matches!(
