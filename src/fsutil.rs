@@ -360,13 +360,86 @@ pub fn split_beneath(rel: &Path) -> io::Result<(&Path, &OsStr)> {
     }
 }
 
+/// Removes the directory `name` in `parent` and everything below it, as go's
+/// `RemoveAll` does (directories made writable first) but through directory fds: a
+/// symlink is unlinked, never followed, and nothing outside `parent/name` is touched
+/// (a hard link to a file elsewhere loses only this name). A file or symlink where the
+/// directory was is unlinked. Returns the disk usage freed (0 if nothing was there).
+pub fn remove_tree_at(parent: impl AsFd, name: &OsStr) -> io::Result<u64> {
+    let parent = parent.as_fd();
+    let fd = match nix::fcntl::openat(parent, name, DIR_FLAGS, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(0),
+        Err(Errno::ENOTDIR | Errno::ELOOP) => {
+            let st = stat_at(parent, name)?;
+            return Ok(match unlink_at(parent, name)? {
+                true => disk_usage_stat(&st),
+                false => 0,
+            });
+        }
+        Err(Errno::EACCES) => {
+            // A directory without read permission: chmod it through an O_PATH fd
+            // (which names this very inode, not a path that could be swapped).
+            let path_fd = nix::fcntl::openat(
+                parent,
+                name,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            let proc_path = format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&path_fd)
+            );
+            nix::sys::stat::fchmodat(
+                nix::fcntl::AT_FDCWD,
+                proc_path.as_str(),
+                Mode::from_bits_truncate(0o700),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )?;
+            nix::fcntl::openat(parent, name, DIR_FLAGS, Mode::empty())?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let st = nix::sys::stat::fstat(&fd)?;
+    let mut freed = disk_usage_stat(&st);
+    if st.st_mode & 0o700 != 0o700 {
+        nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate((st.st_mode & 0o7777) | 0o700))?;
+    }
+    let mut children = Vec::new();
+    let mut dir = nix::dir::Dir::from_fd(fd)?;
+    for item in dir.iter() {
+        let item = item?;
+        let child = OsStr::from_bytes(item.file_name().to_bytes());
+        if child != "." && child != ".." {
+            children.push(child.to_os_string());
+        }
+    }
+    for child in children {
+        let st = match stat_at(dir.as_fd(), &child) {
+            Ok(st) => st,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if is_file_type(&st, libc::S_IFDIR) {
+            freed += remove_tree_at(dir.as_fd(), &child)?;
+        } else if unlink_at(dir.as_fd(), &child)? {
+            freed += disk_usage_stat(&st);
+        }
+    }
+    drop(dir);
+    match nix::unistd::unlinkat(parent, name, nix::unistd::UnlinkatFlags::RemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(freed),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `lstat` of `name` in the directory `dir`.
-pub fn stat_at(dir: &OwnedFd, name: &OsStr) -> io::Result<FileStat> {
+pub fn stat_at(dir: impl AsFd, name: &OsStr) -> io::Result<FileStat> {
     nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io::Error::from)
 }
 
 /// Unlinks the file `name` in `dir`; `Ok(false)` when it was already gone.
-pub fn unlink_at(dir: &OwnedFd, name: &OsStr) -> io::Result<bool> {
+pub fn unlink_at(dir: impl AsFd, name: &OsStr) -> io::Result<bool> {
     match nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
         Ok(()) => Ok(true),
         Err(Errno::ENOENT) => Ok(false),

@@ -68,6 +68,9 @@ use super::{
 };
 use crate::{fsutil, parallel};
 
+/// How stale the running-go guard's answer may be when a removal re-checks it.
+const GUARD_RECHECK: Duration = Duration::from_millis(50);
+
 /// Default `min_age`: go's own advice is not to trim what was used in the last day;
 /// two hours covers the one-hour mtime lag with a wide margin.
 pub const DEFAULT_MIN_AGE: Duration = Duration::from_secs(2 * 3600);
@@ -243,6 +246,8 @@ pub struct GoBuildKind {
     in_use: fn(&Path, &[String]) -> Option<super::InUse>,
     /// Process names whose running holds recently used entries (`guard_processes`).
     guard: std::sync::RwLock<Vec<String>>,
+    /// The guard's last answer and when it was asked (see `in_use_now`).
+    guard_checked: Mutex<Option<(std::time::Instant, Option<super::InUse>)>>,
 }
 
 impl GoBuildKind {
@@ -253,6 +258,7 @@ impl GoBuildKind {
             outputs: Mutex::new(OutputBook::default()),
             shard_fds: Mutex::new(vec![None; 256]),
             in_use: crate::go_procs::in_use_since,
+            guard_checked: Mutex::new(None),
             guard: std::sync::RwLock::new(
                 crate::go_procs::DEFAULT_BUILD_GUARD
                     .iter()
@@ -295,6 +301,20 @@ impl GoBuildKind {
         )?);
         self.shard_fds.lock().unwrap()[i] = Some(fd.clone());
         Ok(fd)
+    }
+
+    /// The running-go guard as of at most [`GUARD_RECHECK`] ago: removal re-checks it
+    /// before each unlink, and half a million unlinks must not each scan `/proc`.
+    fn in_use_now(&self) -> Option<super::InUse> {
+        let mut last = self.guard_checked.lock().unwrap();
+        match &*last {
+            Some((at, found)) if at.elapsed() < GUARD_RECHECK => found.clone(),
+            _ => {
+                let found = self.in_use();
+                *last = Some((std::time::Instant::now(), found.clone()));
+                found
+            }
+        }
     }
 
     /// Hashes an output file, comparing with its name.
@@ -908,6 +928,16 @@ impl Kind for GoBuildKind {
                     "used since the eviction was planned".into(),
                 ));
             }
+            // The running-go guard, again just before unlinking: a go command that
+            // started since the plan may hold this entry.
+            if let Some(u) = self.in_use_now() {
+                if st.st_mtime >= u.since || matches!(how, Removing::Repair(_)) {
+                    return Ok(Removal::InUse(format!(
+                        "{} may open it; deferred until it exits",
+                        u.by
+                    )));
+                }
+            }
             let output = match id.role {
                 Role::Output => Some(id.hash),
                 Role::Action => read_action(&dir, id)
@@ -946,11 +976,9 @@ impl Kind for GoBuildKind {
                     let corrupt = matches!(how, Removing::Repair(_));
                     if corrupt || out_st.st_mtime <= used_before {
                         if fsutil::is_file_type(&out_st, libc::S_IFDIR) {
-                            // Go ≥ 1.24 executable outputs; the shard dir was opened
-                            // without following links, and remove_dir_all never follows
-                            // them either.
-                            let path = self.root.join(format!("{:02x}", out[0])).join(&out_name);
-                            std::fs::remove_dir_all(&path)?;
+                            // Go ≥ 1.24 executable outputs: removed through directory
+                            // fds, never a path, never through a symlink; counted.
+                            freed += fsutil::remove_tree_at(&*out_dir, OsStr::new(&out_name))?;
                         } else if fsutil::unlink_at(&out_dir, OsStr::new(&out_name))? {
                             freed += fsutil::disk_usage_stat(&out_st);
                         }
@@ -1174,6 +1202,54 @@ pub mod tests {
             (m1.aux, m1.apparent_bytes),
             (0, 175),
             "a moved mtime is read again"
+        );
+    }
+
+    #[test]
+    fn removal_rechecks_running_go_and_removes_directory_outputs_fd_relatively() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let old = crate::now() - 86400;
+        let (a, out) = put(root, 1, b"an executable, later a directory", old);
+        let action = GoId {
+            hash: a,
+            role: Role::Action,
+        };
+        // A go command started since the plan: the removal defers.
+        let mut k = kind(root);
+        k.in_use = |_, _| {
+            Some(crate::kinds::InUse {
+                since: 0,
+                by: "go (pid 1) running since then".into(),
+            })
+        };
+        let r = k.remove(&action, old, Removing::Evict(&Survivors::NONE));
+        assert!(
+            matches!(&r, Removal::InUse(why) if why.contains("pid 1")),
+            "{r:?}"
+        );
+
+        // Go 1.24's directory outputs: removed through fds, a symlink inside never
+        // followed, and their bytes counted.
+        let k = kind(root);
+        let out_path = root.join(format!("{:02x}/{}-d", out[0], to_hex(&out)));
+        std::fs::remove_file(&out_path).unwrap();
+        std::fs::create_dir(&out_path).unwrap();
+        std::fs::write(out_path.join("prog"), vec![1u8; 20_000]).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("precious"), b"keep").unwrap();
+        std::os::unix::fs::symlink(outside.path(), out_path.join("link")).unwrap();
+        let t = filetime::FileTime::from_unix_time(old, 0);
+        filetime::set_file_mtime(&out_path, t).unwrap();
+        let r = k.remove(&action, old, Removing::Evict(&Survivors::NONE));
+        assert!(
+            matches!(r, Removal::Removed { disk_bytes } if disk_bytes >= 20_000),
+            "{r:?}"
+        );
+        assert!(!out_path.exists());
+        assert_eq!(
+            std::fs::read(outside.path().join("precious")).unwrap(),
+            b"keep"
         );
     }
 

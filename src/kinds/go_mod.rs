@@ -143,12 +143,12 @@ use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::stat::{FileStat, Mode};
-use nix::unistd::UnlinkatFlags;
 use sha2::{Digest, Sha256};
 
 use super::{EntryMeta, Finding, InUse, Kind, Removal, Removing, ScanResult, UnixTime, WatchDir};
+use crate::fsutil::{self, stat_at, unlink_at};
+use crate::parallel;
 use crate::plan::AGE_ONLY;
-use crate::{fsutil, parallel};
 
 /// Default `min_age`: relatime updates atime at most once a day, so "last used more than
 /// two days ago" means "not used for at least a day".
@@ -696,14 +696,6 @@ fn open_dir_at(dir: impl AsFd, name: &OsStr) -> io::Result<Dir> {
     Ok(Dir::from_fd(fd)?)
 }
 
-fn stat_at(dir: impl AsFd, name: &OsStr) -> io::Result<FileStat> {
-    Ok(nix::sys::stat::fstatat(
-        dir,
-        name,
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )?)
-}
-
 /// A directory's entries (without `.` and `..`), with their type where the
 /// filesystem reports it.
 fn list(dir: &mut Dir) -> io::Result<Vec<(OsString, Option<Type>)>> {
@@ -716,14 +708,6 @@ fn list(dir: &mut Dir) -> io::Result<Vec<(OsString, Option<Type>)>> {
         }
     }
     Ok(out)
-}
-
-fn unlink_at(dir: impl AsFd, name: &OsStr) -> io::Result<bool> {
-    match nix::unistd::unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
-        Ok(()) => Ok(true),
-        Err(Errno::ENOENT) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn read_small(dir: impl AsFd, name: &OsStr) -> io::Result<Vec<u8>> {
@@ -758,64 +742,6 @@ fn open_or_create_dir_beneath(root: &Path, rel: &Path) -> io::Result<OwnedFd> {
         };
     }
     Ok(fd)
-}
-
-/// Removes the directory `name` in `parent` and everything below it, as go's
-/// `RemoveAll` does (directories made writable first) but through directory fds: a
-/// symlink is unlinked, never followed, and nothing outside `parent/name` is touched.
-/// Returns whether anything was there.
-fn remove_tree_at(parent: impl AsFd, name: &OsStr) -> io::Result<bool> {
-    let parent = parent.as_fd();
-    let fd = match nix::fcntl::openat(parent, name, DIR_FLAGS, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Ok(false),
-        // A file or a symlink where a directory was: unlink the name itself.
-        Err(Errno::ENOTDIR | Errno::ELOOP) => return unlink_at(parent, name),
-        Err(Errno::EACCES) => {
-            // A directory without read permission: chmod it through an O_PATH fd
-            // (which names this very inode, not a path that could be swapped).
-            let path_fd = nix::fcntl::openat(
-                parent,
-                name,
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )?;
-            let proc_path = format!(
-                "/proc/self/fd/{}",
-                std::os::fd::AsRawFd::as_raw_fd(&path_fd)
-            );
-            nix::sys::stat::fchmodat(
-                nix::fcntl::AT_FDCWD,
-                proc_path.as_str(),
-                Mode::from_bits_truncate(0o700),
-                nix::sys::stat::FchmodatFlags::FollowSymlink,
-            )?;
-            nix::fcntl::openat(parent, name, DIR_FLAGS, Mode::empty())?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let st = nix::sys::stat::fstat(&fd)?;
-    if st.st_mode & 0o700 != 0o700 {
-        nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate((st.st_mode & 0o7777) | 0o700))?;
-    }
-    let mut dir = Dir::from_fd(fd)?;
-    for (child, ty) in list(&mut dir)? {
-        let is_dir = match ty {
-            Some(Type::Directory) => true,
-            Some(_) => false,
-            None => stat_at(&dir, &child).is_ok_and(|st| fsutil::is_file_type(&st, libc::S_IFDIR)),
-        };
-        if is_dir {
-            remove_tree_at(&dir, &child)?;
-        } else {
-            unlink_at(&dir, &child)?;
-        }
-    }
-    drop(dir);
-    match nix::unistd::unlinkat(parent, name, UnlinkatFlags::RemoveDir) {
-        Ok(()) | Err(Errno::ENOENT) => Ok(true),
-        Err(e) => Err(e.into()),
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1942,9 +1868,9 @@ impl GoModKind {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        remove_tree_at(&parent, OsStr::new(name))?;
+        fsutil::remove_tree_at(&parent, OsStr::new(name))?;
         for tmp in &parts.tmp_dirs {
-            remove_tree_at(&parent, tmp)?;
+            fsutil::remove_tree_at(&parent, tmp)?;
         }
         Ok(())
     }
@@ -2109,7 +2035,7 @@ impl GoModKind {
                 let (parent_rel, _) = tree_location(&id.key);
                 let parent = open_dir_below(&self.root, parent_rel)?;
                 for tmp in &parts.tmp_dirs {
-                    remove_tree_at(&parent, tmp)?;
+                    fsutil::remove_tree_at(&parent, tmp)?;
                 }
             }
             let mut list_changed = false;
@@ -2163,7 +2089,7 @@ impl GoModKind {
             return Removal::InUse(format!("{by} may read it; deferred until it exits"));
         }
         let removed = open_dir_below(&self.root, Path::new("cache/download"))
-            .and_then(|d| remove_tree_at(&d, OsStr::new("sumdb")));
+            .and_then(|d| fsutil::remove_tree_at(&d, OsStr::new("sumdb")));
         match removed {
             Ok(_) => Removal::Removed {
                 disk_bytes: meta.disk_bytes,
@@ -2212,7 +2138,7 @@ impl GoModKind {
             return Removal::InUse(format!("{by} may use it; deferred until it exits"));
         }
         let removed = unlink_at(&vcs, OsStr::new(&format!("{hash}.info")))
-            .and_then(|_| remove_tree_at(&vcs, OsStr::new(hash)));
+            .and_then(|_| fsutil::remove_tree_at(&vcs, OsStr::new(hash)));
         match removed {
             Ok(_) => Removal::Removed {
                 disk_bytes: meta.disk_bytes,
@@ -2839,7 +2765,7 @@ pub mod tests {
         let d = put(root, "golang.org/x/text/sub", "v0.1.0", 4, old);
         // Only the download files, no tree (tier-0 evicted).
         let e = put(root, "example.com/zonly", "v1.0.0", 5, old);
-        remove_tree_at(
+        fsutil::remove_tree_at(
             open_dir_below(root, Path::new("example.com")).unwrap(),
             OsStr::new("zonly@v1.0.0"),
         )
