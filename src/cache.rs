@@ -208,6 +208,22 @@ impl<K: Kind> CacheOf<K> {
         *self.totals.lock().unwrap()
     }
 
+    /// Says so, as an error, when an entry is larger than the index can count (it is
+    /// then counted as `MAX_ENTRY_DISK`, never wrapped).
+    fn check_entry_size(&self, id: &K::Id, meta: &EntryMeta, now: UnixTime) {
+        if meta.disk_bytes > crate::index::MAX_ENTRY_DISK {
+            self.record_error(
+                format!(
+                    "{}: {} bytes on disk, more than an index entry holds; counted as {}",
+                    self.kind.path_of(id),
+                    meta.disk_bytes,
+                    crate::index::MAX_ENTRY_DISK
+                ),
+                now,
+            );
+        }
+    }
+
     fn start_progress(&self, total: usize) {
         self.progress.0.store(0, Ordering::Relaxed);
         self.progress.1.store(total as u64, Ordering::Relaxed);
@@ -283,6 +299,7 @@ impl<K: Kind> CacheOf<K> {
     fn apply_one(&self, index: &mut Index<K::Id>, id: K::Id) -> Result<(), String> {
         match self.kind.stat(&id) {
             Ok(Some(meta)) => {
+                self.check_entry_size(&id, &meta, crate::now());
                 if index.get(&id).is_none() {
                     let key = crate::churn::key_of(&id);
                     (self.churn.lock().unwrap()).appeared(key, meta.disk_bytes, crate::now());
@@ -315,6 +332,9 @@ impl<K: Kind> CacheOf<K> {
                     *slot = *stamp;
                 }
             }
+        }
+        for (id, m) in &result.entries {
+            self.check_entry_size(id, m, now);
         }
         let mut entries = kept;
         entries.extend(result.entries); // no copy when `kept` is empty

@@ -212,6 +212,21 @@ pub fn stat_beneath(root: &Path, rel: &Path) -> io::Result<FileStat> {
     stat_at(&dir, name)
 }
 
+/// Raises this process's open-file soft limit to its hard limit and returns the limit
+/// now in force. The soft 1,024 is for `select(2)` users; an fd-relative walk holds a
+/// descriptor per level of depth, and the daemon's socket a descriptor per client.
+pub fn raise_open_file_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(_) => soft,
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    }
+}
+
 /// What [`walk_beneath`] found: a directory it entered (with its open fd), or anything
 /// else (a file, a symlink, a FIFO) with its `lstat`.
 pub enum Walked<'a> {
@@ -230,9 +245,38 @@ pub fn walk_beneath(
     visit: &mut dyn FnMut(Walked),
     errors: &mut Vec<String>,
 ) {
+    use std::rc::Rc;
     let dev = nix::sys::stat::fstat(&dir).map(|st| st.st_dev).ok();
-    let mut stack: Vec<(OwnedFd, std::path::PathBuf, u32)> = vec![(dir, Default::default(), 0)];
-    while let Some((fd, rel, depth)) = stack.pop() {
+    // Directories to list: the open fd of their parent and their name, opened only when
+    // their turn comes, so open descriptors stay bounded by the depth, not the width.
+    type Pending = (
+        Rc<OwnedFd>,
+        Option<std::ffi::OsString>,
+        std::path::PathBuf,
+        u32,
+    );
+    let mut stack: Vec<Pending> = vec![(Rc::new(dir), None, Default::default(), 0)];
+    while let Some((parent, name, rel, depth)) = stack.pop() {
+        let fd = match name {
+            None => parent,
+            Some(name) => {
+                match nix::fcntl::openat(&*parent, name.as_os_str(), DIR_FLAGS, Mode::empty()) {
+                    Ok(fd) => Rc::new(fd),
+                    // Gone, or swapped for something else since it was listed.
+                    Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => continue,
+                    Err(e) => {
+                        errors.push(format!("{}: {e}", shown(&rel)));
+                        continue;
+                    }
+                }
+            }
+        };
+        if depth > 0 {
+            visit(Walked::Dir(&rel, &fd));
+        }
+        if depth >= max_depth {
+            continue;
+        }
         let listing = fd
             .try_clone()
             .and_then(|f| nix::dir::Dir::from_fd(f).map_err(io::Error::from));
@@ -255,7 +299,7 @@ pub fn walk_beneath(
             if name == "." || name == ".." {
                 continue;
             }
-            let st = match stat_at(&fd, name) {
+            let st = match stat_at(&*fd, name) {
                 Ok(st) => st,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
@@ -266,21 +310,8 @@ pub fn walk_beneath(
             let path = rel.join(name);
             if !is_file_type(&st, libc::S_IFDIR) {
                 visit(Walked::Other(&path, &st));
-                continue;
-            }
-            if dev.is_some_and(|d| d != st.st_dev) {
-                continue;
-            }
-            match nix::fcntl::openat(&fd, name, DIR_FLAGS, Mode::empty()) {
-                Ok(sub) => {
-                    visit(Walked::Dir(&path, &sub));
-                    if depth + 1 < max_depth {
-                        stack.push((sub, path, depth + 1));
-                    }
-                }
-                // Gone, or swapped for something else since the listing.
-                Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {}
-                Err(e) => errors.push(format!("{}: {e}", shown(&path))),
+            } else if dev.is_none_or(|d| d == st.st_dev) {
+                stack.push((fd.clone(), Some(name.to_os_string()), path, depth + 1));
             }
         }
     }

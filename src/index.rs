@@ -28,8 +28,15 @@ use crate::kinds::{EntryMeta, UnixTime};
 
 const SHARDS: usize = 256;
 
+/// The largest disk usage one entry can have in the index: `u32::MAX` 512-byte blocks,
+/// just under 2 TiB. Kept in 4 bytes because a build cache has millions of entries and
+/// none near that size.
+pub const MAX_ENTRY_DISK: u64 = u32::MAX as u64 * 512;
+
 /// What the index stores per entry; `EntryMeta` unpacked. Disk usage is kept in
-/// 512-byte units (as `st_blocks`), times as unsigned seconds (1970–2106).
+/// 512-byte units (as `st_blocks`), at most [`MAX_ENTRY_DISK`] (larger entries are
+/// counted as that, and the cache reports it as an error: see `CacheOf::apply_one`),
+/// times as unsigned seconds (1970–2106).
 #[derive(Clone, Copy)]
 #[repr(C, packed)]
 struct Packed {
@@ -372,6 +379,27 @@ mod tests {
             let rebuilt = Index::from_entries(model.iter().map(|(k, v)| (*k, *v)));
             prop_assert_eq!(rebuilt.disk_bytes(), disk);
             prop_assert_eq!(rebuilt.len(), model.len());
+        }
+    }
+
+    #[test]
+    fn sizes_at_the_edge_of_the_record_saturate_instead_of_wrapping() {
+        for (disk, kept) in [
+            (MAX_ENTRY_DISK - 512, MAX_ENTRY_DISK - 512),
+            (MAX_ENTRY_DISK, MAX_ENTRY_DISK),
+            (MAX_ENTRY_DISK + 1, MAX_ENTRY_DISK),
+            (u64::MAX, MAX_ENTRY_DISK),
+        ] {
+            let m = EntryMeta {
+                disk_bytes: disk,
+                apparent_bytes: disk,
+                last_use: -5,
+                aux: 1,
+            };
+            let back = Packed::pack(&m).unpack();
+            assert_eq!(back.disk_bytes, kept, "{disk}");
+            assert_eq!(back.apparent_bytes, disk);
+            assert_eq!(back.last_use, 0, "times before 1970 clamp to 1970");
         }
     }
 

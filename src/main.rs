@@ -143,6 +143,7 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     cachewarden::parallel::share_allocator_arenas();
+    cachewarden::fsutil::raise_open_file_limit();
     let cli = Cli::parse();
     let env = Env::from_process();
     match run(cli, env) {

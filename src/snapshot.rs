@@ -71,9 +71,14 @@ pub fn save<'a, K: Kind>(
     entries: impl Iterator<Item = (&'a K::Id, EntryMeta)>,
 ) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    let prefix = format!(
+        ".{}.",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    );
+    remove_leftover_temps(dir, &prefix);
     // A unique name created with O_EXCL (never an existing file or symlink), 0600.
     let tmp = tempfile::Builder::new()
-        .prefix(".snapshot-")
+        .prefix(&prefix)
         .suffix(".tmp")
         .tempfile_in(dir)?;
     {
@@ -121,6 +126,22 @@ pub fn save<'a, K: Kind>(
     }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Removes temp files a save of this snapshot left when the daemon was killed during
+/// it (a save that ends, well or not, removes its own).
+fn remove_leftover_temps(dir: &Path, prefix: &str) {
+    let Ok(items) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for item in items.flatten() {
+        let name = item.file_name();
+        let name = name.to_string_lossy();
+        let ours = name.starts_with(prefix) && name.ends_with(".tmp");
+        if ours && item.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(item.path());
+        }
+    }
 }
 
 pub fn load<K: Kind>(kind: &K, path: &Path) -> io::Result<Snapshot<K::Id>> {

@@ -1384,7 +1384,9 @@ pub mod tests {
         let first = cache_at(&root);
         let scanned = first.scan(crate::now());
         assert!(first.save_snapshot(&snap).unwrap());
-        // Saving twice leaves one file: temp files are renamed into place.
+        // Saving twice leaves one file: temp files are renamed into place, and one a
+        // killed save left behind is cleaned up.
+        std::fs::write(dir.path().join(".gb.snapshot.killed123.tmp"), b"half").unwrap();
         assert!(first.save_snapshot(&snap).unwrap());
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

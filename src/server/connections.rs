@@ -69,21 +69,7 @@ impl ConnectionLimits {
     /// Raises this process's `RLIMIT_NOFILE` soft limit to its hard limit (the soft
     /// 1,024 is for `select(2)` users; tokio uses epoll) and sizes the limits by it.
     pub fn claim_fd_budget() -> ConnectionLimits {
-        use nix::sys::resource::{getrlimit, setrlimit, Resource};
-        let fds = match getrlimit(Resource::RLIMIT_NOFILE) {
-            Ok((soft, hard)) if soft < hard => {
-                match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                    Ok(()) => hard,
-                    Err(e) => {
-                        tracing::debug!("cannot raise the open-file limit to {hard}: {e}");
-                        soft
-                    }
-                }
-            }
-            Ok((soft, _)) => soft,
-            Err(_) => 1024,
-        };
-        ConnectionLimits::for_fd_budget(fds)
+        ConnectionLimits::for_fd_budget(crate::fsutil::raise_open_file_limit())
     }
 }
 

@@ -398,3 +398,36 @@ fn files_below_paths_longer_than_path_max_are_counted_and_evicted() {
     let fd_gone = openat(&dir, "deep-file", OFlag::O_RDONLY, Mode::empty());
     assert!(fd_gone.is_err(), "the deep file was removed");
 }
+
+#[test]
+fn a_wide_tree_is_walked_with_few_descriptors() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    for i in 0..3000 {
+        file_aged(&cache.join(format!("d{i}/f")), 10, DAY);
+    }
+    let config = tmp.path().join("c.toml");
+    std::fs::write(
+        &config,
+        config_text(&tmp.path().join("s.sock"), &[("c", &cache, "")]),
+    )
+    .unwrap();
+    let mut command = Command::new(BIN);
+    command.args(["--config", config.to_str().unwrap(), "scan", "--json"]);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        command.pre_exec(|| {
+            let l = libc::rlimit {
+                rlim_cur: 128,
+                rlim_max: 128,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    let scanned = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(scanned[0]["entries"], 3000, "{scanned}");
+    assert_eq!(scanned[0]["last_scan"]["errors"], 0, "{scanned}");
+}
