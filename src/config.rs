@@ -112,6 +112,9 @@ pub struct CacheConfig {
     /// Process names whose running holds entries they may open (go-build, go-mod;
     /// `go_procs.rs`).
     pub guard_processes: Vec<String>,
+    /// The directory does not exist yet: `path` is as configured (not canonical), and
+    /// the daemon reloads the config once it appears.
+    pub waiting: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -421,9 +424,16 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
             ));
         }
         let path_span = Some(raw.path.span());
-        let path = match resolve_cache_path(raw.kind, raw.path.get_ref()) {
-            Ok(Some(p)) => p,
-            Ok(None) => {
+        let (path, waiting) = match resolve_cache_path(raw.kind, raw.path.get_ref()) {
+            Ok(Resolved::Found(p)) => (p, false),
+            Ok(Resolved::Waiting(p)) => {
+                notes.push(format!(
+                    "cache {name:?}: waiting for {} (it does not exist yet; managed once it appears)",
+                    p.display()
+                ));
+                (p, true)
+            }
+            Ok(Resolved::Nowhere) => {
                 notes.push(format!(
                     "cache {name:?}: no {} cache found; skipped",
                     raw.kind
@@ -437,7 +447,11 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
             p => p.as_path(),
         };
         let refused = crate::roots::refuse(configured, &path, &homes).map_or(Ok(()), Err);
-        if let Err(message) = refused.and_then(|()| raw.kind.check_root(&path)) {
+        let checked = match waiting {
+            true => refused,
+            false => refused.and_then(|()| raw.kind.check_root(&path)),
+        };
+        if let Err(message) = checked {
             return Err(err_at(path_span, Some("path"), message));
         }
         if let Some(other) = caches
@@ -547,6 +561,7 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
             on_problem: raw.on_problem,
             tiered_eviction: raw.tiered_eviction,
             guard_processes,
+            waiting,
         });
     }
     Ok(Config {
@@ -560,13 +575,23 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
 /// `"auto"` asks the kind to find its cache; anything else must be an existing absolute
 /// directory. Returns the canonical path (symlinks resolved once, here, so later removal
 /// never follows a link out of the root), or `None` when auto-discovery found nothing.
-fn resolve_cache_path(kind: KindName, path: &Path) -> Result<Option<PathBuf>, String> {
+/// Where a configured cache is.
+enum Resolved {
+    /// Its canonical path.
+    Found(PathBuf),
+    /// It does not exist yet (go has not run, or the directory is not made yet): the
+    /// daemon waits for it to appear.
+    Waiting(PathBuf),
+    /// `auto` found no place at all.
+    Nowhere,
+}
+
+/// `"auto"` asks the kind to find its cache; anything else must be an absolute path.
+fn resolve_cache_path(kind: KindName, path: &Path) -> Result<Resolved, String> {
     let path = if path == Path::new("auto") {
         match kind.discover() {
-            // Not created yet (go never ran): nothing to manage.
-            Ok(Some(p)) if !p.exists() => return Ok(None),
             Ok(Some(p)) => p,
-            Ok(None) => return Ok(None),
+            Ok(None) => return Ok(Resolved::Nowhere),
             Err(e) => return Err(e),
         }
     } else {
@@ -581,10 +606,11 @@ fn resolve_cache_path(kind: KindName, path: &Path) -> Result<Option<PathBuf>, St
     match std::fs::metadata(&path) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(format!("{} is not a directory", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Resolved::Waiting(path)),
         Err(e) => return Err(format!("cache directory {}: {e}", path.display())),
     }
     path.canonicalize()
-        .map(Some)
+        .map(Resolved::Found)
         .map_err(|e| format!("cache directory {}: {e}", path.display()))
 }
 

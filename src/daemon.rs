@@ -35,7 +35,7 @@ use crate::audit::{self, AuditLog, AuditRecord};
 use crate::cache::Cache;
 use crate::config::{self, CacheConfig, Config, Env, OnProblem};
 use crate::own_files;
-use crate::report::StatusReport;
+use crate::report::{CacheStatus, StatusReport};
 use crate::units::format_bytes;
 use crate::watch::{self, Change};
 
@@ -45,6 +45,8 @@ pub const ENFORCE_INTERVAL: Duration = Duration::from_secs(5);
 pub const IN_USE_POLL: Duration = Duration::from_secs(10);
 /// The index is rebuilt from a full scan at the first scheduled enforcement after this.
 pub const FULL_RESCAN_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// How often the daemon looks whether a cache it waits for has appeared.
+pub const WAITING_POLL: Duration = Duration::from_secs(10);
 /// Overflow-driven rescans run at most this often per cache.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -87,15 +89,32 @@ impl Shared {
                 running.caches.clone(),
             )
         };
+        let waiting = self.waiting();
         let now = crate::now();
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             config: source,
             started_at: self.started_at,
-            caches: caches.iter().map(|c| c.status(now)).collect(),
+            caches: caches
+                .iter()
+                .map(|c| c.status(now))
+                .chain(waiting.iter().map(CacheStatus::waiting))
+                .collect(),
             notes,
         }
+    }
+
+    /// The configured caches whose directory does not exist yet.
+    pub fn waiting(&self) -> Vec<CacheConfig> {
+        let running = self.running.read().unwrap();
+        running
+            .config
+            .caches
+            .iter()
+            .filter(|c| c.waiting)
+            .cloned()
+            .collect()
     }
 
     /// Asks the daemon's main loop to reload the config; the answer says what happened.
@@ -162,7 +181,7 @@ pub async fn run(
 
     let mut supervisors: HashMap<String, Supervisor> = HashMap::new();
     let mut first_scans = Vec::new();
-    for cache_config in &config.caches {
+    for cache_config in config.caches.iter().filter(|c| !c.waiting) {
         let (supervisor, scanned) =
             Supervisor::start(cache_config.clone(), state_dir.as_deref(), audit.clone());
         first_scans.push(scanned);
@@ -177,6 +196,7 @@ pub async fn run(
     let watchdog_period = Duration::from_micros(watchdog_usec.max(2) / 2);
     let mut next_watchdog = Instant::now();
     let mut ready = false;
+    let mut next_waiting_check = Instant::now() + WAITING_POLL;
     let all_scanned = futures_util::future::join_all(first_scans);
     tokio::pin!(all_scanned);
     tokio::pin!(shutdown);
@@ -201,6 +221,17 @@ pub async fn run(
             }
             Some(Control::Reload(reply)) = control_rx.recv() => {
                 let _ = reply.send(reload(&options, &shared, &mut supervisors));
+            }
+            _ = tokio::time::sleep_until(next_waiting_check), if !shared.waiting().is_empty() => {
+                next_waiting_check = Instant::now() + WAITING_POLL;
+                // A cache that did not exist (go had not run yet) may now: reload, as
+                // SIGHUP does, which also asks `go env` again.
+                if shared.waiting().iter().any(|c| c.path.exists()) {
+                    tracing::info!("a cache the config names has appeared: reloading");
+                    if let Err(e) = reload(&options, &shared, &mut supervisors) {
+                        tracing::error!("{e}");
+                    }
+                }
             }
             _ = tokio::time::sleep_until(next_watchdog), if watchdog => {
                 let line = status_line(&shared);
@@ -253,7 +284,7 @@ fn reload(
             new.daemon.socket.display()
         );
     }
-    let keep: Vec<&CacheConfig> = new.caches.iter().collect();
+    let keep: Vec<&CacheConfig> = new.caches.iter().filter(|c| !c.waiting).collect();
     supervisors.retain(|name, supervisor| {
         let same = keep
             .iter()
@@ -264,7 +295,7 @@ fn reload(
         }
         same
     });
-    for cache_config in &new.caches {
+    for cache_config in new.caches.iter().filter(|c| !c.waiting) {
         match supervisors.get(&cache_config.name) {
             Some(supervisor) => {
                 supervisor.cache.set_config(cache_config.clone());

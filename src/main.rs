@@ -602,10 +602,21 @@ fn open_caches(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<Arc<dy
     for note in &config.notes {
         eprintln!("note: {note}");
     }
+    if let Some(waiting) = config
+        .caches
+        .iter()
+        .find(|c| c.waiting && only == Some(c.name.as_str()))
+    {
+        anyhow::bail!(
+            "cache {:?} is waiting for {}: it does not exist yet",
+            waiting.name,
+            waiting.path.display()
+        );
+    }
     let selected: Vec<_> = config
         .caches
         .iter()
-        .filter(|c| only.is_none_or(|name| c.name == name))
+        .filter(|c| !c.waiting && only.is_none_or(|name| c.name == name))
         .map(|c| c.kind.open(c.clone()))
         .collect();
     if let (Some(name), true) = (only, selected.is_empty()) {

@@ -69,6 +69,44 @@ pub struct CacheStatus {
     pub errors: Vec<ErrorRecord>,
 }
 
+impl CacheStatus {
+    /// A cache whose directory does not exist yet (`CacheConfig::waiting`).
+    pub fn waiting(config: &CacheConfig) -> CacheStatus {
+        let limits = PlanLimits {
+            max_bytes: config.limits.max_size.map(|l| l.resolve(0)),
+            max_age_secs: None,
+            min_free_bytes: None,
+            min_age_secs: 0,
+            in_use_since: None,
+        };
+        CacheStatus {
+            name: config.name.clone(),
+            kind: config.kind.to_string(),
+            path: config.path.clone(),
+            state: "waiting".into(),
+            entries: 0,
+            disk_bytes: 0,
+            apparent_bytes: 0,
+            limits: LimitsView::new(config, &limits),
+            disk: None,
+            oldest_last_use: None,
+            oldest_age_secs: None,
+            over_limits: Vec::new(),
+            last_use_signal: format!("waiting for {} to appear", config.path.display()),
+            last_scan: None,
+            last_eviction: None,
+            last_enforcement: None,
+            recreated_after_eviction: Default::default(),
+            evicted_entries_total: 0,
+            evicted_bytes_total: 0,
+            evicted_by_reason: Vec::new(),
+            problems: ProblemsView::default(),
+            errors_total: 0,
+            errors: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LimitsView {
     pub max_size: Option<String>,
@@ -346,10 +384,10 @@ pub fn status_table(caches: &[CacheStatus], now: UnixTime) -> String {
                 c.name.clone(),
                 c.kind.clone(),
                 size,
-                if c.state == "ready" {
-                    c.entries.to_string()
-                } else {
-                    c.state.clone()
+                match c.state.as_str() {
+                    "ready" => c.entries.to_string(),
+                    "waiting" => format!("waiting for {}", c.path.display()),
+                    state => state.to_string(),
                 },
                 age(c.oldest_age_secs),
                 eviction,

@@ -142,6 +142,15 @@ async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Ne
 
 fn find_cache(shared: &Shared, name: &str) -> Result<Arc<dyn Cache>, ApiError> {
     shared.cache(name).ok_or_else(|| {
+        if let Some(waiting) = shared.waiting().into_iter().find(|c| c.name == name) {
+            return ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "cache {name:?} is waiting for {}: it does not exist yet",
+                    waiting.path.display()
+                ),
+            );
+        }
         let names: Vec<String> = shared.caches().iter().map(|c| c.config().name).collect();
         ApiError(
             StatusCode::NOT_FOUND,
@@ -216,6 +225,9 @@ async fn cache_status(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
+    if let Some(waiting) = shared.waiting().into_iter().find(|c| c.name == name) {
+        return Ok(Json(crate::report::CacheStatus::waiting(&waiting)).into_response());
+    }
     let cache = find_cache(&shared, &name)?;
     Ok(Json(cache.status(crate::now())).into_response())
 }

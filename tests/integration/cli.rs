@@ -150,7 +150,10 @@ fn example_config_checks_clean_on_a_fresh_machine() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(printed.contains("no go-build cache found"), "{printed}");
+    assert!(
+        printed.contains("waiting for /nonexistent/go-build"),
+        "{printed}"
+    );
 }
 
 #[test]

@@ -173,7 +173,7 @@ impl Daemon {
             let ready = status["caches"]
                 .as_array()?
                 .iter()
-                .all(|c| c["state"] == "ready");
+                .all(|c| c["state"] == "ready" || c["state"] == "waiting");
             ready.then_some(())
         });
     }

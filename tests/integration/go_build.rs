@@ -551,3 +551,37 @@ fn fresh_damage_is_repaired_at_once_unless_go_is_running() {
     assert!(!flip_a.exists() && !flip_d.exists() && !trunc_a.exists());
     world.go_ok(&["build", "-o", "/dev/null", "."], Some("arm64"));
 }
+
+/// On a fresh machine go has not built anything yet: the daemon waits for the cache and
+/// manages it once the first `go build` creates it, with no restart.
+#[test]
+fn a_cache_that_does_not_exist_yet_is_managed_once_go_creates_it() {
+    let world = GoWorld::new();
+    std::fs::remove_dir(&world.cache).unwrap();
+    let config = world.config("");
+    let daemon = Daemon::start(&world.root, &std::fs::read_to_string(&config).unwrap());
+    let status = daemon.cache_status("gb");
+    assert_eq!(status["state"], "waiting", "{status}");
+    let out = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("waiting for {}", world.cache.display())),
+        "{text}"
+    );
+
+    world.go_ok(&["build", "-o", "/dev/null", "."], Some("arm64"));
+    let status = wait_for("the new cache managed", 3 * DEADLINE, || {
+        let s = daemon.cache_status("gb");
+        (s["state"] == "ready" && s["entries"].as_u64().unwrap() > 50).then_some(s)
+    });
+    assert!(status["disk_bytes"].as_u64().unwrap() > 0, "{status}");
+    assert!(
+        daemon.log_text().contains("has appeared"),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(daemon.stop().code(), Some(0));
+}
