@@ -796,11 +796,17 @@ on_problem = "repair"
             "path",
             "relative",
         );
+        // A path that does not exist yet is waited for, not an error.
+        let waiting =
+            parse_str("[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/nonexistent/x\"\n")
+                .unwrap();
+        assert!(waiting.caches[0].waiting);
+        assert!(waiting.notes[0].contains("waiting for /nonexistent/x"));
         expect_err(
-            "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/nonexistent/x\"\n",
+            "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/etc/hostname\"\n",
             4,
             "path",
-            "No such file",
+            "not a directory",
         );
         expect_err(
             "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/usr\"\n",
