@@ -674,6 +674,12 @@ impl Kind for GoBuildKind {
                         let (output, count) = (&outputs[j].1, refs[j] as u64);
                         meta.disk_bytes += output.disk_bytes / count;
                         meta.apparent_bytes += output.apparent_bytes / count;
+                        // An output of its own goes with the action: the pair's last
+                        // use is the later of both (a shared one stays while others
+                        // name it, so only the action's own use counts).
+                        if count == 1 {
+                            meta.last_use = meta.last_use.max(output.last_use);
+                        }
                     }
                 }
             }
@@ -800,6 +806,9 @@ impl Kind for GoBuildKind {
                         let refs = book.shared.get(&a.output).copied().unwrap_or(1) as u64;
                         meta.disk_bytes += fsutil::disk_usage_stat(&out) / refs;
                         meta.apparent_bytes += out.st_size as u64 / refs;
+                        if refs == 1 {
+                            meta.last_use = meta.last_use.max(out.st_mtime);
+                        }
                     }
                 }
                 Ok(Some(meta))
@@ -952,16 +961,9 @@ impl Kind for GoBuildKind {
                     }
                 }
             }
-            let mut freed = 0;
-            if fsutil::unlink_at(&dir, OsStr::new(&name))? {
-                freed += fsutil::disk_usage_stat(&st);
-            }
-            if id.role == Role::Output {
-                self.outputs.lock().unwrap().orphans.remove(&id.hash);
-            }
             // The output goes with its last action; a corrupt one goes whoever names it.
             let remove_output = match (id.role, how) {
-                (Role::Output, _) => false, // already removed above
+                (Role::Output, _) => false, // it is the entry itself
                 (Role::Action, Removing::Evict(survivors)) => {
                     output.is_some_and(|o| !survivors.contains(fingerprint(&o)))
                 }
@@ -969,25 +971,47 @@ impl Kind for GoBuildKind {
                     findings.iter().any(|f| f.problem == "output-hash-mismatch")
                 }
             };
-            if let (true, Some(out)) = (remove_output, output) {
-                let out_dir = self.shard_dir(&out)?;
-                let out_name = format!("{}-d", to_hex(&out));
-                if let Ok(out_st) = fsutil::stat_at(&out_dir, OsStr::new(&out_name)) {
-                    let corrupt = matches!(how, Removing::Repair(_));
-                    if corrupt || out_st.st_mtime <= used_before {
-                        if fsutil::is_file_type(&out_st, libc::S_IFDIR) {
-                            // Go ≥ 1.24 executable outputs: removed through directory
-                            // fds, never a path, never through a symlink; counted.
-                            freed += fsutil::remove_tree_at(&*out_dir, OsStr::new(&out_name))?;
-                        } else if fsutil::unlink_at(&out_dir, OsStr::new(&out_name))? {
-                            freed += fsutil::disk_usage_stat(&out_st);
+            // The pair goes together or not at all: its last use is the later of both
+            // mtimes (go bumps them separately), re-read here under the same rule, so
+            // bytes are never counted as freed while the output stays.
+            let going_output = match (remove_output, output) {
+                (true, Some(out)) => {
+                    let out_dir = self.shard_dir(&out)?;
+                    let out_name = format!("{}-d", to_hex(&out));
+                    match fsutil::stat_at(&out_dir, OsStr::new(&out_name)) {
+                        Ok(out_st) => {
+                            let corrupt = matches!(how, Removing::Repair(_));
+                            if !corrupt && out_st.st_mtime > used_before {
+                                return Ok(Removal::Skipped(
+                                    "its output was used since the eviction was planned".into(),
+                                ));
+                            }
+                            Some((out, out_dir, out_name, out_st))
                         }
-                        self.verified.lock().unwrap().remove(&fingerprint(&out));
-                        let mut book = self.outputs.lock().unwrap();
-                        book.shared.remove(&out);
-                        book.orphans.remove(&out);
+                        Err(_) => None,
                     }
                 }
+                _ => None,
+            };
+            let mut freed = 0;
+            if fsutil::unlink_at(&dir, OsStr::new(&name))? {
+                freed += fsutil::disk_usage_stat(&st);
+            }
+            if id.role == Role::Output {
+                self.outputs.lock().unwrap().orphans.remove(&id.hash);
+            }
+            if let Some((out, out_dir, out_name, out_st)) = going_output {
+                if fsutil::is_file_type(&out_st, libc::S_IFDIR) {
+                    // Go ≥ 1.24 executable outputs: removed through directory fds,
+                    // never a path, never through a symlink; counted.
+                    freed += fsutil::remove_tree_at(&*out_dir, OsStr::new(&out_name))?;
+                } else if fsutil::unlink_at(&out_dir, OsStr::new(&out_name))? {
+                    freed += fsutil::disk_usage_stat(&out_st);
+                }
+                self.verified.lock().unwrap().remove(&fingerprint(&out));
+                let mut book = self.outputs.lock().unwrap();
+                book.shared.remove(&out);
+                book.orphans.remove(&out);
             }
             Ok(Removal::Removed { disk_bytes: freed })
         };
@@ -1251,6 +1275,39 @@ pub mod tests {
             std::fs::read(outside.path().join("precious")).unwrap(),
             b"keep"
         );
+    }
+
+    #[test]
+    fn outputs_newer_than_their_actions_go_with_them_and_the_index_matches_the_disk() {
+        // Go bumps -a and -d separately, each only when over an hour old: an output
+        // may be newer than its action. At 5bc8f0a such outputs stayed on disk while
+        // the index counted them as freed.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("gocache");
+        let old = crate::now() - 10 * 86400;
+        for seed in 0..40u32 {
+            let (_, out) = put(&root, seed, &vec![seed as u8; 40_000], old + seed as i64);
+            let d = root.join(format!("{:02x}/{}-d", out[0], to_hex(&out)));
+            let t = filetime::FileTime::from_unix_time(old + seed as i64 + 1, 0);
+            filetime::set_file_mtime(&d, t).unwrap();
+        }
+        for b in 0..=255u8 {
+            std::fs::create_dir_all(root.join(format!("{b:02x}"))).unwrap();
+        }
+        let text = format!(
+            "[[cache]]\nname = \"gb\"\nkind = \"go-build\"\npath = \"{}\"\nmax_size = \"1 MiB\"\n",
+            root.display()
+        );
+        let cache = crate::cache::CacheOf::open(kind(&root), crate::config::first_cache_for_test(&text));
+        cache.scan(crate::now());
+        let report = cache.evict(false, crate::now());
+        assert!(report.removed_entries > 0, "{report:?}");
+        assert!(report.unmet.is_empty(), "{report:?}");
+        let indexed = cache.status(crate::now()).disk_bytes;
+        assert!(indexed <= 1 << 20);
+        assert_eq!(report.bytes_after, indexed);
+        let fresh = crate::cache::CacheOf::open(kind(&root), crate::config::first_cache_for_test(&text));
+        assert_eq!(fresh.scan(crate::now()).disk_bytes, indexed, "the index equals the disk");
     }
 
     #[test]
