@@ -415,6 +415,7 @@ impl<K: Kind> CacheOf<K> {
         };
         let mut removed_by_reason = Vec::new();
         let mut failures: Vec<String> = Vec::new();
+        let mut left_behind: Vec<u64> = Vec::new();
         {
             let mut index = self.index_mut();
             let mut gone: Vec<&K::Id> = Vec::new();
@@ -433,6 +434,13 @@ impl<K: Kind> CacheOf<K> {
                         reason: planned.reason,
                     }),
                     Some(Removal::Removed { disk_bytes }) => {
+                        if disk_bytes < planned.disk_bytes {
+                            // Part of it stays (go-build: an output others still name):
+                            // one of them is re-read below to take those bytes over.
+                            if let Some(m) = index.get(&planned.id).filter(|m| m.aux != 0) {
+                                left_behind.push(m.aux);
+                            }
+                        }
                         removed_by_reason.push((planned.reason, disk_bytes));
                         if matches!(
                             planned.reason,
@@ -473,6 +481,20 @@ impl<K: Kind> CacheOf<K> {
                 }
             }
             index.remove_many(gone);
+            if !left_behind.is_empty() {
+                left_behind.sort_unstable();
+                left_behind.dedup();
+                let heirs: Vec<K::Id> = index
+                    .iter()
+                    .filter(|(_, m)| left_behind.binary_search(&m.aux).is_ok())
+                    .map(|(id, m)| (m.aux, id.clone()))
+                    .collect::<std::collections::BTreeMap<u64, K::Id>>()
+                    .into_values()
+                    .collect();
+                for heir in heirs {
+                    let _ = self.apply_one(&mut index, heir);
+                }
+            }
             report.bytes_after = if dry_run {
                 plan.bytes_after
             } else {

@@ -64,7 +64,12 @@ pub fn run(
                 ),
                 "",
             ));
-            for note in &config.notes {
+            // (Caches waiting to appear are checked with the caches below.)
+            for note in config
+                .notes
+                .iter()
+                .filter(|n| !n.contains(": waiting for "))
+            {
                 out.push(finding(
                     "config",
                     Severity::Action,
@@ -181,8 +186,11 @@ fn cache_checks(cache: &CacheConfig) -> Vec<Finding> {
         out.push(finding(
             &check,
             Severity::Action,
-            format!("{} does not exist", cache.path.display()),
-            "run a go command that fills it, or fix `path`",
+            format!(
+                "{} does not exist yet (the daemon manages it once it appears)",
+                cache.path.display()
+            ),
+            "run a go command that creates it, or fix `path`",
         ));
         return out;
     }

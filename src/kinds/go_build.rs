@@ -22,10 +22,14 @@
 //! ## Entries
 //!
 //! An entry is an action together with the output it names. Outputs may be shared (the
-//! empty output `e3b0c442…` is named by hundreds of actions): a full scan splits a
-//! shared output's disk usage evenly among the actions naming it, so entry sizes add up
-//! to what `du` reports, and eviction removes an output only when no surviving entry
-//! names it (the engine passes the survivors' output fingerprints). Outputs named by no
+//! empty output `e3b0c442…` is named by hundreds of actions): a shared output's disk
+//! usage is carried by one of the actions naming it — the last used, which eviction
+//! (oldest first) takes last — so entry sizes add up to what `du` reports; eviction
+//! removes an output only when no surviving entry names it (the engine passes the
+//! survivors' output fingerprints), and when its carrier goes while others still name
+//! it, one of them takes it over (the engine re-reads it at once). An action and an
+//! output of its own are one pair: its last use is the later of their mtimes (go bumps
+//! them separately), and they go together or not at all. Outputs named by no
 //! action (`put` killed between `-d` and `-a`, or left by go's own trim) become entries
 //! of their own once older than [`ORPHAN_GRACE`]; younger ones are outputs whose action
 //! is still being written, and are left alone. An action whose output is gone is an
@@ -225,9 +229,11 @@ fn parse_file_name(name: &[u8]) -> Option<GoId> {
 /// event on one file can be accounted like a scan would (both sets are small).
 #[derive(Default)]
 struct OutputBook {
-    /// Outputs named by several actions, with how many: each action's entry carries an
-    /// equal share of the output's size, so the total stays what `du` says.
-    shared: HashMap<[u8; 32], u32>,
+    /// Outputs named by several actions, with the action whose entry carries the
+    /// output's size (the last one used: eviction takes it last, so the output goes
+    /// with it); the others carry only their own. `None`: its carrier was removed while
+    /// others still name it — the next of them to be looked at takes it over.
+    shared: HashMap<[u8; 32], Option<[u8; 32]>>,
     /// Outputs named by no action (old enough not to be in the middle of a `put`).
     orphans: std::collections::HashSet<[u8; 32]>,
 }
@@ -535,7 +541,7 @@ impl Kind for GoBuildKind {
     }
 
     /// Pairs a walk's actions with the outputs they name: an action's entry gets its
-    /// output's size (an equal share of a shared one), outputs named by no action (and
+    /// output's size (a shared one's goes to its last used action only), outputs named by no action (and
     /// old enough not to be mid-`put`) stay entries of their own, and the rest of the
     /// outputs leave the list. Only actions `known` cannot vouch for are read.
     fn complete(
@@ -651,12 +657,27 @@ impl Kind for GoBuildKind {
             };
         }
 
+        // How many actions name each output, and which carries its size: the last used
+        // (ties: the greatest id), so the total is what `du` says and eviction, oldest
+        // first, frees the output with the action that goes last.
         let mut refs = vec![0u32; outputs.len()];
-        for n in &names {
+        let mut carrier: Vec<Option<usize>> = vec![None; outputs.len()];
+        for (i, n) in names.iter().enumerate() {
             if let Names::Output { at: Some(j), .. } = n {
                 refs[*j] += 1;
+                let later = |c: usize| {
+                    (actions[i].1.last_use, actions[i].0.hash)
+                        > (actions[c].1.last_use, actions[c].0.hash)
+                };
+                if carrier[*j].is_none_or(later) {
+                    carrier[*j] = Some(i);
+                }
             }
         }
+        let carriers: Vec<Option<[u8; 32]>> = carrier
+            .iter()
+            .map(|c| c.map(|i| actions[i].0.hash))
+            .collect();
         let unnamed = refs.iter().filter(|&&n| n == 0).count();
         let mut result = ScanResult {
             entries: Vec::with_capacity(actions.len() + unnamed),
@@ -671,14 +692,16 @@ impl Kind for GoBuildKind {
                 Names::Output { aux, at } => {
                     meta.aux = aux;
                     if let Some(j) = at {
-                        let (output, count) = (&outputs[j].1, refs[j] as u64);
-                        meta.disk_bytes += output.disk_bytes / count;
-                        meta.apparent_bytes += output.apparent_bytes / count;
+                        if carriers[j] == Some(id.hash) {
+                            let output = &outputs[j].1;
+                            meta.disk_bytes += output.disk_bytes;
+                            meta.apparent_bytes += output.apparent_bytes;
+                        }
                         // An output of its own goes with the action: the pair's last
                         // use is the later of both (a shared one stays while others
                         // name it, so only the action's own use counts).
-                        if count == 1 {
-                            meta.last_use = meta.last_use.max(output.last_use);
+                        if refs[j] == 1 {
+                            meta.last_use = meta.last_use.max(outputs[j].1.last_use);
                         }
                     }
                 }
@@ -687,9 +710,9 @@ impl Kind for GoBuildKind {
         }
         let grace_before = crate::now() - ORPHAN_GRACE.as_secs() as i64;
         let mut book = OutputBook::default();
-        for ((id, meta), &count) in outputs.iter().zip(&refs) {
+        for (((id, meta), &count), carrier) in outputs.iter().zip(&refs).zip(carriers) {
             if count > 1 {
-                book.shared.insert(id.hash, count);
+                book.shared.insert(id.hash, carrier);
             } else if count == 0 && meta.last_use < grace_before && !named_elsewhere(meta.aux) {
                 book.orphans.insert(id.hash);
                 result.entries.push((*id, *meta));
@@ -802,11 +825,21 @@ impl Kind for GoBuildKind {
                 if let Ok(a) = parse_action(&bytes) {
                     meta.aux = fingerprint(&a.output);
                     if let Some(out) = self.stat_output(&a.output) {
-                        let book = self.outputs.lock().unwrap();
-                        let refs = book.shared.get(&a.output).copied().unwrap_or(1) as u64;
-                        meta.disk_bytes += fsutil::disk_usage_stat(&out) / refs;
-                        meta.apparent_bytes += out.st_size as u64 / refs;
-                        if refs == 1 {
+                        let mut book = self.outputs.lock().unwrap();
+                        let carries = match book.shared.get_mut(&a.output) {
+                            None => true, // its own output
+                            Some(Some(carrier)) => *carrier == id.hash,
+                            Some(carrier @ None) => {
+                                // Its carrier went: this action takes the output over.
+                                *carrier = Some(id.hash);
+                                true
+                            }
+                        };
+                        if carries {
+                            meta.disk_bytes += fsutil::disk_usage_stat(&out);
+                            meta.apparent_bytes += out.st_size as u64;
+                        }
+                        if !book.shared.contains_key(&a.output) {
                             meta.last_use = meta.last_use.max(out.st_mtime);
                         }
                     }
@@ -1000,6 +1033,16 @@ impl Kind for GoBuildKind {
             if id.role == Role::Output {
                 self.outputs.lock().unwrap().orphans.remove(&id.hash);
             }
+            if let (Role::Action, Some(out), None) = (id.role, output, &going_output) {
+                // The output stays for the others naming it: if this action carried its
+                // size, the next of them to be looked at takes it over (the engine
+                // re-reads one right after the eviction).
+                if let Some(carrier) = self.outputs.lock().unwrap().shared.get_mut(&out) {
+                    if *carrier == Some(id.hash) {
+                        *carrier = None;
+                    }
+                }
+            }
             if let Some((out, out_dir, out_name, out_st)) = going_output {
                 if fsutil::is_file_type(&out_st, libc::S_IFDIR) {
                     // Go ≥ 1.24 executable outputs: removed through directory fds,
@@ -1123,7 +1166,7 @@ pub mod tests {
     }
 
     #[test]
-    fn scan_pairs_actions_with_outputs_and_splits_shared_ones() {
+    fn scan_pairs_actions_with_outputs_and_counts_shared_ones_once() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let old = crate::now() - 86400;
@@ -1298,7 +1341,8 @@ pub mod tests {
             "[[cache]]\nname = \"gb\"\nkind = \"go-build\"\npath = \"{}\"\nmax_size = \"1 MiB\"\n",
             root.display()
         );
-        let cache = crate::cache::CacheOf::open(kind(&root), crate::config::first_cache_for_test(&text));
+        let cache =
+            crate::cache::CacheOf::open(kind(&root), crate::config::first_cache_for_test(&text));
         cache.scan(crate::now());
         let report = cache.evict(false, crate::now());
         assert!(report.removed_entries > 0, "{report:?}");
@@ -1306,8 +1350,53 @@ pub mod tests {
         let indexed = cache.status(crate::now()).disk_bytes;
         assert!(indexed <= 1 << 20);
         assert_eq!(report.bytes_after, indexed);
-        let fresh = crate::cache::CacheOf::open(kind(&root), crate::config::first_cache_for_test(&text));
-        assert_eq!(fresh.scan(crate::now()).disk_bytes, indexed, "the index equals the disk");
+        let fresh =
+            crate::cache::CacheOf::open(kind(&root), crate::config::first_cache_for_test(&text));
+        assert_eq!(
+            fresh.scan(crate::now()).disk_bytes,
+            indexed,
+            "the index equals the disk"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Whatever the pairings (outputs shared by several actions), the mtimes (an
+        /// output newer or older than its action) and the limit: after an eviction the
+        /// index's total is what a fresh scan of the disk finds.
+        #[test]
+        fn after_an_eviction_the_index_total_equals_a_fresh_scan(
+            pairs in proptest::collection::vec((0u8..6, 1i64..40, -3i64..4), 1..24),
+            limit_kib in 0u64..200,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("gocache");
+            for b in 0..=255u8 {
+                std::fs::create_dir_all(root.join(format!("{b:02x}"))).unwrap();
+            }
+            let base = crate::now() - 100 * 86400;
+            for (seed, (content, action_day, skew_h)) in pairs.iter().enumerate() {
+                let body = vec![*content; 5000 * (*content as usize + 1)];
+                let t = base + action_day * 86400;
+                let (_, out) = put(&root, seed as u32, &body, t);
+                let d = root.join(format!("{:02x}/{}-d", out[0], to_hex(&out)));
+                let ft = filetime::FileTime::from_unix_time(t + skew_h * 3600, 0);
+                filetime::set_file_mtime(&d, ft).unwrap();
+            }
+            let text = format!(
+                "[[cache]]\nname = \"gb\"\nkind = \"go-build\"\npath = \"{}\"\nmax_size = \"{} KiB\"\n",
+                root.display(),
+                limit_kib
+            );
+            let config = crate::config::first_cache_for_test(&text);
+            let cache = crate::cache::CacheOf::open(kind(&root), config.clone());
+            cache.scan(crate::now());
+            let report = cache.evict(false, crate::now());
+            let indexed = cache.status(crate::now()).disk_bytes;
+            proptest::prop_assert_eq!(report.bytes_after, indexed);
+            let fresh = crate::cache::CacheOf::open(kind(&root), config);
+            proptest::prop_assert_eq!(fresh.scan(crate::now()).disk_bytes, indexed);
+        }
     }
 
     #[test]

@@ -74,11 +74,14 @@ fn bad_config_files_exit_2_naming_file_line_and_key() {
             "relative path",
         ),
         (
-            "missing cache dir",
-            format!("{head}path = \"{}/missing\"\n", tmp.path().display()),
+            "cache path is a file",
+            format!(
+                "{head}path = \"{}/cache-path-is-a-file.toml\"\n",
+                tmp.path().display()
+            ),
             7,
             "path",
-            "No such file or directory",
+            "is not a directory",
         ),
         (
             "bad duration",
@@ -455,9 +458,17 @@ fn doctor_names_what_needs_action_and_what_to_do() {
     assert!(findings.to_string().contains("config.toml"), "{findings}");
     drop(daemon);
 
-    // A cache directory that is gone, and a broken config, need action.
+    // A cache directory that is gone needs action; a broken config too.
     std::fs::remove_dir(&cache).unwrap();
     let (code, findings) = doctor(&[]);
     assert_eq!(code, Some(1));
-    assert_eq!(severity_of(&findings, "config")[0], "action", "{findings}");
+    assert_eq!(severity_of(&findings, "cache c"), ["action"], "{findings}");
+    assert!(
+        findings.to_string().contains("does not exist yet"),
+        "{findings}"
+    );
+    std::fs::write(&config, "[[cache]\n").unwrap();
+    let (code, findings) = doctor(&[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(severity_of(&findings, "config"), ["action"], "{findings}");
 }
