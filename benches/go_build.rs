@@ -3,7 +3,7 @@
 //! ```text
 //! CARGO_TARGET_DIR=/tmp/bench-target cargo bench --bench go_build -- --entries N
 //!     [--dir PATH] [--skip-cold] [--budget-gib G] [--events K] [--idle-secs S]
-//!     [--json FILE] [--keep] [--only scan,restart,cold,watch,verify,latency,idle,socket,evict]
+//!     [--json FILE] [--keep] [--only scan,restart,cold,watch,verify,latency,idle,socket,cliscan,evict]
 //! ```
 //!
 //! One run, for one entry count N (an entry = one action `-a` + its output `-d`):
@@ -135,7 +135,7 @@ fn parse_args() -> Args {
                 )
             }
             "-h" | "--help" => {
-                println!("cargo bench --bench go_build -- --entries N [--dir PATH] [--skip-cold] [--budget-gib G] [--events K] [--idle-secs S] [--json FILE] [--keep] [--only scan,restart,cold,watch,verify,latency,idle,socket,evict]");
+                println!("cargo bench --bench go_build -- --entries N [--dir PATH] [--skip-cold] [--budget-gib G] [--events K] [--idle-secs S] [--json FILE] [--keep] [--only scan,restart,cold,watch,verify,latency,idle,socket,cliscan,evict]");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other:?} (see --help)"),
@@ -1265,6 +1265,46 @@ fn main() {
         put_out("rss_after_verify_bytes_in_bench_process", json!(vm_rss()));
     }
     drop(cache);
+
+    // 10. The CLI's one-shot `scan` (issue #17 §5): the binary, from process start to
+    // its JSON, against `du -s`, warm; the scan's peak RSS from the kernel's account.
+    if on("cliscan") {
+        let cfg = work.join("cliscan.toml");
+        std::fs::write(&cfg, config_text(&root, &socket, None)).unwrap();
+        let scan_once = || -> (Duration, u64) {
+            let (t, out) = timed(|| {
+                Command::new(env!("CARGO_BIN_EXE_cachewarden"))
+                    .arg("--config")
+                    .arg(&cfg)
+                    .args(["scan", "--json"])
+                    .output()
+                    .unwrap()
+            });
+            let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+            (t, report[0]["disk_bytes"].as_u64().unwrap_or(0))
+        };
+        let (_, walked_disk) = scan_once(); // warm the page cache, as du's first run would
+        put_out("cli_scan_disk_bytes", json!(walked_disk));
+        put_out(
+            "cli_scan_disk_bytes_vs_full_scan",
+            json!(walked_disk as i64 - scanned_disk as i64),
+        );
+        let scans: Vec<Duration> = (0..3).map(|_| scan_once().0).collect();
+        let peak_kib = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+            usage.ru_maxrss as u64
+        };
+        let dus: Vec<Duration> = (0..3).map(|_| timed(|| du_bytes(&root)).0).collect();
+        let (scan_t, du_t) = (median(scans), median(dus));
+        put_out("cli_scan_warm_median_secs", json!(secs(scan_t)));
+        put_out("cli_scan_du_warm_median_secs", json!(secs(du_t)));
+        put_out(
+            "cli_scan_vs_du_warm_ratio",
+            json!(secs(scan_t) / secs(du_t)),
+        );
+        put_out("cli_scan_peak_rss_bytes", json!(peak_kib * 1024));
+    }
 
     // 6. Event → status latency, through the daemon.
     let config_file = work.join("daemon.toml");

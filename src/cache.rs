@@ -104,6 +104,11 @@ pub trait Cache: Send + Sync {
     fn set_config(&self, config: CacheConfig);
     /// Walks the whole cache and replaces the index.
     fn scan(&self, now: UnixTime) -> ScanRecord;
+    /// Sizes and ages only: the stat-only walk, without completing entries (go-build:
+    /// without reading every action to pair it with its output). What `cachewarden
+    /// scan` needs to report sizes against limits; status says `walked` and counts
+    /// files. Kinds that do not complete scans just scan.
+    fn walk(&self, now: UnixTime) -> ScanRecord;
     /// Re-reads the entries the changed paths (relative to the root) belong to.
     fn apply_changes(&self, rel_paths: &[PathBuf]);
     fn watch_dirs(&self) -> Vec<WatchDir>;
@@ -158,6 +163,8 @@ struct History {
     /// The first walk is indexed and its entries are being completed (see
     /// [`Kind::complete`]).
     walked: bool,
+    /// The index is a walk's and will not be completed ([`Cache::walk`]).
+    walk_only: bool,
     last_scan: Option<ScanRecord>,
     last_eviction: Option<EvictionSummary>,
     last_enforcement: Option<UnixTime>,
@@ -640,6 +647,19 @@ impl<K: Kind> Cache for CacheOf<K> {
         self.install(result, Vec::new(), started, walk_ms, now, None)
     }
 
+    fn walk(&self, now: UnixTime) -> ScanRecord {
+        if !self.kind.completes_scans() {
+            return self.scan(now);
+        }
+        let _work = self.work.lock().unwrap();
+        let started = Instant::now();
+        let walked = self.kind.scan();
+        let walk_ms = started.elapsed().as_millis() as u64;
+        let record = self.install(walked, Vec::new(), started, walk_ms, now, None);
+        self.history.lock().unwrap().walk_only = true;
+        record
+    }
+
     fn apply_changes(&self, rel_paths: &[PathBuf]) {
         if let Some(pending) = self.changed_during_scan.lock().unwrap().as_mut() {
             pending.extend_from_slice(rel_paths);
@@ -698,10 +718,11 @@ impl<K: Kind> Cache for CacheOf<K> {
             name: config.name.clone(),
             kind: config.kind.to_string(),
             path: self.kind.root().to_path_buf(),
-            state: match (history.scanned, history.walked) {
-                (true, _) => "ready",
-                (false, true) => "completing",
-                (false, false) => "scanning",
+            state: match (history.scanned, history.walked, history.walk_only) {
+                (_, _, true) => "walked",
+                (true, _, _) => "ready",
+                (false, true, _) => "completing",
+                (false, false, _) => "scanning",
             }
             .to_string(),
             entries,

@@ -45,7 +45,8 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
-    /// Scan the caches now (no daemon needed) and report sizes against limits.
+    /// Scan the caches now (no daemon needed) and report sizes against limits, from a
+    /// stat-only walk (a go-build cache's entries are not paired: it counts files).
     /// Exits 1 if a cache exceeds a limit.
     Scan {
         /// Print JSON instead of a table.
@@ -212,7 +213,7 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             let statuses: Vec<_> = caches
                 .iter()
                 .map(|c| {
-                    with_progress(c, json, "scanning", || c.scan(now));
+                    with_progress(c, json, "scanning", || c.walk(now));
                     c.status(now)
                 })
                 .collect();

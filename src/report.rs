@@ -386,6 +386,7 @@ pub fn status_table(caches: &[CacheStatus], now: UnixTime) -> String {
                 size,
                 match c.state.as_str() {
                     "ready" => c.entries.to_string(),
+                    "walked" => format!("{} files", c.entries),
                     "waiting" => format!("waiting for {}", c.path.display()),
                     state => state.to_string(),
                 },

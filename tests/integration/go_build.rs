@@ -585,3 +585,27 @@ fn a_cache_that_does_not_exist_yet_is_managed_once_go_creates_it() {
     );
     assert_eq!(daemon.stop().code(), Some(0));
 }
+
+/// `scan` answers sizes from the stat-only walk: no action file is read, and the size is
+/// the one a full scan (pairing every action) finds.
+#[test]
+fn scan_reports_sizes_from_the_walk() {
+    let world = GoWorld::new();
+    world.go_ok(&["build", "-o", "/dev/null", "."], Some("arm64"));
+    world.age_cache(DAY);
+    let config = world.config("max_size = \"1 KiB\"");
+    let (code, walked) = cachewarden(&config, &["scan", "--json"]);
+    assert_eq!(code, 1, "over max_size: {walked}");
+    assert_eq!(walked[0]["state"], "walked", "{walked}");
+    assert_eq!(walked[0]["over_limits"], serde_json::json!(["max_size"]));
+    let (_, plan) = cachewarden(&config, &["evict", "--dry-run", "--json"]);
+    assert_eq!(
+        walked[0]["disk_bytes"], plan[0]["bytes_before"],
+        "{walked}\n{plan}"
+    );
+    let text = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "scan"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains(" files"));
+}
