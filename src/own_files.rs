@@ -136,28 +136,22 @@ pub fn set_mode(dir: &Path, mode: u32) -> io::Result<()> {
 /// writing, never through a symlink, and checks on the descriptor that it is a regular
 /// file owned by this process's uid.
 pub fn open_own_file(path: &Path) -> io::Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("opening {} (symlinks are refused): {e}", path.display()),
-            )
-        })?;
-    check_own(file, path)
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).truncate(false);
+    open_own(options, path)
 }
 
 /// Opens (creating with mode 0600) one of the daemon's logs for appending, with the
 /// same checks as [`open_own_file`].
 pub fn open_own_log(path: &Path) -> io::Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .append(true)
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true);
+    open_own(options, path)
+}
+
+/// `options` plus creation with mode 0600, `O_NOFOLLOW | O_CLOEXEC`, then the checks.
+fn open_own(mut options: std::fs::OpenOptions, path: &Path) -> io::Result<File> {
+    let file = options
         .create(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)

@@ -37,6 +37,29 @@ fn dir_cache(tmp: &Path, files: usize) -> std::path::PathBuf {
     cache
 }
 
+/// A daemon on a `dir` cache of `files` files (test fd limit raised; the daemon's
+/// limited to `fd_limit` if given): (temp dir, cache, socket, daemon).
+fn started(
+    files: usize,
+    fd_limit: Option<u64>,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Daemon,
+) {
+    raise_fd_limit();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = dir_cache(tmp.path(), files);
+    let socket = tmp.path().join("run/cw.sock");
+    let daemon = Daemon::start_with(
+        tmp.path(),
+        &config_text(&socket, &[("c", &cache, "")]),
+        fd_limit,
+    );
+    (tmp, cache, socket, daemon)
+}
+
 /// Sends `request`, reads the whole answer; the status code, or the error that ended
 /// the read (a reset connection).
 fn exchange(socket: &Path, request: &[u8]) -> Result<(u16, String), String> {
@@ -79,11 +102,7 @@ fn simultaneous(socket: &Path, n: usize) -> Vec<Result<(u16, String), String>> {
 
 #[test]
 fn a_thousand_simultaneous_status_clients_are_all_answered() {
-    raise_fd_limit();
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = dir_cache(tmp.path(), 10);
-    let socket = tmp.path().join("run/cw.sock");
-    let daemon = Daemon::start(tmp.path(), &config_text(&socket, &[("c", &cache, "")]));
+    let (_tmp, _cache, socket, daemon) = started(10, None);
     let outcomes = simultaneous(&socket, 1000);
     let answered = outcomes
         .iter()
@@ -100,15 +119,7 @@ fn a_thousand_simultaneous_status_clients_are_all_answered() {
 
 #[test]
 fn over_the_limit_clients_wait_and_every_one_reads_a_well_formed_answer() {
-    raise_fd_limit();
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = dir_cache(tmp.path(), 10);
-    let socket = tmp.path().join("run/cw.sock");
-    let daemon = Daemon::start_with(
-        tmp.path(),
-        &config_text(&socket, &[("c", &cache, "")]),
-        Some(SMALL_FD_BUDGET),
-    );
+    let (_tmp, _cache, socket, daemon) = started(10, Some(SMALL_FD_BUDGET));
     // 500 clients for 64 slots: they queue for a slot instead of being reset.
     let outcomes = simultaneous(&socket, 500);
     for o in &outcomes {
@@ -157,15 +168,7 @@ fn stalled_bodies(socket: &Path, n: usize) -> Vec<UnixStream> {
 
 #[test]
 fn a_refused_client_reads_its_503() {
-    raise_fd_limit();
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = dir_cache(tmp.path(), 1);
-    let socket = tmp.path().join("run/cw.sock");
-    let daemon = Daemon::start_with(
-        tmp.path(),
-        &config_text(&socket, &[("c", &cache, "")]),
-        Some(SMALL_FD_BUDGET),
-    );
+    let (_tmp, cache, socket, daemon) = started(1, Some(SMALL_FD_BUDGET));
     // Every slot (shared pool and root's reserve) held by requests that wait for their
     // body: the next client waits a second for a slot, then reads a 503. A probe may
     // still be served while the holders' connections are being accepted; the next one
@@ -327,10 +330,7 @@ fn a_client_that_stops_reading_is_dropped() {
 
 #[test]
 fn a_malformed_or_short_body_is_named_as_such() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = dir_cache(tmp.path(), 1);
-    let socket = tmp.path().join("run/cw.sock");
-    let daemon = Daemon::start(tmp.path(), &config_text(&socket, &[("c", &cache, "")]));
+    let (_tmp, cache, socket, daemon) = started(1, None);
     let (code, text) = raw(
         &socket,
         b"POST /v1/caches/c/evict HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
