@@ -672,6 +672,17 @@ mod tests {
         parse(text, ConfigSource::File("test.toml".into()), &test_env())
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+        /// Arbitrary text is a config or an error naming the file; never a panic.
+        #[test]
+        fn arbitrary_config_text_never_panics(text in "(\\[\\[?cache\\]?\\]?|name|kind|path|max_size|=|\"|[a-z0-9 %./\n])*") {
+            if let Err(e) = parse_str(&text) {
+                proptest::prop_assert!(e.to_string().starts_with("test.toml"), "{}", e);
+            }
+        }
+    }
+
     #[test]
     fn example_config_parses() {
         let dir = tempfile::tempdir().unwrap();

@@ -499,6 +499,21 @@ mod tests {
         assert!(split_beneath(Path::new("a/b")).is_ok());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn any_name_round_trips(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let text = escape_name(&bytes);
+            proptest::prop_assert!(!text.chars().any(char::is_control));
+            proptest::prop_assert_eq!(unescape_name(&text), Some(bytes));
+        }
+
+        #[test]
+        fn any_text_unescapes_without_panicking(text in ".{0,40}") {
+            let _ = unescape_name(&text);
+        }
+    }
+
     #[test]
     fn names_round_trip_exactly_and_print_safely() {
         for name in [

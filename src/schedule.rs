@@ -294,6 +294,18 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Whatever a config holds, a schedule parses or says why; one that parses
+        /// answers `next_after` without panicking.
+        #[test]
+        fn arbitrary_schedule_text_never_panics(text in "[0-9a-z*/,@ -]{0,30}") {
+            if let Ok(s) = text.parse::<CronSchedule>() {
+                let _ = s.next_after(at(2026, 7, 1, 12, 0));
+            }
+        }
+    }
+
     #[test]
     fn impossible_or_malformed_schedules() {
         let never: CronSchedule = "0 0 30 2 *".parse().unwrap();

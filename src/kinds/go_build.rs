@@ -1360,6 +1360,18 @@ pub mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Garbage in an action file is a problem code, never a panic; what parses
+        /// round-trips.
+        #[test]
+        fn action_files_of_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            if let Ok(a) = parse_action(&bytes) {
+                proptest::prop_assert_eq!(parse_action(format_action(&a).as_bytes()), Ok(a));
+            }
+        }
+    }
+
+    proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
         /// Whatever the pairings (outputs shared by several actions), the mtimes (an
         /// output newer or older than its action) and the limit: after an eviction the
