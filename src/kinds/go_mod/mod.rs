@@ -1,0 +1,1411 @@
+//! Kind `go-mod`: Go's module cache (GOMODCACHE).
+//!
+//! Everything here was read in Go 1.19's source (`src/cmd/go/internal/modfetch`,
+//! `golang.org/x/mod`) and checked against Debian's go1.19; see also
+//! `../shared/docs/go-caches.md`.
+//!
+//! ## Format (`modfetch/cache.go`: `CachePath`, `DownloadDir`)
+//!
+//! ```text
+//! GOMODCACHE/cache/download/<esc module>/@v/
+//!     list                   versions with a .mod, one per line (rewriteVersionList)
+//!     <ver>.info .mod        JSON {"Version","Time"} and the go.mod (writeDiskCache:
+//!                            temp file "<ver>.mod123.tmp", rename; no version lock)
+//!     <ver>.zip .ziphash     the module zip, every entry named "<module>@<ver>/…", and
+//!                            its "h1:" hash (downloadZip, hashZip: under the version lock)
+//!     <ver>.lock             the version lock (lockVersion) — never deleted
+//!     <ver>.partial          marker while a tree is extracted (download)
+//!     <ver>.zip123.tmp       download temp files (tempFile)
+//! GOMODCACHE/cache/download/sumdb/…   checksum-database tiles and lookups (sumdb.go)
+//! GOMODCACHE/cache/vcs/<sha256>/ + .info + .lock   bare VCS clones (codehost.WorkDir)
+//! GOMODCACHE/cache/lock                 go.sum side lock (SideLock) — never deleted
+//! GOMODCACHE/<esc module>@<esc ver>/    the extracted tree: files 0444, dirs 0555
+//! GOMODCACHE/<esc module>@<ver>.tmp-NNN pre-1.16 extraction temp dirs
+//! ```
+//!
+//! Module paths and versions are case-escaped on disk (`module.EscapePath`): each
+//! upper-case letter becomes `!` + its lower-case letter. Names shown to people (status,
+//! JSON, logs, `keep` patterns, `evict --entry`) are the real, unescaped
+//! `module@version`.
+//!
+//! ## Entries and tiers
+//!
+//! One module version is three entries sharing its name, so the planner can drop the
+//! cheap-to-rebuild parts first ([`crate::plan::Candidate::tier`]):
+//!
+//! | role | files | tier | removing it |
+//! |---|---|---|---|
+//! | [`Role::Tree`] | `<esc>@<ver>/`, `.partial`, `.tmp-*` dirs | 0 | go re-extracts from the zip, offline |
+//! | [`Role::Zip`]  | `.zip`, `.ziphash`, `.zip*.tmp` | 1 | the whole version minus `.info`/`.mod`: go re-downloads |
+//! | [`Role::Meta`] | `.info`, `.mod`, their temps | [`AGE_ONLY`] | the whole version; `list` rewritten |
+//!
+//! So under size pressure every cold extracted tree goes before any zip (visible in the
+//! dry-run plan as tree paths before `.zip` paths), and the tiny `.info`/`.mod` files
+//! that let go resolve the module graph offline stay until the version is past
+//! `max_age`. Removing a zip takes the tree with it: no tree is ever kept without the
+//! `.ziphash` go's `DownloadDir` requires of a complete one. `cache/download/sumdb/` is
+//! one entry and every `cache/vcs/<hash>` one more (tier 1): both are re-fetchable.
+//! `list`, `cache/lock` and every `*.lock` belong to no entry and are never deleted.
+//! Sizes are disk usage, as `du` counts it. Targeted removal (`evict --entry
+//! module@version`, `--module module`) selects by [`Kind::name_of`], so it takes all
+//! three entries of a version, tree first.
+//!
+//! ## Last use
+//!
+//! Go records none: it never touches atime or mtime of what it reads (unlike GOCACHE).
+//! The signal is `max(atime, mtime)` over the version's files (tree files, `.zip`,
+//! `.ziphash`, `.info`, `.mod`), one value shared by its three entries. Compiles read
+//! the tree's `.go` files, module-graph loading reads `.mod`, so atime is a real use
+//! signal — where the mount updates it. [`GoModKind::last_use_signal`] says which applies,
+//! read from the cache filesystem's options in `/proc/self/mountinfo`: `relatime` (the
+//! default) updates atime at most once a day, so last use is exact to about a day;
+//! `noatime` leaves only mtime, i.e. the download time. Our own reads never count: every
+//! open for hashing or parsing uses `O_NOATIME`, scans only `stat`.
+//! Inotify OPEN/ACCESS events would be finer but cost an event per file a build reads,
+//! and would have to be persisted across restarts; a day's resolution is enough to keep
+//! what a developer uses (the default `min_age` is two days).
+//!
+//! ## Safety
+//!
+//! * **Builds read trees without any lock** (the compiler opens the files directly): a
+//!   tree removed under a running `go` command fails it. Our atime signal is not finer
+//!   than a process's start time, so while any `go` process that may use this
+//!   GOMODCACHE runs ([`crate::go_procs::oldest_go_using`]) [`Kind::in_use`] protects
+//!   every entry; the daemon retries once it exits. [`GoModKind::remove`] checks again
+//!   itself, after creating the `.partial` marker, closing the gap between plan and
+//!   removal: a go command that starts after that check sees the marker (or a missing
+//!   zip) and takes go's locked slow path.
+//! * **Removal follows go's protocol** (`modfetch/fetch.go`: `download`, `DownloadZip`,
+//!   `downloadZip`; `cache.go`: `DownloadDir`, `lockVersion`, `rewriteVersionList`):
+//!   1. `flock(LOCK_EX|LOCK_NB)` on `<ver>.lock` (created if missing, as go's
+//!      `lockedfile.MutexAt` does; never deleted). Busy means go is downloading or
+//!      extracting the version: skip it, never block. Our own threads wait for each other
+//!      (a version's three entries may be removed in parallel).
+//!   2. Re-read last use; skip the version if it was used since the plan was made.
+//!   3. Create `<ver>.partial` before touching the tree (if there is one): a go command
+//!      now treats the tree as incomplete (`DownloadDir`) and waits for the lock.
+//!   4. Check for running go commands (above); if any, undo the marker and skip.
+//!   5. Whole version: remove `.zip` then `.ziphash` (a `.zip` never survives its
+//!      `.ziphash` — go would re-hash rather than re-download it) — this comes first
+//!      because `DownloadZip` takes the zip without the lock once both files exist.
+//!   6. `chmod u+rwx` every directory of the tree and remove it, walking with
+//!      `openat(O_NOFOLLOW)` directory fds (never a path below the root, never a
+//!      symlink); then the `.tmp-*` dirs.
+//!   7. Remove `.partial`; for the meta role remove `.mod` and `.info` and rewrite
+//!      `list` exactly as `rewriteVersionList` does, under its flock. Unlock.
+//!
+//!   A `kill -9` at any point leaves the version intact or recognisably incomplete to go:
+//!   whenever the tree is not whole, `.partial` is there (go removes what is left and
+//!   re-extracts); a `.ziphash` left without its `.zip` makes go download the zip again.
+//!   A leftover `.partial` is reported by `verify` (`partial`) and go clears it itself.
+//!
+//! ## Scan and watch
+//!
+//! A scan walks the module-path directories down to the first `elem@version` directory
+//! (never into trees) and `cache/download` down to each `@v`, groups the files by
+//! version, then measures versions on every core (`fstatat` through directory fds; tree
+//! directories opened with `O_NOATIME`). The watcher follows `cache/download`
+//! recursively: every change to a version, extraction included, touches its `@v`
+//! directory (`.partial` comes and goes there), and [`Kind::entries_at`] maps a path there
+//! to all three entries of its version.
+//!
+//! ## Integrity (golang.org/x/mod `sumdb/dirhash/hash.go`)
+//!
+//! `Hash1`: sort names bytewise, hash the lines `hex(sha256(content)) + "  " + name +
+//! "\n"` with SHA-256, `"h1:" + base64` (standard, padded). [`hash_zip`] names files as
+//! in the zip (`HashZip`), [`hash_dir`] as `module@version/rel` (`HashDir`). A version's
+//! problems (stable codes, per role): tree — `partial` (left by a killed extraction, lock
+//! free), `tree-hash-mismatch` (edited or extra files; undetected by go at build time,
+//! golang/go#37242), `ziphash-missing`, `ziphash-malformed`, `unreadable`,
+//! `stale-temp` (`.tmp-*` dirs); zip — `zip-corrupt` (go fails hard with `zip: not a
+//! valid zip file` and never re-downloads), `zip-hash-mismatch`, `ziphash-missing`,
+//! `ziphash-malformed`, `stale-temp` (`*.tmp` older than `min_age`); meta —
+//! `info-garbled`, `mod-garbled` (go fails on a `.mod` whose hash go.sum pins), and
+//! `stale-temp`. Findings are re-checked under the version lock (go may have been
+//! writing); a busy lock means "not now". Repair removes what is broken, under the lock:
+//! a bad tree alone (go re-extracts offline), a bad zip with its `.ziphash` (zip first),
+//! a garbled `.info`/`.mod` alone (`list` rewritten). Verification is incremental: a
+//! tree or zip whose files' (mtime, ctime, size) and `.ziphash` are unchanged since it
+//! last hashed clean is not hashed again.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::stat::{FileStat, Mode};
+use sha2::{Digest, Sha256};
+
+use super::{EntryMeta, Finding, InUse, Kind, Removal, Removing, ScanResult, UnixTime, WatchDir};
+use crate::fsutil::{self, stat_at, unlink_at};
+use crate::parallel;
+use crate::plan::AGE_ONLY;
+
+/// Default `min_age`: relatime updates atime at most once a day, so "last used more than
+/// two days ago" means "not used for at least a day".
+pub const DEFAULT_MIN_AGE: Duration = Duration::from_secs(2 * 86400);
+/// Safety does not rest on `min_age` here (running go commands hold everything, removal
+/// takes go's locks); an hour keeps go's own short-lived temp files out of reach.
+pub const MIN_AGE_FLOOR: Duration = Duration::from_secs(3600);
+
+/// The name of the checksum-database entry.
+pub const SUMDB_NAME: &str = "cache/download/sumdb";
+const VCS_PREFIX: &str = "cache/vcs/";
+
+/// Largest `.info`/`.mod`/`.ziphash` we read (go's own go.mod limit is 16 MiB).
+const MAX_SMALL_FILE: usize = 16 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// The extracted tree `<esc>@<ver>/` (with `.partial` and `.tmp-*` leftovers).
+    Tree,
+    /// `.zip` + `.ziphash` (with download temps).
+    Zip,
+    /// `.info` + `.mod` (with their temps).
+    Meta,
+    /// `cache/download/sumdb/`.
+    Sumdb,
+    /// `cache/vcs/<hash>/` + `<hash>.info`.
+    Vcs,
+}
+
+/// An entry: a role of one module version (`key` = escaped `module@version`, the tree's
+/// path below the root), the sumdb cache (empty key) or a VCS clone (key = its hash).
+/// The three entries of a version share one allocation.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ModId {
+    pub key: Arc<str>,
+    pub role: Role,
+}
+
+impl ModId {
+    fn version(key: &Arc<str>, role: Role) -> ModId {
+        ModId {
+            key: key.clone(),
+            role,
+        }
+    }
+}
+
+mod fd;
+mod golang;
+mod remove;
+mod scan;
+mod verify;
+
+pub use fd::mounted_noatime;
+use fd::*;
+use golang::*;
+pub use golang::{escape, hash_zip};
+
+// ---------------------------------------------------------------------------------------
+// The kind.
+
+/// A version's temp files (`@v`) and `.tmp-*` directories.
+#[derive(Debug, Default, Clone)]
+struct Leftovers {
+    temps: Vec<(OsString, VFile)>,
+    tmp_dirs: Vec<OsString>,
+}
+
+/// What a tree or zip looked like when it hashed clean: latest mtime/ctime (ns), bytes,
+/// files, and the `.ziphash` it matched.
+type Fingerprint = (i128, u64, u64, String);
+
+pub struct GoModKind {
+    root: PathBuf,
+    /// Temp files older than this are stale (`stale-temp`).
+    /// Follows reloads (`Kind::configure`).
+    min_age_secs: std::sync::atomic::AtomicI64,
+    /// Trees and zips that hashed clean, with the fingerprint they had then.
+    verified: Mutex<HashMap<(Arc<str>, Role), Fingerprint>>,
+    claims: Claims,
+    /// Temp files and dirs the last scan found, by version key: go makes them only when
+    /// interrupted, so they are rare and not worth a directory listing per entry.
+    leftovers: Mutex<HashMap<String, Leftovers>>,
+    /// When a running go command may use this cache (injectable for tests).
+    in_use: fn(&Path, &[String]) -> Option<InUse>,
+    /// Process names whose running holds the cache (`guard_processes`).
+    guard: std::sync::RwLock<Vec<String>>,
+    signal: &'static str,
+}
+
+/// The in-use horizon while go runs: our use signal is coarser than any process's start,
+/// so every entry is protected.
+pub const IN_USE_EVERYTHING: UnixTime = i64::MIN;
+
+fn go_in_use(root: &Path, guard: &[String]) -> Option<InUse> {
+    let (started, pid, name) =
+        crate::go_procs::oldest_go_using(root, crate::go_procs::GoCache::Mod, guard)?;
+    Some(InUse {
+        since: IN_USE_EVERYTHING,
+        by: format!(
+            "{name} (pid {pid}) running since {}",
+            crate::units::local_time(started)
+        ),
+    })
+}
+
+impl GoModKind {
+    pub fn new(root: PathBuf, min_age: Duration) -> GoModKind {
+        let mode = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_or(AtimeMode::Unknown, |text| atime_mode(&text, &root));
+        GoModKind {
+            root,
+            min_age_secs: std::sync::atomic::AtomicI64::new(min_age.as_secs() as i64),
+            verified: Mutex::new(HashMap::new()),
+            claims: Claims::default(),
+            leftovers: Mutex::new(HashMap::new()),
+            in_use: go_in_use,
+            guard: std::sync::RwLock::new(
+                crate::go_procs::DEFAULT_MOD_GUARD
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
+            signal: match mode {
+                AtimeMode::Relatime => SIGNAL_RELATIME,
+                AtimeMode::Strict => SIGNAL_STRICT,
+                AtimeMode::NoAtime => SIGNAL_NOATIME,
+                AtimeMode::Unknown => SIGNAL_UNKNOWN,
+            },
+        }
+    }
+
+    /// Refuses a root that is not recognisably a Go module cache (safety rule 2): it
+    /// must be empty or hold go's `cache/download/` (or `cache/lock`).
+    pub fn check_root(root: &Path) -> Result<(), String> {
+        let empty = std::fs::read_dir(root)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+        let is_file = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file());
+        if empty || is_dir(&root.join("cache/download")) || is_file(&root.join("cache/lock")) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} does not look like a Go module cache (no cache/download/ written by go, and not empty); refusing to manage it",
+                root.display()
+            ))
+        }
+    }
+
+    fn go_running(&self) -> Option<String> {
+        self.in_use().map(|u| u.by)
+    }
+}
+
+fn is_vcs_hash(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl Kind for GoModKind {
+    type Id = ModId;
+
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn scan(&self) -> ScanResult<ModId> {
+        let mut result = ScanResult {
+            entries: Vec::new(),
+            ignored_files: 0,
+            errors: Vec::new(),
+            stamps: Vec::new(),
+        };
+        let versions: Vec<(Arc<str>, Parts)> = self
+            .find_versions(&mut result.errors, &mut result.ignored_files)
+            .into_iter()
+            .map(|(k, p)| (Arc::from(k.as_str()), p))
+            .collect();
+        *self.leftovers.lock().unwrap() = versions
+            .iter()
+            .filter_map(|(key, parts)| {
+                let temps: Vec<(OsString, VFile)> = parts
+                    .files
+                    .iter()
+                    .filter(|(_, k)| matches!(k, VFile::ZipTemp | VFile::MetaTemp))
+                    .cloned()
+                    .collect();
+                (!temps.is_empty() || !parts.tmp_dirs.is_empty()).then(|| {
+                    (
+                        key.to_string(),
+                        Leftovers {
+                            temps,
+                            tmp_dirs: parts.tmp_dirs.clone(),
+                        },
+                    )
+                })
+            })
+            .collect();
+        let examined = parallel::map(&versions, |(key, parts)| self.examine(key, parts));
+        for ((key, _), ex) in versions.iter().zip(examined) {
+            for role in [Role::Tree, Role::Zip, Role::Meta] {
+                if let Some(meta) = Self::meta_of(&ex, role) {
+                    result.entries.push((ModId::version(key, role), meta));
+                }
+            }
+            result.errors.extend(ex.errors);
+        }
+        self.scan_others(&mut result);
+        // Forget verifications of versions that are gone.
+        let present: HashSet<&str> = versions.iter().map(|(k, _)| &**k).collect();
+        self.verified
+            .lock()
+            .unwrap()
+            .retain(|(k, _), _| present.contains(&**k));
+        result
+    }
+
+    /// `cache/download` recursively (every version change touches its `@v` directory,
+    /// extraction included: `.partial` comes and goes there) and `cache/vcs` itself when
+    /// it exists. Trees are not watched: they change only under `.partial`.
+    fn watch_dirs(&self) -> Vec<WatchDir> {
+        let mut dirs = vec![WatchDir {
+            path: self.root.join("cache/download"),
+            depth: u32::MAX,
+        }];
+        let vcs = self.root.join("cache/vcs");
+        if vcs.is_dir() {
+            dirs.push(WatchDir {
+                path: vcs,
+                depth: 0,
+            });
+        }
+        dirs
+    }
+
+    fn entry_at(&self, rel: &Path) -> Option<ModId> {
+        let mut out = Vec::new();
+        self.entries_at(rel, &mut out);
+        out.into_iter().next()
+    }
+
+    fn entries_at(&self, rel: &Path, out: &mut Vec<ModId>) {
+        let Some(rel) = rel.to_str() else { return };
+        let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+        let push_version = |key: String, out: &mut Vec<ModId>| {
+            let key: Arc<str> = Arc::from(key.as_str());
+            for role in [Role::Tree, Role::Zip, Role::Meta] {
+                out.push(ModId::version(&key, role));
+            }
+        };
+        match comps.as_slice() {
+            ["cache", "download", "sumdb", ..] => out.push(ModId {
+                key: Arc::from(""),
+                role: Role::Sumdb,
+            }),
+            ["cache", "vcs", name, ..] => {
+                let hash = name.strip_suffix(".info").unwrap_or(name);
+                if is_vcs_hash(hash) {
+                    out.push(ModId {
+                        key: Arc::from(hash),
+                        role: Role::Vcs,
+                    });
+                }
+            }
+            ["cache", "download", rest @ ..] => {
+                let Some(at) = rest.iter().position(|c| *c == "@v") else {
+                    return;
+                };
+                let (module, file) = (rest[..at].join("/"), rest.get(at + 1));
+                if module.is_empty() {
+                    return;
+                }
+                match file.and_then(|f| parse_vfile(f)) {
+                    Some((_, VFile::Lock)) | None => {}
+                    Some((version, _)) => push_version(format!("{module}@{version}"), out),
+                }
+            }
+            ["cache", ..] => {}
+            _ => {
+                let Some(i) = comps.iter().position(|c| c.contains('@')) else {
+                    return;
+                };
+                if let Some((elem, version, _)) = parse_tree_name(comps[i]) {
+                    let mut key = comps[..i].join("/");
+                    if !key.is_empty() {
+                        key.push('/');
+                    }
+                    push_version(format!("{key}{elem}@{version}"), out);
+                }
+            }
+        }
+    }
+
+    fn tier(&self, id: &ModId) -> u8 {
+        match id.role {
+            Role::Tree => 0,
+            Role::Zip | Role::Sumdb | Role::Vcs => 1,
+            Role::Meta => AGE_ONLY,
+        }
+    }
+
+    fn stat(&self, id: &ModId) -> io::Result<Option<EntryMeta>> {
+        match id.role {
+            Role::Sumdb => Ok(self.stat_sumdb()),
+            Role::Vcs => Ok(self.stat_vcs(&id.key)),
+            role => {
+                let parts = self.parts_of(&id.key)?;
+                let ex = self.examine(&id.key, &parts);
+                if let Some(e) = ex.errors.first() {
+                    if ex.role(role).is_none() {
+                        return Err(io::Error::other(e.clone()));
+                    }
+                }
+                Ok(Self::meta_of(&ex, role))
+            }
+        }
+    }
+
+    fn verify(&self, id: &ModId) -> Vec<Finding> {
+        if matches!(id.role, Role::Sumdb | Role::Vcs) {
+            return Vec::new();
+        }
+        let Ok(parts) = self.parts_of(&id.key) else {
+            return Vec::new();
+        };
+        let first = self.check(id, &parts);
+        if first.is_empty() {
+            return first;
+        }
+        // Confirm under go's lock: go may have been writing what we read, and a marker
+        // or temp file is only a leftover if nobody holds the lock.
+        match self.lock_version(&id.key, false) {
+            Ok(_locked) => match self.parts_of(&id.key) {
+                Ok(parts) => self.check(id, &parts),
+                Err(_) => first,
+            },
+            Err(LockError::Busy(_)) => Vec::new(),
+            Err(LockError::NoDir) | Err(LockError::Io(_)) => first,
+        }
+    }
+
+    fn remove(&self, id: &ModId, used_before: UnixTime, how: Removing) -> Removal {
+        match id.role {
+            Role::Sumdb => self.remove_sumdb(used_before),
+            Role::Vcs => self.remove_vcs(&id.key, used_before),
+            _ => self.remove_version(id, used_before, how),
+        }
+    }
+
+    fn name_of(&self, id: &ModId) -> String {
+        match id.role {
+            Role::Sumdb => SUMDB_NAME.to_string(),
+            Role::Vcs => format!("{VCS_PREFIX}{}", id.key),
+            _ => unescape(&id.key).unwrap_or_else(|| id.key.to_string()),
+        }
+    }
+
+    fn path_of(&self, id: &ModId) -> String {
+        let (module, version) = split_key(&id.key).unwrap_or((&id.key, ""));
+        match id.role {
+            Role::Tree => id.key.to_string(),
+            Role::Zip => format!("cache/download/{module}/@v/{version}.zip"),
+            Role::Meta => format!("cache/download/{module}/@v/{version}.mod"),
+            Role::Sumdb => SUMDB_NAME.to_string(),
+            Role::Vcs => format!("{VCS_PREFIX}{}", id.key),
+        }
+    }
+
+    /// `module@version` names the version's tree entry (its first); `cache/download/sumdb`
+    /// and `cache/vcs/<hash>` the others.
+    fn parse_name(&self, name: &str) -> Option<ModId> {
+        if name == SUMDB_NAME {
+            return Some(ModId {
+                key: Arc::from(""),
+                role: Role::Sumdb,
+            });
+        }
+        if let Some(hash) = name.strip_prefix(VCS_PREFIX) {
+            return is_vcs_hash(hash).then(|| ModId {
+                key: Arc::from(hash),
+                role: Role::Vcs,
+            });
+        }
+        let (module, version) = name.rsplit_once('@')?;
+        let (module, version) = (escape(module)?, escape(version)?);
+        if !plain_module_path(&module) || !valid_escaped_version(&version) {
+            return None;
+        }
+        Some(ModId {
+            key: Arc::from(format!("{module}@{version}").as_str()),
+            role: Role::Tree,
+        })
+    }
+
+    fn last_use_signal(&self) -> &'static str {
+        self.signal
+    }
+
+    fn repair_waits_for_min_age(&self) -> bool {
+        false // go's version lock and the running-go guard protect a repair
+    }
+
+    fn configure(&self, config: &crate::config::CacheConfig) {
+        let secs = i64::try_from(config.limits.min_age.as_secs()).unwrap_or(i64::MAX);
+        self.min_age_secs
+            .store(secs, std::sync::atomic::Ordering::Relaxed);
+        *self.guard.write().unwrap() = config.guard_processes.clone();
+    }
+
+    fn in_use(&self) -> Option<InUse> {
+        (self.in_use)(&self.root, &self.guard.read().unwrap())
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use crate::kinds::Survivors;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Writes a module zip the way a proxy serves it: every entry `module@version/name`.
+    pub fn write_zip(path: &Path, module: &str, version: &str, files: &[(&str, &[u8])]) {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, data) in files {
+            zip.start_file(format!("{module}@{version}/{name}"), opts)
+                .unwrap();
+            zip.write_all(data).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+
+    fn set_times(path: &Path, t: i64) {
+        let ft = filetime::FileTime::from_unix_time(t, 0);
+        for e in walkdir::WalkDir::new(path).contents_first(true) {
+            let e = e.unwrap();
+            filetime::set_symlink_file_times(e.path(), ft, ft).unwrap();
+        }
+    }
+
+    /// Puts one module version into a module cache as `go mod download` leaves it:
+    /// .info, .mod, .zip, .ziphash, .lock, `list`, and the read-only extracted tree, all
+    /// last used at `t`. Returns the key.
+    pub fn put_version(
+        root: &Path,
+        module: &str,
+        version: &str,
+        files: &[(&str, &[u8])],
+        t: i64,
+    ) -> Arc<str> {
+        let (m, v) = (escape(module).unwrap(), escape(version).unwrap());
+        let vdir = root.join(vdir_rel(&m));
+        std::fs::create_dir_all(&vdir).unwrap();
+        let zip = vdir.join(format!("{v}.zip"));
+        write_zip(&zip, module, version, files);
+        let h = hash_zip(std::fs::File::open(&zip).unwrap()).unwrap();
+        std::fs::write(vdir.join(format!("{v}.ziphash")), &h).unwrap();
+        std::fs::write(vdir.join(format!("{v}.lock")), b"").unwrap();
+        std::fs::write(
+            vdir.join(format!("{v}.info")),
+            format!("{{\"Version\":\"{version}\",\"Time\":\"2024-01-01T00:00:00Z\"}}"),
+        )
+        .unwrap();
+        let gomod = files
+            .iter()
+            .find(|(n, _)| *n == "go.mod")
+            .map_or(format!("module {module}\n").into_bytes(), |(_, d)| {
+                d.to_vec()
+            });
+        std::fs::write(vdir.join(format!("{v}.mod")), gomod).unwrap();
+        let mut versions: Vec<String> = std::fs::read_dir(&vdir)
+            .unwrap()
+            .filter_map(|e| {
+                let n = e.unwrap().file_name().into_string().unwrap();
+                n.strip_suffix(".mod").map(str::to_string)
+            })
+            .collect();
+        sort_versions(&mut versions);
+        std::fs::write(
+            vdir.join("list"),
+            versions
+                .iter()
+                .map(|v| format!("{v}\n"))
+                .collect::<String>(),
+        )
+        .unwrap();
+        let tree = root.join(format!("{m}@{v}"));
+        for (name, data) in files {
+            let p = tree.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, data).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444)).unwrap();
+        }
+        for e in walkdir::WalkDir::new(&tree).contents_first(true) {
+            let e = e.unwrap();
+            if e.file_type().is_dir() {
+                std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+            }
+        }
+        set_times(&tree, t);
+        for ext in ["zip", "ziphash", "info", "mod"] {
+            set_times(&vdir.join(format!("{v}.{ext}")), t);
+        }
+        Arc::from(format!("{m}@{v}").as_str())
+    }
+
+    fn files_v(n: u8) -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("go.mod", b"module example.com/Hello\n\ngo 1.19\n".to_vec()),
+            (
+                "hello.go",
+                format!("package hello\n\nconst N = {n}\n").into_bytes(),
+            ),
+            ("sub/data.txt", vec![n; 5000]),
+        ]
+    }
+
+    fn put(root: &Path, module: &str, version: &str, n: u8, t: i64) -> Arc<str> {
+        let files = files_v(n);
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(a, b)| (*a, b.as_slice())).collect();
+        put_version(root, module, version, &refs, t)
+    }
+
+    fn kind(root: &Path) -> GoModKind {
+        let mut k = GoModKind::new(root.to_path_buf(), Duration::from_secs(3600));
+        k.in_use = |_, _| None;
+        k
+    }
+
+    fn id(key: &Arc<str>, role: Role) -> ModId {
+        ModId::version(key, role)
+    }
+
+    fn codes(found: Vec<Finding>) -> Vec<&'static str> {
+        let mut c: Vec<_> = found.into_iter().map(|f| f.problem).collect();
+        c.sort();
+        c
+    }
+
+    /// Make a read-only file of a tree writable, as a user editing it would.
+    fn edit(path: &Path, content: &[u8]) {
+        let dir = path.parent().unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::fs::write(path, content).unwrap();
+    }
+
+    #[test]
+    fn case_escaping_matches_go() {
+        assert_eq!(
+            escape("github.com/BurntSushi/toml").unwrap(),
+            "github.com/!burnt!sushi/toml"
+        );
+        assert_eq!(
+            unescape("github.com/!burnt!sushi/toml").unwrap(),
+            "github.com/BurntSushi/toml"
+        );
+        assert_eq!(unescape("v1.0.0-!r!c1").unwrap(), "v1.0.0-RC1");
+        assert!(
+            unescape("github.com/Burnt").is_none(),
+            "upper case is not escaped form"
+        );
+        assert!(
+            unescape("a!").is_none() && unescape("a!1").is_none() && unescape("a!!b").is_none()
+        );
+        assert!(escape("a!b").is_none() && escape("ü").is_none());
+    }
+
+    #[test]
+    fn versions_sort_as_semver_does() {
+        for v in [
+            "v1.0.0",
+            "v0.0.0-20200101000000-abcdefabcdef",
+            "v2.0.0+incompatible",
+            "v1.2.3-rc.1",
+        ] {
+            assert!(is_canonical_version(v), "{v}");
+        }
+        for v in [
+            "v1",
+            "v1.2",
+            "1.0.0",
+            "v1.0.0+build",
+            "v01.0.0",
+            "v1.0.0-01",
+            "v1.0.0-",
+            "v1.0.0.tmp-1",
+        ] {
+            assert!(!is_canonical_version(v), "{v}");
+        }
+        // The semver.org precedence example, shuffled.
+        let want = [
+            "v1.0.0-alpha",
+            "v1.0.0-alpha.1",
+            "v1.0.0-alpha.beta",
+            "v1.0.0-beta",
+            "v1.0.0-beta.2",
+            "v1.0.0-beta.11",
+            "v1.0.0-rc.1",
+            "v1.0.0",
+            "v1.2.0",
+            "v1.10.0",
+            "v2.0.0+incompatible",
+        ];
+        let mut got: Vec<String> = want.iter().rev().map(|s| s.to_string()).collect();
+        got.swap(2, 7);
+        sort_versions(&mut got);
+        assert_eq!(got, want);
+    }
+
+    /// Vectors from go1.19: `go mod download -json` of a module served from a file://
+    /// proxy with exactly these files printed these Sum and GoModSum (and wrote them to
+    /// go.sum and the .ziphash).
+    #[test]
+    fn hashes_match_real_go_output() {
+        let files: [(&str, &[u8]); 4] = [
+            ("go.mod", b"module example.com/Hello\n\ngo 1.19\n"),
+            (
+                "hello.go",
+                b"package hello\n\n// Greeting says hello.\nconst Greeting = \"hello\"\n",
+            ),
+            ("sub/data.txt", b"two  spaces and a newline\n"),
+            ("LICENSE", b"Public domain.\n"),
+        ];
+        const SUM: &str = "h1:ot8331Zhp7El6q3XpsW1X8yDaWgK9GDizaEfnA64YH0=";
+        const GO_MOD_SUM: &str = "h1:Ujqv6D3TiGFVgA/p4BVj4WbisobGKr5FKXi6Lk0m1Zs=";
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("v1.0.0.zip");
+        write_zip(&zip, "example.com/Hello", "v1.0.0", &files);
+        assert_eq!(hash_zip(std::fs::File::open(&zip).unwrap()).unwrap(), SUM);
+        // Zip metadata (order, compression) does not matter, names and contents do.
+        let mut reversed = files;
+        reversed.reverse();
+        write_zip(&zip, "example.com/Hello", "v1.0.0", &reversed);
+        assert_eq!(hash_zip(std::fs::File::open(&zip).unwrap()).unwrap(), SUM);
+        let key = put_version(dir.path(), "example.com/Hello", "v1.0.0", &files, 1);
+        assert_eq!(&*key, "example.com/!hello@v1.0.0");
+        assert_eq!(
+            hash_dir(dir.path(), Path::new(&*key), "example.com/Hello@v1.0.0").unwrap(),
+            SUM
+        );
+        assert_eq!(go_mod_hash(files[0].1), GO_MOD_SUM);
+        assert!(parse_ziphash(SUM.as_bytes()).is_some());
+        assert!(
+            parse_ziphash(format!("{SUM}\n").as_bytes()).is_some(),
+            "go trims space"
+        );
+        assert!(parse_ziphash(b"h1:short").is_none());
+        assert!(parse_ziphash(b"\0\0\0").is_none());
+        // A truncated zip is unreadable, as for go.
+        let bytes = std::fs::read(&zip).unwrap();
+        std::fs::write(&zip, &bytes[..bytes.len() - 30]).unwrap();
+        assert!(hash_zip(std::fs::File::open(&zip).unwrap()).is_err());
+    }
+
+    #[test]
+    fn file_names_map_to_versions_and_roles() {
+        assert_eq!(parse_vfile("v1.0.0.zip"), Some(("v1.0.0", VFile::Zip)));
+        assert_eq!(
+            parse_vfile("v1.2.3-rc.1.ziphash"),
+            Some(("v1.2.3-rc.1", VFile::Ziphash))
+        );
+        assert_eq!(
+            parse_vfile("v1.0.0.zip123456.tmp"),
+            Some(("v1.0.0", VFile::ZipTemp))
+        );
+        assert_eq!(
+            parse_vfile("v1.0.0.mod0.tmp"),
+            Some(("v1.0.0", VFile::MetaTemp))
+        );
+        assert_eq!(
+            parse_vfile("v1.0.0-!r!c1.lock"),
+            Some(("v1.0.0-!r!c1", VFile::Lock))
+        );
+        assert_eq!(parse_vfile("list"), None);
+        assert_eq!(parse_vfile("v1.0.zip"), None);
+        assert_eq!(
+            parse_tree_name("errors@v0.9.1"),
+            Some(("errors", "v0.9.1", false))
+        );
+        assert_eq!(
+            parse_tree_name("errors@v0.9.1.tmp-123"),
+            Some(("errors", "v0.9.1", true))
+        );
+        assert_eq!(parse_tree_name("errors@latest"), None);
+
+        let k = kind(Path::new("/x"));
+        let mut out = Vec::new();
+        k.entries_at(
+            Path::new("cache/download/github.com/!burnt!sushi/toml/@v/v1.0.0.ziphash"),
+            &mut out,
+        );
+        let key: Arc<str> = Arc::from("github.com/!burnt!sushi/toml@v1.0.0");
+        assert_eq!(
+            out,
+            [
+                id(&key, Role::Tree),
+                id(&key, Role::Zip),
+                id(&key, Role::Meta)
+            ]
+        );
+        for ignored in [
+            "cache/download/github.com/pkg/errors/@v/v0.9.1.lock",
+            "cache/download/github.com/pkg/errors/@v/list",
+            "cache/download/github.com/pkg/errors/@v",
+            "cache/lock",
+        ] {
+            out.clear();
+            k.entries_at(Path::new(ignored), &mut out);
+            assert!(out.is_empty(), "{ignored}");
+        }
+        out.clear();
+        k.entries_at(
+            Path::new("github.com/!burnt!sushi/toml@v1.0.0/decode.go"),
+            &mut out,
+        );
+        assert_eq!(out[0], id(&key, Role::Tree));
+        assert_eq!(
+            k.entry_at(Path::new("cache/download/sumdb/sum.golang.org/lookup/x"))
+                .unwrap()
+                .role,
+            Role::Sumdb
+        );
+        let hash = "ab".repeat(32);
+        assert_eq!(
+            k.entry_at(Path::new(&format!("cache/vcs/{hash}.info")))
+                .unwrap(),
+            ModId {
+                key: Arc::from(hash.as_str()),
+                role: Role::Vcs
+            }
+        );
+
+        assert_eq!(
+            k.name_of(&id(&key, Role::Zip)),
+            "github.com/BurntSushi/toml@v1.0.0"
+        );
+        assert_eq!(
+            k.path_of(&id(&key, Role::Tree)),
+            "github.com/!burnt!sushi/toml@v1.0.0"
+        );
+        assert_eq!(
+            k.path_of(&id(&key, Role::Zip)),
+            "cache/download/github.com/!burnt!sushi/toml/@v/v1.0.0.zip"
+        );
+        assert_eq!(
+            k.parse_name("github.com/BurntSushi/toml@v1.0.0"),
+            Some(id(&key, Role::Tree))
+        );
+        assert_eq!(k.parse_name("../../etc@v1.0.0"), None);
+        assert_eq!(k.parse_name("github.com/x@latest"), None);
+        assert_eq!(k.tier(&id(&key, Role::Tree)), 0);
+        assert_eq!(k.tier(&id(&key, Role::Zip)), 1);
+        assert_eq!(k.tier(&id(&key, Role::Meta)), AGE_ONLY);
+    }
+
+    #[test]
+    fn scan_finds_every_part_of_every_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let old = crate::now() - 10 * 86400;
+        let a = put(root, "example.com/Hello", "v1.0.0", 1, old);
+        let b = put(root, "example.com/Hello", "v1.1.0", 2, old + 100);
+        let c = put(root, "golang.org/x/text", "v0.3.0", 3, old);
+        // Nested module path next to its parent's versions.
+        let d = put(root, "golang.org/x/text/sub", "v0.1.0", 4, old);
+        // Only the download files, no tree (tier-0 evicted).
+        let e = put(root, "example.com/zonly", "v1.0.0", 5, old);
+        fsutil::remove_tree_at(
+            open_dir_below(root, Path::new("example.com")).unwrap(),
+            OsStr::new("zonly@v1.0.0"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("cache/download/sumdb/sum.golang.org/lookup")).unwrap();
+        std::fs::write(
+            root.join("cache/download/sumdb/sum.golang.org/lookup/x@v1"),
+            b"tile",
+        )
+        .unwrap();
+        let hash = "cd".repeat(32);
+        std::fs::create_dir_all(root.join("cache/vcs").join(&hash).join("objects")).unwrap();
+        std::fs::write(root.join("cache/vcs").join(&hash).join("HEAD"), b"ref").unwrap();
+        std::fs::write(root.join(format!("cache/vcs/{hash}.info")), b"git3:x").unwrap();
+        std::fs::write(root.join(format!("cache/vcs/{hash}.lock")), b"").unwrap();
+        std::fs::write(root.join("cache/lock"), b"").unwrap();
+
+        let k = kind(root);
+        let found = k.scan();
+        assert!(found.errors.is_empty(), "{:?}", found.errors);
+        let get = |key: &Arc<str>, role| {
+            found
+                .entries
+                .iter()
+                .find(|(i, _)| *i == id(key, role))
+                .map(|(_, m)| *m)
+        };
+        for key in [&a, &b, &c, &d] {
+            for role in [Role::Tree, Role::Zip, Role::Meta] {
+                assert!(get(key, role).is_some(), "{key} {role:?}");
+            }
+        }
+        assert!(get(&e, Role::Tree).is_none() && get(&e, Role::Zip).is_some());
+        let tree = get(&a, Role::Tree).unwrap();
+        assert!(
+            tree.apparent_bytes >= 5000 && tree.disk_bytes >= 8192,
+            "{tree:?}"
+        );
+        assert_eq!(
+            get(&a, Role::Zip).unwrap().last_use,
+            old,
+            "last use is shared"
+        );
+        assert_eq!(get(&b, Role::Meta).unwrap().last_use, old + 100);
+        assert!(found.entries.iter().any(|(i, _)| i.role == Role::Sumdb));
+        assert!(found
+            .entries
+            .iter()
+            .any(|(i, m)| i.role == Role::Vcs && m.apparent_bytes == 3 + 6));
+        assert_eq!(found.entries.len(), 4 * 3 + 2 + 2);
+        // Sizes add up to most of what du reports: du also counts the directories above
+        // the entries and the list files (a lot, relative to these tiny versions).
+        let total: u64 = found.entries.iter().map(|(_, m)| m.disk_bytes).sum();
+        let du = std::process::Command::new("du")
+            .args(["-s", "-B1"])
+            .arg(root)
+            .output()
+            .unwrap();
+        let du: u64 = String::from_utf8(du.stdout)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(total <= du && total * 2 >= du, "{total} vs du {du}");
+        // A watch event's stat agrees with the scan.
+        for (i, m) in &found.entries {
+            assert_eq!(k.stat(i).unwrap(), Some(*m), "{i:?}");
+        }
+    }
+
+    #[test]
+    fn verify_names_each_kind_of_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let old = crate::now() - 10 * 86400;
+        let k = kind(root);
+        let check = |key: &Arc<str>, role| codes(k.verify(&id(key, role)));
+        let healthy = put(root, "example.com/healthy", "v1.0.0", 1, old);
+        for role in [Role::Tree, Role::Zip, Role::Meta] {
+            assert!(check(&healthy, role).is_empty(), "{role:?}");
+        }
+        let vdir = |m: &str| root.join(format!("cache/download/{m}/@v"));
+
+        let corrupt = put(root, "example.com/corrupt", "v1.0.0", 2, old);
+        let zip = vdir("example.com/corrupt").join("v1.0.0.zip");
+        let bytes = std::fs::read(&zip).unwrap();
+        std::fs::write(&zip, &bytes[..bytes.len() / 2]).unwrap();
+        assert_eq!(check(&corrupt, Role::Zip), ["zip-corrupt"]);
+        assert!(check(&corrupt, Role::Tree).is_empty(), "the tree is fine");
+
+        let other = put(root, "example.com/other", "v1.0.0", 3, old);
+        let zip = vdir("example.com/other").join("v1.0.0.zip");
+        write_zip(
+            &zip,
+            "example.com/other",
+            "v1.0.0",
+            &[("go.mod", b"module example.com/other\n")],
+        );
+        assert_eq!(check(&other, Role::Zip), ["zip-hash-mismatch"]);
+
+        let edited = put(root, "example.com/edited", "v1.0.0", 4, old);
+        edit(
+            &root.join("example.com/edited@v1.0.0/hello.go"),
+            b"package hello // edited\n",
+        );
+        assert_eq!(check(&edited, Role::Tree), ["tree-hash-mismatch"]);
+        let extra = put(root, "example.com/extra", "v1.0.0", 5, old);
+        edit(&root.join("example.com/extra@v1.0.0/sub/stray.txt"), b"x");
+        assert_eq!(check(&extra, Role::Tree), ["tree-hash-mismatch"]);
+
+        let missing = put(root, "example.com/missing", "v1.0.0", 6, old);
+        std::fs::remove_file(vdir("example.com/missing").join("v1.0.0.ziphash")).unwrap();
+        assert_eq!(check(&missing, Role::Zip), ["ziphash-missing"]);
+        assert_eq!(check(&missing, Role::Tree), ["ziphash-missing"]);
+        let malformed = put(root, "example.com/malformed", "v1.0.0", 7, old);
+        std::fs::write(
+            vdir("example.com/malformed").join("v1.0.0.ziphash"),
+            [0u8; 47],
+        )
+        .unwrap();
+        assert_eq!(check(&malformed, Role::Zip), ["ziphash-malformed"]);
+
+        let partial = put(root, "example.com/partial", "v1.0.0", 8, old);
+        std::fs::write(vdir("example.com/partial").join("v1.0.0.partial"), b"").unwrap();
+        assert_eq!(check(&partial, Role::Tree), ["partial"]);
+        // While go holds the lock the marker is go's extraction in progress.
+        let lock = std::fs::File::open(vdir("example.com/partial").join("v1.0.0.lock")).unwrap();
+        let held = Flock::lock(lock, FlockArg::LockExclusiveNonblock).unwrap();
+        assert!(check(&partial, Role::Tree).is_empty());
+        drop(held);
+
+        let temps = put(root, "example.com/temps", "v1.0.0", 9, old);
+        let tmp = vdir("example.com/temps").join("v1.0.0.zip12345.tmp");
+        std::fs::write(&tmp, b"half a download").unwrap();
+        // Leftovers are found by scans (go leaves them only when interrupted).
+        k.scan();
+        assert!(
+            check(&temps, Role::Zip).is_empty(),
+            "a young temp is a download in progress"
+        );
+        set_times(&tmp, old);
+        assert_eq!(check(&temps, Role::Zip), ["stale-temp"]);
+        let tmp_dir = root.join("example.com/temps@v1.0.0.tmp-987");
+        std::fs::create_dir(&tmp_dir).unwrap();
+        set_times(&tmp_dir, old);
+        k.scan();
+        assert_eq!(check(&temps, Role::Tree), ["stale-temp"]);
+
+        let garbled = put(root, "example.com/garbled", "v1.0.0", 10, old);
+        std::fs::write(vdir("example.com/garbled").join("v1.0.0.info"), b"{\"Vers").unwrap();
+        std::fs::write(vdir("example.com/garbled").join("v1.0.0.mod"), b"\xff\xfe").unwrap();
+        assert_eq!(check(&garbled, Role::Meta), ["info-garbled", "mod-garbled"]);
+        std::fs::write(
+            vdir("example.com/garbled").join("v1.0.0.info"),
+            b"{\"Version\":\"v9.9.9\"}",
+        )
+        .unwrap();
+        std::fs::write(vdir("example.com/garbled").join("v1.0.0.mod"), b"go 1.19\n").unwrap();
+        assert_eq!(check(&garbled, Role::Meta), ["info-garbled", "mod-garbled"]);
+
+        // Incremental: a clean tree is not hashed again until something in it changes.
+        let again = put(root, "example.com/again", "v1.0.0", 11, old);
+        assert!(check(&again, Role::Tree).is_empty());
+        assert!(k
+            .verified
+            .lock()
+            .unwrap()
+            .contains_key(&(again.clone(), Role::Tree)));
+        edit(
+            &root.join("example.com/again@v1.0.0/hello.go"),
+            b"package hello // changed\n",
+        );
+        assert_eq!(check(&again, Role::Tree), ["tree-hash-mismatch"]);
+    }
+
+    #[test]
+    fn tiers_remove_tree_then_zip_then_everything_and_keep_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let old = crate::now() - 10 * 86400;
+        let k = kind(root);
+        let a = put(root, "example.com/Hello", "v1.0.0", 1, old);
+        let b = put(root, "example.com/Hello", "v1.1.0", 2, old);
+        let vdir = root.join("cache/download/example.com/!hello/@v");
+        let evict =
+            |key: &Arc<str>, role| k.remove(&id(key, role), old, Removing::Evict(&Survivors::NONE));
+
+        // Tier 0: the tree only; go can re-extract it offline.
+        assert!(
+            matches!(evict(&a, Role::Tree), Removal::Removed { disk_bytes } if disk_bytes > 5000)
+        );
+        assert!(!root.join("example.com/!hello@v1.0.0").exists());
+        for f in [
+            "v1.0.0.zip",
+            "v1.0.0.ziphash",
+            "v1.0.0.info",
+            "v1.0.0.mod",
+            "v1.0.0.lock",
+        ] {
+            assert!(vdir.join(f).exists(), "{f}");
+        }
+        assert!(!vdir.join("v1.0.0.partial").exists());
+        assert!(matches!(evict(&a, Role::Tree), Removal::Gone));
+
+        // Tier 1: zip and ziphash (and a tree, had it one).
+        assert!(matches!(evict(&b, Role::Zip), Removal::Removed { .. }));
+        assert!(!root.join("example.com/!hello@v1.1.0").exists());
+        assert!(!vdir.join("v1.1.0.zip").exists() && !vdir.join("v1.1.0.ziphash").exists());
+        assert!(vdir.join("v1.1.0.mod").exists() && vdir.join("v1.1.0.lock").exists());
+
+        // Meta: the whole version, and `list` no longer names it.
+        assert!(matches!(evict(&a, Role::Meta), Removal::Removed { .. }));
+        assert!(!vdir.join("v1.0.0.mod").exists() && !vdir.join("v1.0.0.info").exists());
+        assert!(!vdir.join("v1.0.0.zip").exists());
+        assert!(
+            vdir.join("v1.0.0.lock").exists(),
+            "lock files are never deleted"
+        );
+        assert_eq!(
+            std::fs::read_to_string(vdir.join("list")).unwrap(),
+            "v1.1.0\n"
+        );
+        assert!(
+            k.scan().entries.iter().all(|(i, _)| i.key != a),
+            "nothing of a is left"
+        );
+
+        // Used since the plan was made: skipped.
+        let c = put(root, "example.com/used", "v1.0.0", 3, old + 500);
+        assert!(
+            matches!(evict(&c, Role::Tree), Removal::Skipped(why) if why.contains("used since"))
+        );
+        assert!(root.join("example.com/used@v1.0.0/hello.go").exists());
+    }
+
+    #[test]
+    fn a_busy_lock_or_a_running_go_command_defers_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let old = crate::now() - 10 * 86400;
+        let mut k = kind(root);
+        let a = put(root, "example.com/busy", "v1.0.0", 1, old);
+        let lock_path = root.join("cache/download/example.com/busy/@v/v1.0.0.lock");
+        let held = Flock::lock(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&lock_path)
+                .unwrap(),
+            FlockArg::LockExclusiveNonblock,
+        )
+        .unwrap();
+        let r = k.remove(&id(&a, Role::Zip), old, Removing::Evict(&Survivors::NONE));
+        assert!(
+            matches!(&r, Removal::LockBusy(why) if why.contains("go holds")),
+            "{r:?}"
+        );
+        assert!(root.join("example.com/busy@v1.0.0/hello.go").exists());
+        assert!(!root
+            .join("cache/download/example.com/busy/@v/v1.0.0.partial")
+            .exists());
+        drop(held);
+
+        k.in_use = |_, _| {
+            Some(InUse {
+                since: IN_USE_EVERYTHING,
+                by: "go (pid 1) running since now".into(),
+            })
+        };
+        let r = k.remove(&id(&a, Role::Tree), old, Removing::Evict(&Survivors::NONE));
+        assert!(
+            matches!(&r, Removal::InUse(why) if why.contains("pid 1")),
+            "{r:?}"
+        );
+        assert!(
+            !root
+                .join("cache/download/example.com/busy/@v/v1.0.0.partial")
+                .exists(),
+            "marker undone"
+        );
+        assert!(root.join("example.com/busy@v1.0.0/hello.go").exists());
+        assert_eq!(k.in_use().unwrap().since, i64::MIN);
+
+        // A version with no @v at all (a stray tree) still gets a lock, as go would make.
+        k.in_use = |_, _| None;
+        let stray = put(root, "example.com/stray", "v1.0.0", 2, old);
+        std::fs::remove_dir_all(root.join("cache/download/example.com/stray")).unwrap();
+        assert!(matches!(
+            k.remove(
+                &id(&stray, Role::Tree),
+                old,
+                Removing::Evict(&Survivors::NONE)
+            ),
+            Removal::Removed { .. }
+        ));
+        assert!(root
+            .join("cache/download/example.com/stray/@v/v1.0.0.lock")
+            .exists());
+    }
+
+    #[test]
+    fn the_three_entries_of_a_version_can_be_removed_in_parallel() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let old = crate::now() - 10 * 86400;
+        let k = kind(root);
+        let keys: Vec<Arc<str>> = (0..8)
+            .map(|i| put(root, "example.com/par", &format!("v1.0.{i}"), i, old))
+            .collect();
+        let ids: Vec<ModId> = keys
+            .iter()
+            .flat_map(|k| [id(k, Role::Tree), id(k, Role::Zip), id(k, Role::Meta)])
+            .collect();
+        let results = parallel::map(&ids, |i| {
+            k.remove(i, old, Removing::Evict(&Survivors::NONE))
+        });
+        assert!(
+            results.iter().all(|r| !matches!(r, Removal::Skipped(_))),
+            "{results:?}"
+        );
+        assert!(k.scan().entries.is_empty());
+        assert_eq!(
+            std::fs::read_to_string(root.join("cache/download/example.com/par/@v/list")).unwrap(),
+            ""
+        );
+    }
+
+    #[test]
+    fn a_reloaded_min_age_takes_effect() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = GoModKind::new(dir.path().to_path_buf(), Duration::from_secs(86_400));
+        let temp = dir.path().join("v1.0.0.zip123.tmp");
+        std::fs::write(&temp, b"half").unwrap();
+        let t = filetime::FileTime::from_unix_time(crate::now() - 7200, 0);
+        filetime::set_file_mtime(&temp, t).unwrap();
+        let st = nix::sys::stat::stat(&temp).unwrap();
+        assert!(!k.stale(&st), "2 h old, min_age 1 day");
+        let text = format!(
+            "[[cache]]\nname = \"m\"\nkind = \"dir\"\npath = \"{}\"\n",
+            dir.path().display()
+        );
+        let mut config = crate::config::first_cache_for_test(&text);
+        config.limits.min_age = Duration::from_secs(3600);
+        k.configure(&config);
+        assert!(k.stale(&st), "2 h old, min_age reloaded to 1 h");
+    }
+
+    #[test]
+    fn removal_never_follows_a_symlink_out_of_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("precious"), b"keep me").unwrap();
+        let root = dir.path();
+        let old = crate::now() - 10 * 86400;
+        let k = kind(root);
+        let a = put(root, "example.com/sym", "v1.0.0", 1, old);
+        let tree = root.join("example.com/sym@v1.0.0");
+        std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(outside.path(), tree.join("link")).unwrap();
+        // A symlink where a directory should be inside the tree, too.
+        std::fs::set_permissions(tree.join("sub"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(outside.path(), tree.join("sub/deeper")).unwrap();
+        assert_eq!(codes(k.verify(&id(&a, Role::Tree))), ["tree-hash-mismatch"]);
+        let removed = k.remove(&id(&a, Role::Tree), old, Removing::Evict(&Survivors::NONE));
+        assert!(matches!(removed, Removal::Removed { .. }), "{removed:?}");
+        assert!(!tree.exists());
+        assert_eq!(
+            std::fs::read(outside.path().join("precious")).unwrap(),
+            b"keep me"
+        );
+    }
+
+    #[test]
+    fn repair_removes_only_what_is_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let old = crate::now() - 10 * 86400;
+        let k = kind(root);
+        let vdir = |m: &str| root.join(format!("cache/download/{m}/@v"));
+        let repair = |key: &Arc<str>, role| {
+            let found = k.verify(&id(key, role));
+            assert!(!found.is_empty());
+            // (The engine repairs only entries older than min_age; the damage done here
+            // is younger.)
+            let r = k.remove(&id(key, role), crate::now() + 1, Removing::Repair(&found));
+            assert!(matches!(r, Removal::Removed { .. }), "{r:?}");
+            assert!(k.verify(&id(key, role)).is_empty(), "repaired");
+        };
+
+        let corrupt = put(root, "example.com/corrupt", "v1.0.0", 1, old);
+        std::fs::write(
+            vdir("example.com/corrupt").join("v1.0.0.zip"),
+            b"PK garbage",
+        )
+        .unwrap();
+        repair(&corrupt, Role::Zip);
+        assert!(!vdir("example.com/corrupt").join("v1.0.0.zip").exists());
+        assert!(
+            !vdir("example.com/corrupt").join("v1.0.0.ziphash").exists(),
+            "goes with its zip"
+        );
+        assert!(
+            root.join("example.com/corrupt@v1.0.0/hello.go").exists(),
+            "the tree stays"
+        );
+
+        let edited = put(root, "example.com/edited", "v1.0.0", 2, old);
+        edit(
+            &root.join("example.com/edited@v1.0.0/hello.go"),
+            b"package hello // edited\n",
+        );
+        repair(&edited, Role::Tree);
+        assert!(!root.join("example.com/edited@v1.0.0").exists());
+        assert!(
+            vdir("example.com/edited").join("v1.0.0.zip").exists(),
+            "go re-extracts offline"
+        );
+        assert!(!vdir("example.com/edited").join("v1.0.0.partial").exists());
+
+        let partial = put(root, "example.com/partial", "v1.0.0", 3, old);
+        std::fs::write(vdir("example.com/partial").join("v1.0.0.partial"), b"").unwrap();
+        repair(&partial, Role::Tree);
+        assert!(!root.join("example.com/partial@v1.0.0").exists());
+        assert!(!vdir("example.com/partial").join("v1.0.0.partial").exists());
+
+        let garbled = put(root, "example.com/garbled", "v1.0.0", 4, old);
+        put(root, "example.com/garbled", "v1.1.0", 5, old);
+        std::fs::write(vdir("example.com/garbled").join("v1.0.0.mod"), b"").unwrap();
+        repair(&garbled, Role::Meta);
+        assert!(!vdir("example.com/garbled").join("v1.0.0.mod").exists());
+        assert!(vdir("example.com/garbled").join("v1.0.0.info").exists());
+        assert_eq!(
+            std::fs::read_to_string(vdir("example.com/garbled").join("list")).unwrap(),
+            "v1.1.0\n"
+        );
+
+        let temps = put(root, "example.com/temps", "v1.0.0", 6, old);
+        let tmp = vdir("example.com/temps").join("v1.0.0.mod77.tmp");
+        std::fs::write(&tmp, b"module x").unwrap();
+        set_times(&tmp, old);
+        k.scan();
+        repair(&temps, Role::Meta);
+        assert!(!tmp.exists() && vdir("example.com/temps").join("v1.0.0.mod").exists());
+    }
+
+    #[test]
+    fn only_module_caches_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(GoModKind::check_root(dir.path()).is_ok(), "empty");
+        std::fs::write(dir.path().join("precious.txt"), b"x").unwrap();
+        let err = GoModKind::check_root(dir.path()).unwrap_err();
+        assert!(
+            err.contains("does not look like a Go module cache"),
+            "{err}"
+        );
+        std::fs::create_dir_all(dir.path().join("cache/download")).unwrap();
+        assert!(GoModKind::check_root(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn mount_options_tell_how_good_atime_is() {
+        let info = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+                    40 27 0:40 / /home/u\\040x rw,noatime - ext4 /dev/vdb rw\n\
+                    41 27 0:41 / /srv rw - xfs /dev/vdc rw\n";
+        assert_eq!(
+            atime_mode(info, Path::new("/home/u x/go/pkg/mod")),
+            AtimeMode::NoAtime
+        );
+        assert_eq!(
+            atime_mode(info, Path::new("/home/ux/go")),
+            AtimeMode::Relatime
+        );
+        assert_eq!(atime_mode(info, Path::new("/srv/mod")), AtimeMode::Strict);
+        assert_eq!(atime_mode("", Path::new("/x")), AtimeMode::Unknown);
+        // The kind's signal is the one for the mount its root is on.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let expected = match atime_mode(&mountinfo, Path::new("/tmp")) {
+            AtimeMode::Relatime => SIGNAL_RELATIME,
+            AtimeMode::Strict => SIGNAL_STRICT,
+            AtimeMode::NoAtime => SIGNAL_NOATIME,
+            AtimeMode::Unknown => SIGNAL_UNKNOWN,
+        };
+        assert_eq!(kind(Path::new("/tmp")).last_use_signal(), expected);
+    }
+}
