@@ -522,7 +522,7 @@ fn open_cache(root: &Path, socket: &Path, max_size: Option<u64>) -> Arc<dyn Cach
     let cfg = config::parse(&text, ConfigSource::File("bench.toml".into()), &env())
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
     let c = cfg.caches.into_iter().next().expect("one cache");
-    c.kind.open(c)
+    cachewarden::cache::open(c)
 }
 
 // ---------------------------------------------------------------------------------

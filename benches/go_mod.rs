@@ -31,7 +31,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cachewarden::config::{self, ConfigSource, Env};
-use cachewarden::kinds::go_mod::{escape, hash_zip};
+use cachewarden::golang::dirhash::hash_zip;
+use cachewarden::golang::module::escape;
 use serde_json::json;
 
 struct Args {
@@ -294,7 +295,7 @@ fn main() {
     );
     let env = Env::from_process();
     let cfg = config::parse(&text, ConfigSource::Embedded, &env).expect("config");
-    let open = || cfg.caches[0].kind.open(cfg.caches[0].clone());
+    let open = || cachewarden::cache::open(cfg.caches[0].clone());
 
     // Warm everything once.
     let du = |root: &Path| {

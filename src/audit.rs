@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::kinds::UnixTime;
+use crate::UnixTime;
 use crate::report::{EvictionReport, VerifyReport};
 
 /// Size at which the trail is rotated.

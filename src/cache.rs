@@ -19,9 +19,10 @@ use crate::config::CacheConfig;
 use crate::fsutil::{self, DiskSpace};
 use crate::index::{Index, Totals};
 use crate::kinds::{
-    EntryMeta, Kind, Removal, Removing, ScanResult, Stamp, Survivors, UnixTime, WatchDir,
+    EntryMeta, Kind, KindSettings, Removal, Removing, ScanResult, Stamp, Survivors, WatchDir,
 };
 use crate::parallel;
+use crate::UnixTime;
 use crate::plan::{self, Candidate, PlanLimits};
 use crate::report::*;
 
@@ -181,13 +182,26 @@ struct History {
     errors_total: u64,
 }
 
+/// Builds the engine for a configured cache, with the kind it names.
+pub fn open(config: CacheConfig) -> Arc<dyn Cache> {
+    use crate::kinds::{dir::DirKind, go_build::GoBuildKind, go_mod::GoModKind, KindName};
+    match config.kind {
+        KindName::Dir => CacheOf::open(DirKind::new(config.path.clone()), config),
+        KindName::GoBuild => CacheOf::open(GoBuildKind::new(config.path.clone()), config),
+        KindName::GoMod => CacheOf::open(
+            GoModKind::new(config.path.clone(), config.limits.min_age),
+            config,
+        ),
+    }
+}
+
 impl<K: Kind> CacheOf<K> {
     pub fn open(kind: K, config: CacheConfig) -> Arc<dyn Cache> {
         Arc::new(CacheOf::new(kind, config))
     }
 
     fn new(kind: K, config: CacheConfig) -> CacheOf<K> {
-        kind.configure(&config);
+        kind.configure(&settings_of(&config));
         CacheOf {
             config: RwLock::new(config),
             index: Mutex::new(Index::default()),
@@ -599,13 +613,21 @@ fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
+/// What a kind keeps of its cache's config.
+fn settings_of(config: &CacheConfig) -> KindSettings {
+    KindSettings {
+        min_age: config.limits.min_age,
+        guard_processes: config.guard_processes.clone(),
+    }
+}
+
 impl<K: Kind> Cache for CacheOf<K> {
     fn config(&self) -> CacheConfig {
         self.cfg()
     }
 
     fn set_config(&self, config: CacheConfig) {
-        self.kind.configure(&config);
+        self.kind.configure(&settings_of(&config));
         *self.config.write().unwrap() = config;
     }
 

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::kinds::UnixTime;
+use crate::UnixTime;
 
 /// How long an evicted entry is remembered, and the span re-creations are summed over.
 pub const WINDOW: i64 = 24 * 3600;

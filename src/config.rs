@@ -505,8 +505,8 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
             }
         }
         let default_guard: &[&str] = match raw.kind {
-            KindName::GoBuild => crate::go_procs::DEFAULT_BUILD_GUARD,
-            KindName::GoMod => crate::go_procs::DEFAULT_MOD_GUARD,
+            KindName::GoBuild => crate::golang::procs::DEFAULT_BUILD_GUARD,
+            KindName::GoMod => crate::golang::procs::DEFAULT_MOD_GUARD,
             KindName::Dir => &[],
         };
         let guard_processes = match &raw.guard_processes {

@@ -31,11 +31,11 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{self, AuditLog, AuditRecord};
+use crate::audit::{self, AuditLog};
+use crate::shared::{record_removals, Control, Running, Shared};
 use crate::cache::Cache;
 use crate::config::{self, CacheConfig, Config, Env, OnProblem};
 use crate::own_files;
-use crate::report::{CacheStatus, StatusReport};
 use crate::units::format_bytes;
 use crate::watch::{self, Change};
 
@@ -49,84 +49,6 @@ pub const FULL_RESCAN_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 pub const WAITING_POLL: Duration = Duration::from_secs(10);
 /// Overflow-driven rescans run at most this often per cache.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
-
-/// State the socket server reads.
-pub struct Shared {
-    pub own_uid: u32,
-    pub started_at: i64,
-    /// Every removal, for `GET /v1/audit` and `cachewarden log`.
-    pub audit: Arc<AuditLog>,
-    running: RwLock<Running>,
-    control: mpsc::Sender<Control>,
-}
-
-struct Running {
-    config: Config,
-    caches: Vec<Arc<dyn Cache>>,
-    /// Fixed at start: the directory snapshots go to, if it could be created.
-    state_dir: Option<PathBuf>,
-}
-
-enum Control {
-    Reload(oneshot::Sender<Result<String, String>>),
-}
-
-impl Shared {
-    pub fn caches(&self) -> Vec<Arc<dyn Cache>> {
-        self.running.read().unwrap().caches.clone()
-    }
-
-    pub fn cache(&self, name: &str) -> Option<Arc<dyn Cache>> {
-        self.caches().into_iter().find(|c| c.config().name == name)
-    }
-
-    pub fn status(&self) -> StatusReport {
-        let (source, notes, caches) = {
-            let running = self.running.read().unwrap();
-            (
-                running.config.source.to_string(),
-                running.config.notes.clone(),
-                running.caches.clone(),
-            )
-        };
-        let waiting = self.waiting();
-        let now = crate::now();
-        StatusReport {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            pid: std::process::id(),
-            config: source,
-            started_at: self.started_at,
-            caches: caches
-                .iter()
-                .map(|c| c.status(now))
-                .chain(waiting.iter().map(CacheStatus::waiting))
-                .collect(),
-            notes,
-        }
-    }
-
-    /// The configured caches whose directory does not exist yet.
-    pub fn waiting(&self) -> Vec<CacheConfig> {
-        let running = self.running.read().unwrap();
-        running
-            .config
-            .caches
-            .iter()
-            .filter(|c| c.waiting)
-            .cloned()
-            .collect()
-    }
-
-    /// Asks the daemon's main loop to reload the config; the answer says what happened.
-    pub async fn request_reload(&self) -> Result<String, String> {
-        let (tx, rx) = oneshot::channel();
-        self.control
-            .send(Control::Reload(tx))
-            .await
-            .map_err(|_| "the daemon is stopping".to_string())?;
-        rx.await.map_err(|_| "the daemon is stopping".to_string())?
-    }
-}
 
 /// How the daemon finds its config again on reload.
 pub struct Options {
@@ -350,7 +272,7 @@ impl Supervisor {
         audit: Arc<AuditLog>,
     ) -> (Supervisor, oneshot::Receiver<()>) {
         let snapshot = state_dir.map(|d| d.join(format!("{}.snapshot", config.name)));
-        let cache = config.kind.open(config);
+        let cache = crate::cache::open(config);
         let stop = CancellationToken::new();
         let reconfigured = Arc::new(Notify::new());
         let (scanned_tx, scanned_rx) = oneshot::channel();
@@ -475,12 +397,6 @@ async fn verify(cache: &Arc<dyn Cache>, audit: &AuditLog) {
     tracing::info!(cache = %report.cache, checked = report.checked, problems = report.problems.len(), ms = report.duration_ms, "verified");
 }
 
-/// Writes removals to the audit trail; a failure to is an error of the cache.
-pub fn record_removals(cache: &Arc<dyn Cache>, audit: &AuditLog, records: &[AuditRecord]) {
-    if let Err(e) = audit.record(records) {
-        cache.record_error(format!("cannot write the audit trail: {e}"), crate::now());
-    }
-}
 
 fn next_fire(schedule: Option<&crate::schedule::CronSchedule>) -> Option<Instant> {
     let now = chrono::Local::now();

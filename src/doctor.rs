@@ -239,7 +239,7 @@ fn inotify_budget(config: &Config) -> Finding {
         .iter()
         .filter(|c| c.path.is_dir())
         .map(|c| {
-            let cache = c.kind.open(c.clone());
+            let cache = crate::cache::open(c.clone());
             cache
                 .watch_dirs()
                 .iter()

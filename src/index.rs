@@ -24,7 +24,8 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::kinds::{EntryMeta, UnixTime};
+use crate::kinds::EntryMeta;
+use crate::UnixTime;
 
 const SHARDS: usize = 256;
 

@@ -17,8 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod fsutil;
-pub mod go_env;
-pub mod go_procs;
+pub mod golang;
 pub mod index;
 pub mod kinds;
 pub mod metrics;
@@ -29,12 +28,16 @@ pub mod report;
 pub mod roots;
 pub mod schedule;
 pub mod server;
+pub mod shared;
 pub mod snapshot;
 pub mod units;
 pub mod watch;
 
+/// Seconds since the Unix epoch.
+pub type UnixTime = i64;
+
 /// Seconds since the Unix epoch, now.
-pub fn now() -> kinds::UnixTime {
+pub fn now() -> UnixTime {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -618,7 +618,7 @@ fn open_caches(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<Arc<dy
         .caches
         .iter()
         .filter(|c| !c.waiting && only.is_none_or(|name| c.name == name))
-        .map(|c| c.kind.open(c.clone()))
+        .map(|c| cachewarden::cache::open(c.clone()))
         .collect();
     if let (Some(name), true) = (only, selected.is_empty()) {
         let names: Vec<_> = config.caches.iter().map(|c| c.name.as_str()).collect();

@@ -12,7 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::kinds::UnixTime;
+pub use crate::kinds::AGE_ONLY;
+use crate::UnixTime;
 use crate::units::{format_bytes, format_duration};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,9 +28,6 @@ pub struct Candidate<I> {
     /// offline, before module zips). [`AGE_ONLY`] entries go only when past `max_age`.
     pub tier: u8,
 }
-
-/// The tier of entries that only `max_age` evicts.
-pub const AGE_ONLY: u8 = u8::MAX;
 
 /// Limits resolved to plain numbers (percentages already applied to the filesystem).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::CacheConfig;
 use crate::fsutil::DiskSpace;
-use crate::kinds::UnixTime;
+use crate::UnixTime;
 use crate::plan::{PlanLimits, Reason};
 use crate::units::{format_bytes, format_duration};
 

@@ -67,7 +67,7 @@ use tokio_util::sync::CancellationToken;
 pub use connections::{ConnectionLimits, Peer, DRAIN_TIMEOUT, HEAD_TIMEOUT, WRITE_TIMEOUT};
 
 use crate::cache::Cache;
-use crate::daemon::Shared;
+use crate::shared::Shared;
 use crate::report::EntryOrder;
 
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -361,7 +361,7 @@ async fn evict(
         blocking(move || c.evict_selected(&selection, dry_run, crate::now())).await?
     };
     let removed = crate::audit::of_eviction(&report, Some(peer.uid));
-    crate::daemon::record_removals(&cache, &shared.audit, &removed);
+    crate::shared::record_removals(&cache, &shared.audit, &removed);
     if report.evicted.is_empty() && report.skipped.is_empty() && !report.not_found.is_empty() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -391,7 +391,7 @@ async fn verify(
     let opts = options(query, body).await?;
     let c = cache.clone();
     let report = blocking(move || c.verify(opts.repair, crate::now())).await?;
-    crate::daemon::record_removals(&cache, &shared.audit, &crate::audit::of_repairs(&report));
+    crate::shared::record_removals(&cache, &shared.audit, &crate::audit::of_repairs(&report));
     Ok(Json(report).into_response())
 }
 

@@ -17,7 +17,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{EntryMeta, Finding, Kind, Removal, Removing, ScanResult, UnixTime, WatchDir};
+use super::{EntryMeta, Finding, Kind, Removal, Removing, ScanResult, WatchDir};
+use crate::UnixTime;
 use crate::fsutil::{self, Walked};
 
 /// Files younger than this are never evicted: a tool that just wrote a file is likely

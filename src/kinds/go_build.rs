@@ -68,9 +68,11 @@ use nix::sys::stat::{FileStat, Mode};
 use sha2::{Digest, Sha256};
 
 use super::{
-    EntryMeta, Finding, Kind, Known, Removal, Removing, ScanResult, Stamp, UnixTime, WatchDir,
+    EntryMeta, Finding, InUse, Kind, KindSettings, Known, Removal, Removing, ScanResult, Stamp, WatchDir,
 };
-use crate::{fsutil, parallel};
+use crate::golang::dirhash::to_hex;
+use crate::golang::procs;
+use crate::{fsutil, parallel, UnixTime};
 
 /// How stale the running-go guard's answer may be when a removal re-checks it.
 const GUARD_RECHECK: Duration = Duration::from_millis(50);
@@ -177,10 +179,6 @@ pub fn format_action(a: &Action) -> String {
     )
 }
 
-pub fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Each byte's value as a lowercase hex digit, or 0xff.
 const HEX_DIGITS: [u8; 256] = {
     let mut table = [0xff; 256];
@@ -256,6 +254,17 @@ pub struct GoBuildKind {
     guard_checked: Mutex<Option<(std::time::Instant, Option<super::InUse>)>>,
 }
 
+/// The in-use horizon for the GOCACHE at `root`, if a guarded process may be using it.
+fn in_use_since(root: &Path, guard: &[String]) -> Option<InUse> {
+    procs::oldest_go_using(root, procs::GoCache::Build, guard).map(|(started, pid, name)| InUse {
+        since: started - procs::MTIME_INTERVAL_SECS - procs::MARGIN_SECS,
+        by: format!(
+            "{name} (pid {pid}) running since {}",
+            crate::units::local_time(started)
+        ),
+    })
+}
+
 impl GoBuildKind {
     pub fn new(root: PathBuf) -> GoBuildKind {
         GoBuildKind {
@@ -263,10 +272,10 @@ impl GoBuildKind {
             verified: Mutex::new(HashMap::new()),
             outputs: Mutex::new(OutputBook::default()),
             shard_fds: Mutex::new(vec![None; 256]),
-            in_use: crate::go_procs::in_use_since,
+            in_use: in_use_since,
             guard_checked: Mutex::new(None),
             guard: std::sync::RwLock::new(
-                crate::go_procs::DEFAULT_BUILD_GUARD
+                procs::DEFAULT_BUILD_GUARD
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),
@@ -1086,8 +1095,8 @@ impl Kind for GoBuildKind {
         false // the running-go guard protects a repair (go writes entries in place)
     }
 
-    fn configure(&self, config: &crate::config::CacheConfig) {
-        *self.guard.write().unwrap() = config.guard_processes.clone();
+    fn configure(&self, settings: &KindSettings) {
+        *self.guard.write().unwrap() = settings.guard_processes.clone();
     }
 }
 

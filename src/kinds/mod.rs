@@ -18,8 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Seconds since the Unix epoch.
-pub type UnixTime = i64;
+use crate::UnixTime;
 
 /// What the index keeps per entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +96,17 @@ impl Survivors {
     pub fn contains(&self, aux: u64) -> bool {
         self.0.binary_search(&aux).is_ok()
     }
+}
+
+/// The eviction tier of entries that only `max_age` evicts (see `plan::Candidate::tier`).
+pub const AGE_ONLY: u8 = u8::MAX;
+
+/// What a kind keeps of its cache's config (see [`Kind::configure`]).
+#[derive(Debug, Clone)]
+pub struct KindSettings {
+    pub min_age: Duration,
+    /// Process names whose running holds recently used entries (`guard_processes`).
+    pub guard_processes: Vec<String>,
 }
 
 /// Entries used at or after `since` may still be opened by a running tool.
@@ -199,7 +209,7 @@ pub trait Kind: Send + Sync + 'static {
 
     /// Takes the settings of a reloaded config that the kind itself keeps (go-mod's
     /// `min_age` for stale temp files). Everything else the engine reads per operation.
-    fn configure(&self, _config: &crate::config::CacheConfig) {}
+    fn configure(&self, _settings: &KindSettings) {}
 
     /// Whether repairing a proven-broken entry waits for `min_age` like eviction does.
     /// Kinds whose owning tool's protocol makes removal safe (a lock, the running-tool
@@ -289,8 +299,8 @@ impl KindName {
     pub fn discover(self) -> Result<Option<PathBuf>, String> {
         match self {
             KindName::Dir => Err("path = \"auto\" needs a kind that can find its own cache (a dir cache needs an explicit path)".into()),
-            KindName::GoBuild => Ok(crate::go_env::discover().gocache),
-            KindName::GoMod => Ok(crate::go_env::discover().gomodcache),
+            KindName::GoBuild => Ok(crate::golang::env::discover().gocache),
+            KindName::GoMod => Ok(crate::golang::env::discover().gomodcache),
         }
     }
 
@@ -300,25 +310,6 @@ impl KindName {
             KindName::Dir => Ok(()),
             KindName::GoBuild => go_build::GoBuildKind::check_root(root),
             KindName::GoMod => go_mod::GoModKind::check_root(root),
-        }
-    }
-
-    /// Builds the engine for a cache of this kind.
-    pub fn open(
-        self,
-        config: crate::config::CacheConfig,
-    ) -> std::sync::Arc<dyn crate::cache::Cache> {
-        match self {
-            KindName::Dir => {
-                crate::cache::CacheOf::open(dir::DirKind::new(config.path.clone()), config)
-            }
-            KindName::GoBuild => {
-                crate::cache::CacheOf::open(go_build::GoBuildKind::new(config.path.clone()), config)
-            }
-            KindName::GoMod => crate::cache::CacheOf::open(
-                go_mod::GoModKind::new(config.path.clone(), config.limits.min_age),
-                config,
-            ),
         }
     }
 }

@@ -70,7 +70,7 @@
 //! * **Builds read trees without any lock** (the compiler opens the files directly): a
 //!   tree removed under a running `go` command fails it. Our atime signal is not finer
 //!   than a process's start time, so while any `go` process that may use this
-//!   GOMODCACHE runs ([`crate::go_procs::oldest_go_using`]) [`Kind::in_use`] protects
+//!   GOMODCACHE runs ([`crate::golang::procs::oldest_go_using`]) [`Kind::in_use`] protects
 //!   every entry; the daemon retries once it exits. [`GoModKind::remove`] checks again
 //!   itself, after creating the `.partial` marker, closing the gap between plan and
 //!   removal: a go command that starts after that check sees the marker (or a missing
@@ -143,12 +143,11 @@ use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::stat::{FileStat, Mode};
-use sha2::{Digest, Sha256};
 
-use super::{EntryMeta, Finding, InUse, Kind, Removal, Removing, ScanResult, UnixTime, WatchDir};
+use super::{AGE_ONLY, KindSettings, EntryMeta, Finding, InUse, Kind, Removal, Removing, ScanResult, WatchDir};
+use crate::UnixTime;
 use crate::fsutil::{self, stat_at, unlink_at};
 use crate::parallel;
-use crate::plan::AGE_ONLY;
 
 /// Default `min_age`: relatime updates atime at most once a day, so "last used more than
 /// two days ago" means "not used for at least a day".
@@ -197,15 +196,16 @@ impl ModId {
 }
 
 mod fd;
-mod golang;
+mod layout;
 mod remove;
 mod scan;
 mod verify;
 
 pub use fd::mounted_noatime;
 use fd::*;
-use golang::*;
-pub use golang::{escape, hash_zip};
+use crate::golang::dirhash::{hash1, hash_zip, sha256_of};
+use crate::golang::module::{escape, is_canonical_version, sort_versions, unescape};
+use layout::*;
 
 // ---------------------------------------------------------------------------------------
 // The kind.
@@ -245,7 +245,7 @@ pub const IN_USE_EVERYTHING: UnixTime = i64::MIN;
 
 fn go_in_use(root: &Path, guard: &[String]) -> Option<InUse> {
     let (started, pid, name) =
-        crate::go_procs::oldest_go_using(root, crate::go_procs::GoCache::Mod, guard)?;
+        crate::golang::procs::oldest_go_using(root, crate::golang::procs::GoCache::Mod, guard)?;
     Some(InUse {
         since: IN_USE_EVERYTHING,
         by: format!(
@@ -267,7 +267,7 @@ impl GoModKind {
             leftovers: Mutex::new(HashMap::new()),
             in_use: go_in_use,
             guard: std::sync::RwLock::new(
-                crate::go_procs::DEFAULT_MOD_GUARD
+                crate::golang::procs::DEFAULT_MOD_GUARD
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),
@@ -551,11 +551,11 @@ impl Kind for GoModKind {
         false // go's version lock and the running-go guard protect a repair
     }
 
-    fn configure(&self, config: &crate::config::CacheConfig) {
-        let secs = i64::try_from(config.limits.min_age.as_secs()).unwrap_or(i64::MAX);
+    fn configure(&self, settings: &KindSettings) {
+        let secs = i64::try_from(settings.min_age.as_secs()).unwrap_or(i64::MAX);
         self.min_age_secs
             .store(secs, std::sync::atomic::Ordering::Relaxed);
-        *self.guard.write().unwrap() = config.guard_processes.clone();
+        *self.guard.write().unwrap() = settings.guard_processes.clone();
     }
 
     fn in_use(&self) -> Option<InUse> {
@@ -566,6 +566,7 @@ impl Kind for GoModKind {
 #[cfg(test)]
 pub mod tests {
     use super::*;
+    use crate::golang::dirhash::go_mod_hash;
     use crate::kinds::Survivors;
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
@@ -1261,13 +1262,10 @@ pub mod tests {
         filetime::set_file_mtime(&temp, t).unwrap();
         let st = nix::sys::stat::stat(&temp).unwrap();
         assert!(!k.stale(&st), "2 h old, min_age 1 day");
-        let text = format!(
-            "[[cache]]\nname = \"m\"\nkind = \"dir\"\npath = \"{}\"\n",
-            dir.path().display()
-        );
-        let mut config = crate::config::first_cache_for_test(&text);
-        config.limits.min_age = Duration::from_secs(3600);
-        k.configure(&config);
+        k.configure(&KindSettings {
+            min_age: Duration::from_secs(3600),
+            guard_processes: vec!["go".into()],
+        });
         assert!(k.stale(&st), "2 h old, min_age reloaded to 1 h");
     }
 

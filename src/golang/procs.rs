@@ -32,7 +32,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::kinds::{InUse, UnixTime};
+use crate::UnixTime;
 
 /// Process names whose running holds a GOCACHE's recently used entries: go itself and
 /// the go/packages tools that open `go list -export` paths after go exits.
@@ -43,7 +43,8 @@ pub const DEFAULT_MOD_GUARD: &[&str] = &["go"];
 
 /// Slack on top of go's one-hour mtime granularity.
 pub const MARGIN_SECS: i64 = 5 * 60;
-const MTIME_INTERVAL_SECS: i64 = 3600;
+/// How often go bumps a used entry's mtime (`cmd/go/internal/cache`, `mtimeInterval`).
+pub const MTIME_INTERVAL_SECS: i64 = 3600;
 
 /// Which of go's caches a process may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,17 +53,6 @@ pub enum GoCache {
     Build,
     /// GOMODCACHE (default `$GOPATH/pkg/mod`).
     Mod,
-}
-
-/// The in-use horizon for the GOCACHE at `root`, if a guarded process may be using it.
-pub fn in_use_since(root: &Path, guard: &[String]) -> Option<InUse> {
-    oldest_go_using(root, GoCache::Build, guard).map(|(started, pid, name)| InUse {
-        since: started - MTIME_INTERVAL_SECS - MARGIN_SECS,
-        by: format!(
-            "{name} (pid {pid}) running since {}",
-            crate::units::local_time(started)
-        ),
-    })
 }
 
 /// The oldest running process named in `guard` that may use the cache at `root`:
@@ -196,6 +186,19 @@ fn may_use(proc_dir: &Path, root_id: Option<(u64, u64)>, cache: GoCache) -> bool
 mod tests {
     use super::*;
 
+    /// Who holds the GOCACHE at `root`, as the go-build kind reports it.
+    struct Holder {
+        started: UnixTime,
+        by: String,
+    }
+
+    fn in_use_since(root: &Path, guard: &[String]) -> Option<Holder> {
+        oldest_go_using(root, GoCache::Build, guard).map(|(started, pid, name)| Holder {
+            started,
+            by: format!("{name} (pid {pid})"),
+        })
+    }
+
     #[test]
     fn start_time_survives_odd_command_names() {
         let stat = "1234 (go (weird) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 2 0 0 20 0 8 0 987654 1000 ";
@@ -262,7 +265,7 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         let found = found.expect("the fake go process is seen");
-        assert!(found.since <= crate::now() - 3600);
+        assert!(found.started <= crate::now());
         assert!(
             found.by.contains(&format!("pid {}", child.id())),
             "{}",

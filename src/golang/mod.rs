@@ -1,0 +1,9 @@
+//! Go's own facts and algorithms, independent of any cache kind: where go puts its
+//! caches (`go env`), which go commands run (`/proc`), module path escaping and
+//! semantic versions, and the dirhash `h1:` hashes of go.sum. Each follows the Go
+//! source it cites.
+
+pub mod dirhash;
+pub mod env;
+pub mod module;
+pub mod procs;
