@@ -14,8 +14,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::UnixTime;
 use crate::report::{EvictionReport, VerifyReport};
+use crate::UnixTime;
 
 /// Size at which the trail is rotated.
 pub const MAX_BYTES: u64 = 16 << 20;

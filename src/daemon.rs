@@ -32,10 +32,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, AuditLog};
-use crate::shared::{record_removals, Control, Running, Shared};
 use crate::cache::Cache;
 use crate::config::{self, CacheConfig, Config, Env, OnProblem};
 use crate::own_files;
+use crate::shared::{record_removals, Control, Running, Shared};
 use crate::units::format_bytes;
 use crate::watch::{self, Change};
 
@@ -396,7 +396,6 @@ async fn verify(cache: &Arc<dyn Cache>, audit: &AuditLog) {
     }
     tracing::info!(cache = %report.cache, checked = report.checked, problems = report.problems.len(), ms = report.duration_ms, "verified");
 }
-
 
 fn next_fire(schedule: Option<&crate::schedule::CronSchedule>) -> Option<Instant> {
     let now = chrono::Local::now();

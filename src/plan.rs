@@ -13,8 +13,8 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::kinds::AGE_ONLY;
-use crate::UnixTime;
 use crate::units::{format_bytes, format_duration};
+use crate::UnixTime;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate<I> {

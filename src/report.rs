@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::CacheConfig;
 use crate::fsutil::DiskSpace;
-use crate::UnixTime;
 use crate::plan::{PlanLimits, Reason};
 use crate::units::{format_bytes, format_duration};
+use crate::UnixTime;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]

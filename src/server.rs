@@ -67,8 +67,8 @@ use tokio_util::sync::CancellationToken;
 pub use connections::{ConnectionLimits, Peer, DRAIN_TIMEOUT, HEAD_TIMEOUT, WRITE_TIMEOUT};
 
 use crate::cache::Cache;
-use crate::shared::Shared;
 use crate::report::EntryOrder;
+use crate::shared::Shared;
 
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_BODY: usize = 64 * 1024;

@@ -30,8 +30,14 @@ fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// `main.rs` name their directory's module.
 fn module_of(src: &Path, file: &Path) -> Vec<String> {
     let rel = file.strip_prefix(src).unwrap().with_extension("");
-    let mut parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-    if matches!(parts.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
         parts.pop();
     }
     parts
@@ -58,7 +64,8 @@ fn imports(module: &[String], code: &str) -> Vec<Vec<String>> {
     let bytes = code.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        let at_word_start = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        let at_word_start =
+            i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
         let rest = &bytes[i..];
         if at_word_start && (rest.starts_with(b"crate::") || rest.starts_with(b"super::")) {
             let (base, consumed) = if rest.starts_with(b"crate::") {
@@ -155,7 +162,11 @@ fn no_two_modules_import_each_other() {
             }
         }
     }
-    assert!(cycles.is_empty(), "modules that import each other:\n{}", cycles.join("\n"));
+    assert!(
+        cycles.is_empty(),
+        "modules that import each other:\n{}",
+        cycles.join("\n")
+    );
 }
 
 #[test]
@@ -169,5 +180,9 @@ fn no_source_file_is_longer_than_a_newcomer_can_read() {
         .filter(|(_, n)| *n > MAX_LINES)
         .map(|(f, n)| format!("{}: {n} lines", f.display()))
         .collect();
-    assert!(long.is_empty(), "files over {MAX_LINES} lines:\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "files over {MAX_LINES} lines:\n{}",
+        long.join("\n")
+    );
 }

@@ -185,4 +185,3 @@ pub fn compare_versions(v: &str, w: &str) -> std::cmp::Ordering {
 pub fn sort_versions(list: &mut [String]) {
     list.sort_by(|a, b| compare_versions(a, b).then_with(|| a.cmp(b)));
 }
-

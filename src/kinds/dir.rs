@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{EntryMeta, Finding, Kind, Removal, Removing, ScanResult, WatchDir};
-use crate::UnixTime;
 use crate::fsutil::{self, Walked};
+use crate::UnixTime;
 
 /// Files younger than this are never evicted: a tool that just wrote a file is likely
 /// to read it again at once.

@@ -1,0 +1,114 @@
+//! Verification sweeps: every entry checked by its kind, problems recorded, and the
+//! proven-broken ones repaired (removed through the kind) when asked.
+use super::*;
+
+impl<K: Kind> CacheOf<K> {
+    pub(super) fn verify_all(&self, repair: bool, now: UnixTime) -> VerifyReport {
+        let _work = self.work.lock().unwrap();
+        let config = self.cfg();
+        let started = Instant::now();
+        let ids: Vec<(K::Id, UnixTime)> = {
+            let index = self.index.lock().unwrap();
+            index
+                .iter()
+                .map(|(id, m)| (id.clone(), m.last_use))
+                .collect()
+        };
+        self.start_progress(ids.len());
+        let findings = parallel::map_with(parallel::IO_THREADS, &ids, |(id, _)| {
+            let found = self.kind.verify(id);
+            self.progress.0.fetch_add(1, Ordering::Relaxed);
+            found
+        });
+        let young_after = now.saturating_sub(secs(config.limits.min_age));
+        let waits_for_min_age = self.kind.repair_waits_for_min_age();
+        let mut problems = Vec::new();
+        // Removals run without the index lock (as eviction's do): watch events and
+        // listings go on meanwhile; the repaired entries leave the index afterwards.
+        let mut repaired = Vec::new();
+        for ((id, last_use), found) in ids.iter().zip(findings) {
+            if found.is_empty() {
+                continue;
+            }
+            // Why a broken entry stays (see README, "Repair"), or `None`: repaired.
+            let unrepaired: Option<Unrepaired> = if !repair {
+                Some(Unrepaired::new(
+                    "not-requested",
+                    "repair was not asked for (verify --repair, or on_problem = \"repair\")",
+                ))
+            } else if self.pinned(&config, id) {
+                Some(Unrepaired::new("pinned", "pinned by keep"))
+            } else if waits_for_min_age && *last_use > young_after {
+                Some(Unrepaired::new(
+                    "within-min-age",
+                    format!(
+                        "used {} ago, within min_age {}",
+                        age(Some(now - last_use)),
+                        crate::units::format_duration(config.limits.min_age)
+                    ),
+                ))
+            } else if let Some(in_use) = self.kind.in_use() {
+                // Checked per entry, just before its removal: a go command that starts
+                // during the sweep is seen.
+                Some(Unrepaired::new(
+                    "go-running",
+                    format!("a go command is running: {}", in_use.by),
+                ))
+            } else {
+                let used_before = if waits_for_min_age {
+                    young_after
+                } else {
+                    UnixTime::MAX
+                };
+                match self.kind.remove(id, used_before, Removing::Repair(&found)) {
+                    Removal::Removed { .. } | Removal::Gone => {
+                        repaired.push(id);
+                        None
+                    }
+                    Removal::Skipped(why) => Some(Unrepaired::new("skipped", why)),
+                    Removal::LockBusy(why) => Some(Unrepaired::new("lock-busy", why)),
+                    Removal::InUse(why) => Some(Unrepaired::new("go-running", why)),
+                    Removal::Failed(why) => {
+                        self.record_error(
+                            format!("repair of {}: {why}", self.kind.path_of(id)),
+                            now,
+                        );
+                        Some(Unrepaired::new("removal-failed", why))
+                    }
+                }
+            };
+            for f in found {
+                let mut p = self.problem_view(&config, id, f.problem, f.detail);
+                p.repaired = unrepaired.is_none();
+                p.unrepaired = unrepaired.clone();
+                problems.push(p);
+            }
+        }
+        if !repaired.is_empty() {
+            let mut index = self.index_mut();
+            for id in repaired {
+                index.remove(id);
+            }
+        }
+        let report = VerifyReport {
+            cache: config.name.clone(),
+            at: now,
+            checked: ids.len() as u64,
+            duration_ms: started.elapsed().as_millis() as u64,
+            problems,
+        };
+        let mut history = self.history.lock().unwrap();
+        history.last_verify = Some(now);
+        history.last_verify_duration_ms = Some(report.duration_ms);
+        history.problems_found_total += report.problems.len() as u64;
+        history.open_problems = report
+            .problems
+            .iter()
+            .filter(|p| !p.repaired)
+            .cloned()
+            .collect();
+        drop(history);
+        parallel::release_freed_memory(); // the sweep listed every entry
+        report
+    }
+}
