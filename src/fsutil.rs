@@ -66,7 +66,8 @@ pub fn disk_space(path: &Path) -> io::Result<DiskSpace> {
     })
 }
 
-const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+/// How every directory below a root is opened: read-only, never through a symlink.
+pub const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_DIRECTORY)
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
@@ -156,6 +157,22 @@ pub fn open_dir_beneath(root: &Path, rel: &Path) -> io::Result<OwnedFd> {
 pub fn open_file_beneath(root: &Path, rel: &Path) -> io::Result<std::fs::File> {
     let root_fd = open_root(root)?;
     open_file_at(&root_fd, rel)
+}
+
+/// `openat` of one name in `dir` with `O_NOFOLLOW | O_CLOEXEC`, and `O_NOATIME` where
+/// the kernel allows it (`EPERM` unless we own the file or are privileged): our reads
+/// must not make entries look used.
+pub fn openat_noatime<P: ?Sized + nix::NixPath>(
+    dir: impl AsFd,
+    name: &P,
+    flags: OFlag,
+) -> io::Result<OwnedFd> {
+    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match nix::fcntl::openat(&dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
+        Err(Errno::EPERM) => nix::fcntl::openat(&dir, name, flags, Mode::empty()),
+        other => other,
+    }
+    .map_err(io::Error::from)
 }
 
 /// [`open_file_beneath`] relative to an open directory.

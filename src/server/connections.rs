@@ -157,19 +157,7 @@ pub async fn serve(
     tracing::debug!(?limits, "serving the socket");
     let slots = Arc::new(Slots::new(limits, own_uid));
     let mut connections = JoinSet::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // EMFILE and the like: connections in flight will free descriptors.
-                    tracing::warn!("accepting a socket connection failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, _)) = next_connection(&shutdown, "socket", || listener.accept()).await {
         while connections.try_join_next().is_some() {}
         let peer = match stream.peer_cred() {
             Ok(cred) => Peer { uid: cred.uid() },
@@ -216,18 +204,8 @@ pub const METRICS_CONNECTIONS: usize = 16;
 pub async fn serve_tcp(listener: TcpListener, router: Router, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
     let mut connections = JoinSet::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!("accepting a metrics connection failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, _)) = next_connection(&shutdown, "metrics", || listener.accept()).await
+    {
         while connections.try_join_next().is_some() {}
         let (slots, router) = (slots.clone(), router.clone());
         connections.spawn(async move {
@@ -238,6 +216,31 @@ pub async fn serve_tcp(listener: TcpListener, router: Router, shutdown: Cancella
         });
     }
     connections.abort_all();
+}
+
+/// The next accepted connection, or `None` once `shutdown` fires. A failed accept
+/// (`EMFILE` and the like) is logged and retried after a pause: connections in flight
+/// will free descriptors.
+async fn next_connection<C, F>(
+    shutdown: &CancellationToken,
+    what: &str,
+    mut accept: impl FnMut() -> F,
+) -> Option<C>
+where
+    F: std::future::Future<Output = std::io::Result<C>>,
+{
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = accept() => match accepted {
+                Ok(conn) => return Some(conn),
+                Err(e) => {
+                    tracing::warn!("accepting a {what} connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+        }
+    }
 }
 
 /// One HTTP/1.1 request on `stream`; a Unix socket's peer goes into its extensions.

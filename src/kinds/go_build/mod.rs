@@ -64,7 +64,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
-use nix::sys::stat::{FileStat, Mode};
+use nix::sys::stat::FileStat;
 use sha2::{Digest, Sha256};
 
 use super::{

@@ -23,17 +23,7 @@ pub(super) fn read_action(dir: &OwnedFd, action: &GoId) -> io::Result<ActionFile
     let name = std::ffi::CStr::from_bytes_with_nul(&name).expect("one NUL, at the end");
     // O_NONBLOCK: a FIFO or device swapped in reads as nothing (a malformed action)
     // instead of blocking; a regular file reads the same either way.
-    let flags = OFlag::O_RDONLY
-        | OFlag::O_NOFOLLOW
-        | OFlag::O_CLOEXEC
-        | OFlag::O_NOATIME
-        | OFlag::O_NONBLOCK;
-    let fd = match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
-        Err(nix::errno::Errno::EPERM) => {
-            nix::fcntl::openat(dir, name, flags - OFlag::O_NOATIME, Mode::empty())?
-        }
-        other => other?,
-    };
+    let fd = fsutil::openat_noatime(dir, name, OFlag::O_RDONLY | OFlag::O_NONBLOCK)?;
     let mut file = ActionFile {
         buf: [0; ACTION_LEN + 1],
         len: 0,

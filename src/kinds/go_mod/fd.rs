@@ -6,48 +6,19 @@ use super::*;
 // ---------------------------------------------------------------------------------------
 // Directory-fd helpers: nothing below the root is resolved as a path string.
 
-pub(super) const DIR_FLAGS: OFlag = OFlag::O_RDONLY
-    .union(OFlag::O_DIRECTORY)
-    .union(OFlag::O_NOFOLLOW)
-    .union(OFlag::O_CLOEXEC);
+pub(super) use fsutil::DIR_FLAGS;
 
-/// Opens the directory `rel` below `root` without following any symlink or leaving
-/// the root: one `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` where the kernel has it
-/// (Linux ≥ 5.6: a verify sweep opens a few directories per entry, and walking them
-/// component by component cost more syscalls than the hashing), else
-/// [`fsutil::open_dir_beneath`]'s component-by-component walk.
-pub(super) fn open_dir_below(root: &Path, rel: &Path) -> io::Result<OwnedFd> {
-    use nix::fcntl::{OpenHow, ResolveFlag};
-    let root_fd = nix::fcntl::open(root, DIR_FLAGS, Mode::empty())?;
-    if rel.as_os_str().is_empty() {
-        return Ok(root_fd);
-    }
-    let how = OpenHow::new().flags(DIR_FLAGS).resolve(
-        ResolveFlag::RESOLVE_BENEATH
-            | ResolveFlag::RESOLVE_NO_SYMLINKS
-            | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-    );
-    match nix::fcntl::openat2(&root_fd, rel, how) {
-        Ok(fd) => Ok(fd),
-        Err(Errno::ENOSYS | Errno::EPERM) => fsutil::open_dir_beneath(root, rel),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// `openat` with `O_NOFOLLOW | O_CLOEXEC`, and `O_NOATIME` where the kernel allows it
-/// (it needs ownership): our reads must not look like uses. A file (not `O_DIRECTORY`)
+/// [`fsutil::openat_noatime`]: our reads must not look like uses. A file (not `O_DIRECTORY`)
 /// is opened `O_NONBLOCK` and must be a regular file: a FIFO or device planted in a
 /// module's tree is an `InvalidInput` error, never a reader blocked for ever.
 pub(super) fn open_noatime(dir: impl AsFd, name: &OsStr, flags: OFlag) -> io::Result<OwnedFd> {
     let file = !flags.contains(OFlag::O_DIRECTORY);
-    let mut flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    if file {
-        flags |= OFlag::O_NONBLOCK;
-    }
-    let fd = match nix::fcntl::openat(dir.as_fd(), name, flags | OFlag::O_NOATIME, Mode::empty()) {
-        Err(Errno::EPERM) => nix::fcntl::openat(dir, name, flags, Mode::empty())?,
-        other => other?,
+    let flags = if file {
+        flags | OFlag::O_NONBLOCK
+    } else {
+        flags
     };
+    let fd = fsutil::openat_noatime(dir, name, flags)?;
     if file {
         let st = nix::sys::stat::fstat(&fd)?;
         if !fsutil::is_file_type(&st, libc::S_IFREG) {
@@ -91,7 +62,7 @@ pub(super) fn read_small(dir: impl AsFd, name: &OsStr) -> io::Result<Vec<u8>> {
 /// Opens the directory `rel` below `root`, creating missing components (mode 0777 less
 /// the umask, as go's `os.MkdirAll`), never following a symlink.
 pub(super) fn open_or_create_dir_beneath(root: &Path, rel: &Path) -> io::Result<OwnedFd> {
-    let mut fd = nix::fcntl::open(root, DIR_FLAGS, Mode::empty())?;
+    let mut fd = fsutil::open_root(root)?;
     for comp in rel.components() {
         let Component::Normal(name) = comp else {
             return Err(io::Error::new(

@@ -17,7 +17,7 @@ pub enum TreeHashError {
 /// named `prefix/rel/path` with `/` separators. Walks with `openat(O_NOFOLLOW)` and reads
 /// with `O_NOATIME`.
 pub fn hash_dir(root: &Path, rel: &Path, prefix: &str) -> Result<String, TreeHashError> {
-    let fd = open_dir_below(root, rel).map_err(TreeHashError::Io)?;
+    let fd = fsutil::open_dir_beneath(root, rel).map_err(TreeHashError::Io)?;
     let mut dir = Dir::from_fd(fd).map_err(|e| TreeHashError::Io(e.into()))?;
     let mut files = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];

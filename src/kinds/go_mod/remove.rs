@@ -22,7 +22,7 @@ impl GoModKind {
     /// Removes the tree and its temp dirs (the `.partial` marker must be in place).
     pub(super) fn remove_tree(&self, key: &str, parts: &Parts) -> io::Result<()> {
         let (parent_rel, name) = tree_location(key);
-        let parent = match open_dir_below(&self.root, parent_rel) {
+        let parent = match fsutil::open_dir_beneath(&self.root, parent_rel) {
             Ok(p) => p,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
@@ -108,11 +108,8 @@ impl GoModKind {
         if ex.role(id.role).is_none() {
             return Removal::Gone;
         }
-        if ex.last_use > used_before {
-            return Removal::Skipped(format!(
-                "used since the plan was made (last use {})",
-                ex.last_use
-            ));
+        if let Some(stay) = used_since_planned(ex.last_use, used_before) {
+            return stay;
         }
 
         // What goes.
@@ -197,7 +194,7 @@ impl GoModKind {
                 freed += ex.tree.map_or(0, |s| s.disk);
             } else if repair && id.role == Role::Tree && has("stale-temp") {
                 let (parent_rel, _) = tree_location(&id.key);
-                let parent = open_dir_below(&self.root, parent_rel)?;
+                let parent = fsutil::open_dir_beneath(&self.root, parent_rel)?;
                 for tmp in &parts.tmp_dirs {
                     fsutil::remove_tree_at(&parent, tmp)?;
                 }
@@ -239,20 +236,25 @@ impl GoModKind {
         }
     }
 
+    /// Why a whole-directory entry planned for removal stays after all: used since the
+    /// plan was made, or a go command running that may read it.
+    fn must_stay(&self, last_use: UnixTime, used_before: UnixTime) -> Option<Removal> {
+        used_since_planned(last_use, used_before).or_else(|| {
+            let by = self.go_running()?;
+            Some(Removal::InUse(format!(
+                "{by} may use it; deferred until it exits"
+            )))
+        })
+    }
+
     pub(super) fn remove_sumdb(&self, used_before: UnixTime) -> Removal {
         let Some(meta) = self.stat_sumdb() else {
             return Removal::Gone;
         };
-        if meta.last_use > used_before {
-            return Removal::Skipped(format!(
-                "used since the plan was made (last use {})",
-                meta.last_use
-            ));
+        if let Some(stay) = self.must_stay(meta.last_use, used_before) {
+            return stay;
         }
-        if let Some(by) = self.go_running() {
-            return Removal::InUse(format!("{by} may read it; deferred until it exits"));
-        }
-        let removed = open_dir_below(&self.root, Path::new("cache/download"))
+        let removed = fsutil::open_dir_beneath(&self.root, Path::new("cache/download"))
             .and_then(|d| fsutil::remove_tree_at(&d, OsStr::new("sumdb")));
         match removed {
             Ok(_) => Removal::Removed {
@@ -271,7 +273,7 @@ impl GoModKind {
         let Some(meta) = self.stat_vcs(hash) else {
             return Removal::Gone;
         };
-        let vcs = match open_dir_below(&self.root, Path::new("cache/vcs")) {
+        let vcs = match fsutil::open_dir_beneath(&self.root, Path::new("cache/vcs")) {
             Ok(d) => d,
             Err(e) => return Removal::Skipped(format!("cache/vcs: {e}")),
         };
@@ -292,14 +294,8 @@ impl GoModKind {
             }
             Err((_, e)) => return Removal::Skipped(format!("locking cache/vcs/{lock_name}: {e}")),
         };
-        if meta.last_use > used_before {
-            return Removal::Skipped(format!(
-                "used since the plan was made (last use {})",
-                meta.last_use
-            ));
-        }
-        if let Some(by) = self.go_running() {
-            return Removal::InUse(format!("{by} may use it; deferred until it exits"));
+        if let Some(stay) = self.must_stay(meta.last_use, used_before) {
+            return stay;
         }
         let removed = unlink_at(&vcs, OsStr::new(&format!("{hash}.info")))
             .and_then(|_| fsutil::remove_tree_at(&vcs, OsStr::new(hash)));
@@ -310,4 +306,13 @@ impl GoModKind {
             Err(e) => Removal::Failed(format!("removing cache/vcs/{hash}: {e}")),
         }
     }
+}
+
+/// The entry was used after the plan that chose it was made: it stays, retried later.
+fn used_since_planned(last_use: UnixTime, used_before: UnixTime) -> Option<Removal> {
+    (last_use > used_before).then(|| {
+        Removal::Skipped(format!(
+            "used since the plan was made (last use {last_use})"
+        ))
+    })
 }

@@ -17,7 +17,7 @@ impl GoModKind {
         let missing =
             |e: &io::Error| matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR));
         let (parent, name) = tree_location(key);
-        match open_dir_below(&self.root, parent) {
+        match fsutil::open_dir_beneath(&self.root, parent) {
             Ok(dir) => {
                 let is_dir = |n: &OsStr| match stat_at(&dir, n) {
                     Ok(st) => Ok(fsutil::is_file_type(&st, libc::S_IFDIR)),
@@ -34,7 +34,7 @@ impl GoModKind {
             Err(e) if missing(&e) => {}
             Err(e) => return Err(e),
         }
-        match open_dir_below(&self.root, &vdir_rel(module)) {
+        match fsutil::open_dir_beneath(&self.root, &vdir_rel(module)) {
             Ok(vdir) => {
                 let fixed = [
                     ("info", VFile::Info),
@@ -69,7 +69,7 @@ impl GoModKind {
         };
         let (parent, name) = tree_location(key);
         let tmp_prefix = format!("{name}.tmp-");
-        match open_dir_below(&self.root, parent) {
+        match fsutil::open_dir_beneath(&self.root, parent) {
             Ok(fd) => {
                 let mut dir = Dir::from_fd(fd)?;
                 for (child, ty) in list(&mut dir)? {
@@ -94,7 +94,7 @@ impl GoModKind {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {}
             Err(e) => return Err(e),
         }
-        match open_dir_below(&self.root, &vdir_rel(module)) {
+        match fsutil::open_dir_beneath(&self.root, &vdir_rel(module)) {
             Ok(fd) => {
                 let mut dir = Dir::from_fd(fd)?;
                 for (child, _) in list(&mut dir)? {
@@ -124,7 +124,7 @@ impl GoModKind {
         let mut fallback = i64::MIN;
         let (parent_rel, name) = tree_location(key);
         if parts.tree || !parts.tmp_dirs.is_empty() {
-            match open_dir_below(&self.root, parent_rel) {
+            match fsutil::open_dir_beneath(&self.root, parent_rel) {
                 Ok(parent) => {
                     let mut sizes = Sizes::default();
                     let mut any = false;
@@ -162,7 +162,7 @@ impl GoModKind {
         }
         if !parts.files.is_empty() {
             let rel = vdir_rel(module);
-            match open_dir_below(&self.root, &rel) {
+            match fsutil::open_dir_beneath(&self.root, &rel) {
                 Ok(vdir) => {
                     for (file, kind) in &parts.files {
                         let st = match stat_at(&vdir, file) {
@@ -396,7 +396,7 @@ impl GoModKind {
     }
 
     pub(super) fn stat_sumdb(&self) -> Option<EntryMeta> {
-        let download = open_dir_below(&self.root, Path::new("cache/download")).ok()?;
+        let download = fsutil::open_dir_beneath(&self.root, Path::new("cache/download")).ok()?;
         let t = stat_tree_at(&download, OsStr::new("sumdb")).ok()?;
         Some(EntryMeta {
             disk_bytes: t.disk,
@@ -411,7 +411,7 @@ impl GoModKind {
     }
 
     pub(super) fn stat_vcs(&self, hash: &str) -> Option<EntryMeta> {
-        let vcs = open_dir_below(&self.root, Path::new("cache/vcs")).ok()?;
+        let vcs = fsutil::open_dir_beneath(&self.root, Path::new("cache/vcs")).ok()?;
         let mut meta = EntryMeta {
             disk_bytes: 0,
             apparent_bytes: 0,
@@ -451,7 +451,7 @@ impl GoModKind {
         let vdir = if create {
             open_or_create_dir_beneath(&self.root, &rel)
         } else {
-            open_dir_below(&self.root, &rel)
+            fsutil::open_dir_beneath(&self.root, &rel)
         };
         let vdir = match vdir {
             Ok(fd) => fd,

@@ -354,7 +354,7 @@ fn scan_finds_every_part_of_every_version() {
     // Only the download files, no tree (tier-0 evicted).
     let e = put(root, "example.com/zonly", "v1.0.0", 5, old);
     fsutil::remove_tree_at(
-        open_dir_below(root, Path::new("example.com")).unwrap(),
+        fsutil::open_dir_beneath(root, Path::new("example.com")).unwrap(),
         OsStr::new("zonly@v1.0.0"),
     )
     .unwrap();

@@ -38,7 +38,7 @@ impl GoModKind {
         };
         let real = unescape(&id.key).unwrap_or_else(|| id.key.to_string());
         let rel = vdir_rel(module);
-        let vdir = open_dir_below(&self.root, &rel).ok();
+        let vdir = fsutil::open_dir_beneath(&self.root, &rel).ok();
         let stale_files = |kinds: &[VFile], found: &mut Vec<Finding>| {
             let Some(vdir) = &vdir else { return };
             for name in parts.names(kinds) {
@@ -58,7 +58,7 @@ impl GoModKind {
             Role::Tree => {
                 let (parent_rel, name) = tree_location(&id.key);
                 if !parts.tmp_dirs.is_empty() {
-                    if let Ok(parent) = open_dir_below(&self.root, parent_rel) {
+                    if let Ok(parent) = fsutil::open_dir_beneath(&self.root, parent_rel) {
                         for tmp in &parts.tmp_dirs {
                             if stat_at(&parent, tmp).is_ok_and(|st| self.stale(&st)) {
                                 found.push(Finding {
@@ -102,7 +102,7 @@ impl GoModKind {
                         return found;
                     }
                 };
-                let fingerprint = open_dir_below(&self.root, parent_rel)
+                let fingerprint = fsutil::open_dir_beneath(&self.root, parent_rel)
                     .and_then(|p| stat_tree_at(&p, OsStr::new(name)));
                 let fingerprint = match fingerprint {
                     Ok(t) => (t.changed_ns, t.apparent, t.files, ziphash.clone()),
