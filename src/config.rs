@@ -20,6 +20,7 @@ use toml::Spanned;
 use crate::kinds::KindName;
 use crate::schedule::CronSchedule;
 use crate::units::{self, SizeLimit};
+use crate::users::{self, Owner, UsersSpec};
 
 /// The config used when no file is given or found: the user's Go caches, found with
 /// `go env`, with limits fit for a developer workstation.
@@ -77,6 +78,11 @@ pub struct Config {
     pub source: ConfigSource,
     pub daemon: DaemonConfig,
     pub caches: Vec<CacheConfig>,
+    /// Tables with group limits.
+    pub groups: Vec<GroupConfig>,
+    /// Some table finds its caches per user or by a glob: the daemon re-reads the
+    /// config now and then to pick up new users and caches.
+    pub discovers: bool,
     /// Things the operator should know about this config that are not errors, e.g. a
     /// discovered cache whose kind this build cannot manage. Shown in `status`.
     pub notes: Vec<String>,
@@ -115,6 +121,22 @@ pub struct CacheConfig {
     /// The directory does not exist yet: `path` is as configured (not canonical), and
     /// the daemon reloads the config once it appears.
     pub waiting: bool,
+    /// The `name` of the table it comes from (a table with `users` or a glob path
+    /// yields `<table>@<user>` caches).
+    pub table: String,
+    /// Whose cache it is, for a cache a table found per user: its removals run with the
+    /// owner's file-system credentials.
+    pub owner: Option<Owner>,
+}
+
+/// Limits on all the caches of one table together: under shared pressure the least
+/// recently used entries of all of them go first (`group.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    /// The table's name.
+    pub name: String,
+    pub max_size: Option<SizeLimit>,
+    pub min_free: Option<SizeLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -177,6 +199,11 @@ struct RawCache {
     guard_processes: Option<Spanned<Vec<String>>>,
     #[serde(default = "default_true")]
     tiered_eviction: bool,
+    /// One cache per user (`users.rs`).
+    users: Option<Spanned<UsersSpec>>,
+    /// Limits on all the caches of this table together (`group.rs`).
+    group_max_size: Option<SizeLimit>,
+    group_min_free: Option<SizeLimit>,
 }
 
 fn default_true() -> bool {
@@ -403,8 +430,11 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
     let mut caches: Vec<CacheConfig> = Vec::new();
     let homes = crate::roots::homes(env.home.as_deref());
     let mut names = HashSet::new();
+    let mut groups = Vec::new();
+    let mut discovers = false;
     for raw in raw.cache {
-        let name = raw.name.get_ref().clone();
+        let table = raw.name.get_ref().clone();
+        let name = table.clone();
         let valid_name = !name.is_empty()
             && name
                 .chars()
@@ -424,60 +454,102 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
             ));
         }
         let path_span = Some(raw.path.span());
-        let (path, waiting) = match resolve_cache_path(raw.kind, raw.path.get_ref()) {
-            Ok(Resolved::Found(p)) => (p, false),
-            Ok(Resolved::Waiting(p)) => {
-                notes.push(format!(
+        let targets = match &raw.users {
+            Some(users) => {
+                let owners = users::resolve(users.get_ref())
+                    .map_err(|m| err_at(Some(users.span()), Some("users"), m))?;
+                let mut targets = Vec::new();
+                for owner in owners {
+                    let path = users::path_for(raw.kind, raw.path.get_ref(), &owner)
+                        .map_err(|m| err_at(path_span.clone(), Some("path"), m))?;
+                    targets.push((format!("{table}@{}", owner.name), path, Some(owner)));
+                }
+                targets
+            }
+            None if users::is_glob(raw.path.get_ref()) => users::glob_caches(raw.path.get_ref())
+                .map_err(|m| err_at(path_span.clone(), Some("path"), m))?
+                .into_iter()
+                .map(|(path, owner)| (format!("{table}@{}", owner.name), path, Some(owner)))
+                .collect(),
+            None => vec![(name, raw.path.get_ref().clone(), None)],
+        };
+        let per_user = raw.users.is_some() || users::is_glob(raw.path.get_ref());
+        discovers |= per_user;
+        if raw.group_max_size.is_some() || raw.group_min_free.is_some() {
+            groups.push(GroupConfig {
+                name: table.clone(),
+                max_size: raw.group_max_size,
+                min_free: raw.group_min_free,
+            });
+        }
+        let mut not_yet = 0;
+        for (name, configured_path, owner) in targets {
+            let (path, waiting) = match resolve_cache_path(raw.kind, &configured_path) {
+                Ok(Resolved::Found(p)) => (p, false),
+                Ok(Resolved::Waiting(p)) if per_user => {
+                    not_yet += 1;
+                    (p, true)
+                }
+                Ok(Resolved::Waiting(p)) => {
+                    notes.push(format!(
                     "cache {name:?}: waiting for {} (it does not exist yet; managed once it appears)",
                     p.display()
                 ));
-                (p, true)
-            }
-            Ok(Resolved::Nowhere) => {
+                    (p, true)
+                }
+                Ok(Resolved::Nowhere) => {
+                    notes.push(format!(
+                        "cache {name:?}: no {} cache found; skipped",
+                        raw.kind
+                    ));
+                    continue;
+                }
+                Err(message) => return Err(err_at(path_span, Some("path"), message)),
+            };
+            if let Some(uid) = owner.as_ref().and_then(|o| users::foreign_root(&path, o)) {
                 notes.push(format!(
-                    "cache {name:?}: no {} cache found; skipped",
-                    raw.kind
+                    "cache {name:?}: {} belongs to uid {uid}, not to {}; not managed",
+                    path.display(),
+                    owner.as_ref().map_or("", |o| o.name.as_str())
                 ));
                 continue;
             }
-            Err(message) => return Err(err_at(path_span, Some("path"), message)),
-        };
-        let configured = match raw.path.get_ref() {
-            p if p == Path::new("auto") => path.as_path(),
-            p => p.as_path(),
-        };
-        let refused = crate::roots::refuse(configured, &path, &homes).map_or(Ok(()), Err);
-        let checked = match waiting {
-            true => refused,
-            false => refused.and_then(|()| raw.kind.check_root(&path)),
-        };
-        if let Err(message) = checked {
-            return Err(err_at(path_span, Some("path"), message));
-        }
-        if let Some(other) = caches
-            .iter()
-            .find(|c| c.path.starts_with(&path) || path.starts_with(&c.path))
-        {
-            return Err(err_at(
-                path_span,
-                Some("path"),
-                format!(
-                    "{} overlaps cache {:?} at {}",
-                    path.display(),
-                    other.name,
-                    other.path.display()
-                ),
-            ));
-        }
+            let configured = match configured_path.as_path() {
+                p if p == Path::new("auto") || per_user => path.as_path(),
+                p => p,
+            };
+            let refused = crate::roots::refuse(configured, &path, &homes).map_or(Ok(()), Err);
+            let checked = match waiting {
+                true => refused,
+                false => refused.and_then(|()| raw.kind.check_root(&path)),
+            };
+            if let Err(message) = checked {
+                return Err(err_at(path_span, Some("path"), message));
+            }
+            if let Some(other) = caches
+                .iter()
+                .find(|c| c.path.starts_with(&path) || path.starts_with(&c.path))
+            {
+                return Err(err_at(
+                    path_span,
+                    Some("path"),
+                    format!(
+                        "{} overlaps cache {:?} at {}",
+                        path.display(),
+                        other.name,
+                        other.path.display()
+                    ),
+                ));
+            }
 
-        let floor = raw.kind.min_age_floor();
-        let min_age = match &raw.min_age {
-            None => raw.kind.default_min_age(),
-            Some(text) => {
-                let d = units::parse_duration(text.get_ref())
-                    .map_err(|m| err_at(Some(text.span()), Some("min_age"), m))?;
-                if d < floor && !raw.unsafe_allow_short_min_age {
-                    return Err(err_at(
+            let floor = raw.kind.min_age_floor();
+            let min_age = match &raw.min_age {
+                None => raw.kind.default_min_age(),
+                Some(text) => {
+                    let d = units::parse_duration(text.get_ref())
+                        .map_err(|m| err_at(Some(text.span()), Some("min_age"), m))?;
+                    if d < floor && !raw.unsafe_allow_short_min_age {
+                        return Err(err_at(
                         Some(text.span()),
                         Some("min_age"),
                         format!(
@@ -487,29 +559,29 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                             raw.kind
                         ),
                     ));
+                    }
+                    d
                 }
-                d
-            }
-        };
-        if let Some(max_age) = raw.max_age {
-            if max_age < min_age {
-                return Err(err_at(
-                    path_span,
-                    Some("max_age"),
-                    format!(
+            };
+            if let Some(max_age) = raw.max_age {
+                if max_age < min_age {
+                    return Err(err_at(
+                        path_span,
+                        Some("max_age"),
+                        format!(
                         "max_age ({}) is shorter than min_age ({}): entries could never be both",
                         units::format_duration(max_age),
                         units::format_duration(min_age)
                     ),
-                ));
+                    ));
+                }
             }
-        }
-        let default_guard: &[&str] = match raw.kind {
-            KindName::GoBuild => crate::golang::procs::DEFAULT_BUILD_GUARD,
-            KindName::GoMod => crate::golang::procs::DEFAULT_MOD_GUARD,
-            KindName::Dir => &[],
-        };
-        let guard_processes = match &raw.guard_processes {
+            let default_guard: &[&str] = match raw.kind {
+                KindName::GoBuild => crate::golang::procs::DEFAULT_BUILD_GUARD,
+                KindName::GoMod => crate::golang::procs::DEFAULT_MOD_GUARD,
+                KindName::Dir => &[],
+            };
+            let guard_processes = match &raw.guard_processes {
             None => default_guard.iter().map(|s| s.to_string()).collect(),
             Some(_) if raw.kind == KindName::Dir => {
                 return Err(err_at(
@@ -533,41 +605,52 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                 names.get_ref().clone()
             }
         };
-        let mut keep = Vec::new();
-        for pattern in &raw.keep {
-            keep.push(glob::Pattern::new(pattern.get_ref()).map_err(|e| {
-                err_at(
-                    Some(pattern.span()),
-                    Some("keep"),
-                    format!("invalid pattern {:?}: {e}", pattern.get_ref()),
-                )
-            })?);
+            let mut keep = Vec::new();
+            for pattern in &raw.keep {
+                keep.push(glob::Pattern::new(pattern.get_ref()).map_err(|e| {
+                    err_at(
+                        Some(pattern.span()),
+                        Some("keep"),
+                        format!("invalid pattern {:?}: {e}", pattern.get_ref()),
+                    )
+                })?);
+            }
+            caches.push(CacheConfig {
+                name,
+                kind: raw.kind,
+                path,
+                limits: Limits {
+                    max_size: raw.max_size,
+                    max_age: raw.max_age,
+                    min_free: raw.min_free,
+                    min_age,
+                },
+                keep,
+                schedule: raw
+                    .schedule
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_SCHEDULE.parse().expect("default schedule parses")),
+                verify_schedule: raw.verify_schedule.clone(),
+                on_problem: raw.on_problem,
+                tiered_eviction: raw.tiered_eviction,
+                guard_processes,
+                waiting,
+                table: table.clone(),
+                owner,
+            });
         }
-        caches.push(CacheConfig {
-            name,
-            kind: raw.kind,
-            path,
-            limits: Limits {
-                max_size: raw.max_size,
-                max_age: raw.max_age,
-                min_free: raw.min_free,
-                min_age,
-            },
-            keep,
-            schedule: raw
-                .schedule
-                .unwrap_or_else(|| DEFAULT_SCHEDULE.parse().expect("default schedule parses")),
-            verify_schedule: raw.verify_schedule,
-            on_problem: raw.on_problem,
-            tiered_eviction: raw.tiered_eviction,
-            guard_processes,
-            waiting,
-        });
+        if not_yet > 0 {
+            notes.push(format!(
+                "cache table {table:?}: {not_yet} caches do not exist yet; each is managed once it appears"
+            ));
+        }
     }
     Ok(Config {
         source,
         daemon,
         caches,
+        groups,
+        discovers,
         notes,
     })
 }

@@ -119,11 +119,19 @@ pub async fn run(
     let mut next_watchdog = Instant::now();
     let mut ready = false;
     let mut next_waiting_check = Instant::now() + WAITING_POLL;
+    // Started once a config has group limits, so a daemon without them never wakes
+    // for them.
+    let groups_stop = CancellationToken::new();
+    let mut groups_started = false;
     let all_scanned = futures_util::future::join_all(first_scans);
     tokio::pin!(all_scanned);
     tokio::pin!(shutdown);
 
     loop {
+        if !groups_started && !shared.running.read().unwrap().config.groups.is_empty() {
+            groups_started = true;
+            tokio::spawn(enforce_groups(shared.clone(), groups_stop.clone()));
+        }
         tokio::select! {
             _ = &mut shutdown => break,
             _ = &mut all_scanned, if !ready => {
@@ -144,11 +152,12 @@ pub async fn run(
             Some(Control::Reload(reply)) = control_rx.recv() => {
                 let _ = reply.send(reload(&options, &shared, &mut supervisors));
             }
-            _ = tokio::time::sleep_until(next_waiting_check), if !shared.waiting().is_empty() => {
+            _ = tokio::time::sleep_until(next_waiting_check), if !shared.waiting().is_empty() || shared.discovers() => {
                 next_waiting_check = Instant::now() + WAITING_POLL;
-                // A cache that did not exist (go had not run yet) may now: reload, as
-                // SIGHUP does, which also asks `go env` again.
-                if shared.waiting().iter().any(|c| c.path.exists()) {
+                // A cache that did not exist (go had not run yet) may now, and a table
+                // that finds caches per user may find new users: reload, as SIGHUP
+                // does, which also asks `go env` again.
+                if shared.waiting().iter().any(|c| c.path.exists()) || discovered_new_caches(&options, &shared) {
                     tracing::info!("a cache the config names has appeared: reloading");
                     if let Err(e) = reload(&options, &shared, &mut supervisors) {
                         tracing::error!("{e}");
@@ -169,6 +178,7 @@ pub async fn run(
         supervisor.stop.cancel();
     }
     server_stop.cancel();
+    groups_stop.cancel();
     let _ = server.await;
     for (_, supervisor) in supervisors {
         let _ = tokio::time::timeout(crate::server::DRAIN_TIMEOUT, supervisor.task).await;
@@ -351,6 +361,72 @@ async fn save_snapshot(cache: &Arc<dyn Cache>, snapshot: Option<&Path>) {
             format!("cannot save the snapshot {}: {e}", shown.display()),
             crate::now(),
         );
+    }
+}
+
+/// Whether the config, read again, names caches the running one does not (a new user,
+/// a new directory matching a glob).
+fn discovered_new_caches(options: &Options, shared: &Shared) -> bool {
+    let Ok(fresh) = config::load(options.config_file.as_deref(), &options.env) else {
+        return false;
+    };
+    let running = shared.running.read().unwrap();
+    fresh
+        .caches
+        .iter()
+        .any(|c| !running.config.caches.iter().any(|r| r.name == c.name))
+}
+
+/// How often group limits (`group.rs`) are checked: the members' published totals and
+/// one `statvfs`, so cheap; nothing runs when the config has no group limits.
+pub const GROUP_POLL: Duration = Duration::from_secs(10);
+
+/// Keeps every table's group limits, until `stop`.
+async fn enforce_groups(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(GROUP_POLL) => {}
+        }
+        let groups = shared.running.read().unwrap().config.groups.clone();
+        for group in groups {
+            let members: Vec<Arc<dyn Cache>> = shared
+                .caches()
+                .into_iter()
+                .filter(|c| c.config().table == group.name)
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let (g, m) = (group.clone(), members.clone());
+            let Some(report) =
+                blocking(move || crate::group::enforce(&g, &m, false, crate::now())).await
+            else {
+                continue;
+            };
+            for share in &report.members {
+                if let Some(cache) = members.iter().find(|c| c.config().name == share.cache) {
+                    record_removals(
+                        cache,
+                        &shared.audit,
+                        &audit::of_eviction(&share.eviction, None),
+                    );
+                }
+            }
+            if !report.members.is_empty() {
+                let freed: u64 = report.members.iter().map(|m| m.eviction.freed_bytes).sum();
+                tracing::info!(
+                    group = %report.group,
+                    reason = ?report.reason,
+                    freed = %format_bytes(freed),
+                    members = report.members.len(),
+                    "group limit enforced across its caches"
+                );
+            }
+            if let Some(unmet) = &report.unmet {
+                tracing::warn!(group = %report.group, "{unmet}");
+            }
+        }
     }
 }
 

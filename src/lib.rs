@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod fsutil;
 pub mod golang;
+pub mod group;
 pub mod index;
 pub mod kinds;
 pub mod metrics;
@@ -31,6 +32,7 @@ pub mod server;
 pub mod shared;
 pub mod snapshot;
 pub mod units;
+pub mod users;
 pub mod watch;
 
 /// Seconds since the Unix epoch.

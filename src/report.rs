@@ -36,6 +36,9 @@ pub struct CacheStatus {
     pub name: String,
     pub kind: String,
     pub path: PathBuf,
+    /// Whose cache it is, for a cache a table found per user (`users.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// `scanning` until the first walk is indexed; then, for kinds that complete their
     /// entries after the walk (go-build pairs actions with outputs), `completing`
     /// (sizes and ages exact, eviction and verification waiting); then `ready`.
@@ -83,6 +86,7 @@ impl CacheStatus {
             name: config.name.clone(),
             kind: config.kind.to_string(),
             path: config.path.clone(),
+            user: config.owner.as_ref().map(|o| o.name.clone()),
             state: "waiting".into(),
             entries: 0,
             disk_bytes: 0,

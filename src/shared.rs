@@ -80,6 +80,12 @@ impl Shared {
             .collect()
     }
 
+    /// Whether a table finds its caches per user or by a glob (new ones are looked
+    /// for now and then).
+    pub fn discovers(&self) -> bool {
+        self.running.read().unwrap().config.discovers
+    }
+
     /// Asks the daemon's main loop to reload the config; the answer says what happened.
     pub async fn request_reload(&self) -> Result<String, String> {
         let (tx, rx) = oneshot::channel();

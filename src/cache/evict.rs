@@ -2,6 +2,7 @@
 //! the kind and keeps index, totals, churn and history in step), for the limits or for
 //! entries a user names.
 use super::*;
+use crate::users;
 
 impl<K: Kind> CacheOf<K> {
     /// Removes what a plan lists (or, for a dry run, only reports it) and keeps the
@@ -20,10 +21,12 @@ impl<K: Kind> CacheOf<K> {
             vec![None; plan.evict.len()]
         } else {
             self.start_progress(plan.evict.len());
+            let owner = config.owner.as_ref();
             parallel::map_with(parallel::IO_THREADS, &plan.evict, |p| {
-                let outcome = self
-                    .kind
-                    .remove(&p.id, p.last_use, Removing::Evict(survivors));
+                let outcome = users::as_owner(owner, || {
+                    self.kind
+                        .remove(&p.id, p.last_use, Removing::Evict(survivors))
+                });
                 self.progress.0.fetch_add(1, Ordering::Relaxed);
                 Some(outcome)
             })
@@ -167,13 +170,26 @@ impl<K: Kind> CacheOf<K> {
         report
     }
 
-    pub(super) fn evict_over_limits(&self, dry_run: bool, now: UnixTime) -> EvictionReport {
+    /// Evicts for the cache's own limits and, with `group`, to free that many bytes
+    /// more for its group's limits (`group.rs`), labelled with the group's reason.
+    pub(super) fn evict_over_limits(
+        &self,
+        group: Option<(u64, plan::Reason)>,
+        dry_run: bool,
+        now: UnixTime,
+    ) -> EvictionReport {
         let _work = self.work.lock().unwrap();
         let config = self.cfg();
         let disk = self.disk();
         let in_use = self.kind.in_use();
         let mut limits = self.plan_limits(&config, disk);
         limits.in_use_since = in_use.as_ref().map(|u| u.since);
+        if let Some((free, _)) = group {
+            // The group's share as a size limit: the plan then takes this cache's
+            // oldest evictable entries, which are the ones the group's LRU chose.
+            let target = self.totals().disk_bytes.saturating_sub(free);
+            limits.max_bytes = Some(limits.max_bytes.map_or(target, |m| m.min(target)));
+        }
         let (plan, survivors) = {
             // Planning borrows the ids: a candidate costs 32 bytes, not a copy of the id.
             let index = self.index.lock().unwrap();
@@ -197,7 +213,10 @@ impl<K: Kind> CacheOf<K> {
                         id: p.id.clone(),
                         disk_bytes: p.disk_bytes,
                         last_use: p.last_use,
-                        reason: p.reason,
+                        reason: match (group, p.reason) {
+                            (Some((_, why)), plan::Reason::MaxSize) => why,
+                            (_, reason) => reason,
+                        },
                     })
                     .collect(),
                 bytes_before: borrowed.bytes_before,
@@ -222,6 +241,29 @@ impl<K: Kind> CacheOf<K> {
         }
         parallel::release_freed_memory(); // planning copied every entry
         report
+    }
+
+    /// What an eviction for size or free space could take now, as (tier, last use,
+    /// disk bytes): not pinned, past `min_age`, not held by a running tool, not
+    /// age-only.
+    pub(super) fn evictable_now(&self, now: UnixTime) -> Vec<(u8, UnixTime, u64)> {
+        let config = self.cfg();
+        let protect_after = now.saturating_sub(secs(config.limits.min_age));
+        let in_use_since = self.kind.in_use().map(|u| u.since);
+        let index = self.index.lock().unwrap();
+        index
+            .iter()
+            .filter(|(id, m)| {
+                m.last_use <= protect_after
+                    && in_use_since.is_none_or(|t| m.last_use < t)
+                    && !self.pinned(&config, id)
+            })
+            .map(|(id, m)| {
+                let tier = tier_for(config.tiered_eviction, self.kind.tier(id));
+                (tier, m.last_use, m.disk_bytes)
+            })
+            .filter(|(tier, _, _)| *tier != plan::AGE_ONLY)
+            .collect()
     }
 
     pub(super) fn evict_named(

@@ -136,6 +136,18 @@ pub trait Cache: Send + Sync {
     /// `min_free`? (Age is left to the schedule.)
     fn over_size_or_free_limit(&self) -> bool;
     fn evict(&self, dry_run: bool, now: UnixTime) -> EvictionReport;
+    /// Evicts for the cache's limits and frees `free_bytes` more, oldest first, for its
+    /// group's limit `why` (`group.rs`).
+    fn evict_for_group(
+        &self,
+        free_bytes: u64,
+        why: plan::Reason,
+        dry_run: bool,
+        now: UnixTime,
+    ) -> EvictionReport;
+    /// What an eviction for size or free space could take now: (tier, last use, disk
+    /// bytes) of every entry not pinned, past `min_age`, not held by a running tool.
+    fn evictable(&self, now: UnixTime) -> Vec<(u8, UnixTime, u64)>;
     /// Removes the entries a user named, whatever the limits say — but never one used
     /// within `min_age` or one a running tool may open (those are reported skipped).
     fn evict_selected(&self, selection: &Selection, dry_run: bool, now: UnixTime)
@@ -565,6 +577,7 @@ impl<K: Kind> Cache for CacheOf<K> {
             name: config.name.clone(),
             kind: config.kind.to_string(),
             path: self.kind.root().to_path_buf(),
+            user: config.owner.as_ref().map(|o| o.name.clone()),
             state: match (history.scanned, history.walked, history.walk_only) {
                 (_, _, true) => "walked",
                 (true, _, _) => "ready",
@@ -666,7 +679,21 @@ impl<K: Kind> Cache for CacheOf<K> {
     }
 
     fn evict(&self, dry_run: bool, now: UnixTime) -> EvictionReport {
-        self.evict_over_limits(dry_run, now)
+        self.evict_over_limits(None, dry_run, now)
+    }
+
+    fn evict_for_group(
+        &self,
+        free_bytes: u64,
+        why: plan::Reason,
+        dry_run: bool,
+        now: UnixTime,
+    ) -> EvictionReport {
+        self.evict_over_limits(Some((free_bytes, why)), dry_run, now)
+    }
+
+    fn evictable(&self, now: UnixTime) -> Vec<(u8, UnixTime, u64)> {
+        self.evictable_now(now)
     }
 
     fn evict_selected(

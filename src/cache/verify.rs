@@ -1,6 +1,7 @@
 //! Verification sweeps: every entry checked by its kind, problems recorded, and the
 //! proven-broken ones repaired (removed through the kind) when asked.
 use super::*;
+use crate::users;
 
 impl<K: Kind> CacheOf<K> {
     pub(super) fn verify_all(&self, repair: bool, now: UnixTime) -> VerifyReport {
@@ -15,8 +16,9 @@ impl<K: Kind> CacheOf<K> {
                 .collect()
         };
         self.start_progress(ids.len());
+        let owner = config.owner.as_ref();
         let findings = parallel::map_with(parallel::IO_THREADS, &ids, |(id, _)| {
-            let found = self.kind.verify(id);
+            let found = users::as_owner(owner, || self.kind.verify(id));
             self.progress.0.fetch_add(1, Ordering::Relaxed);
             found
         });
@@ -60,7 +62,10 @@ impl<K: Kind> CacheOf<K> {
                 } else {
                     UnixTime::MAX
                 };
-                match self.kind.remove(id, used_before, Removing::Repair(&found)) {
+                let removal = users::as_owner(owner, || {
+                    self.kind.remove(id, used_before, Removing::Repair(&found))
+                });
+                match removal {
                     Removal::Removed { .. } | Removal::Gone => {
                         repaired.push(id);
                         None

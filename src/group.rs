@@ -1,0 +1,174 @@
+//! Limits on a group of caches together: every user's cache of one table on a shared
+//! build server, filling one disk.
+//!
+//! Each cache's own limits apply as always. When the group's caches together exceed
+//! `group_max_size`, or the disk holding them has less than `group_min_free` free, the
+//! least recently used entries of *all* of them go first: the evictable entries of every
+//! member (not pinned, past `min_age`, not held by a running go command, not age-only;
+//! [`Cache::evictable`]) are merged and taken in (tier, last use) order until enough is
+//! freed. Each member then frees its share through its own eviction, which takes its
+//! own oldest entries — the very ones the merged order chose — under its own removal
+//! protocol and its owner's credentials. So one user's 80 GiB cache of old entries
+//! pays before another's small working set.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::cache::Cache;
+use crate::config::GroupConfig;
+use crate::plan::Reason;
+use crate::report::EvictionReport;
+use crate::UnixTime;
+
+/// What a group's enforcement found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupReport {
+    pub group: String,
+    pub dry_run: bool,
+    /// The members' disk usage together, before.
+    pub bytes_before: u64,
+    pub max_size_bytes: Option<u64>,
+    pub min_free_bytes: Option<u64>,
+    pub available_bytes: Option<u64>,
+    /// Bytes the group's limits asked to free (0: within its limits).
+    pub to_free: u64,
+    /// Why: `max-size` or `min-free` (the larger need).
+    pub reason: Option<Reason>,
+    /// Per member that gives anything: its share and what its eviction did.
+    pub members: Vec<MemberShare>,
+    /// The group's limits cannot be met by evicting what may be evicted.
+    pub unmet: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberShare {
+    pub cache: String,
+    pub user: Option<String>,
+    pub share_bytes: u64,
+    pub eviction: EvictionReport,
+}
+
+/// Enforces `group`'s limits over `members` (the caches of its table that are running).
+pub fn enforce(
+    group: &GroupConfig,
+    members: &[Arc<dyn Cache>],
+    dry_run: bool,
+    now: UnixTime,
+) -> GroupReport {
+    let statuses: Vec<_> = members.iter().map(|c| c.status(now)).collect();
+    let bytes_before: u64 = statuses.iter().map(|s| s.disk_bytes).sum();
+    let disk = statuses.iter().find_map(|s| s.disk);
+    let total = disk.map_or(0, |d| d.total_bytes);
+    let max_size_bytes = group.max_size.map(|l| l.resolve(total));
+    let min_free_bytes = group.min_free.map(|l| l.resolve(total));
+    let over_size = max_size_bytes.map_or(0, |m| bytes_before.saturating_sub(m));
+    let under_free = match (min_free_bytes, disk) {
+        (Some(min), Some(d)) => min.saturating_sub(d.available_bytes),
+        _ => 0,
+    };
+    let (to_free, reason) = match (over_size, under_free) {
+        (0, 0) => (0, None),
+        (s, f) if s >= f => (s, Some(Reason::MaxSize)),
+        (_, f) => (f, Some(Reason::MinFree)),
+    };
+    let mut report = GroupReport {
+        group: group.name.clone(),
+        dry_run,
+        bytes_before,
+        max_size_bytes,
+        min_free_bytes,
+        available_bytes: disk.map(|d| d.available_bytes),
+        to_free,
+        reason,
+        members: Vec::new(),
+        unmet: None,
+    };
+    let Some(reason) = reason else {
+        return report;
+    };
+    let candidates: Vec<Vec<(u8, UnixTime, u64)>> =
+        members.iter().map(|c| c.evictable(now)).collect();
+    let (shares, freeable) = shares(&candidates, to_free);
+    if freeable < to_free {
+        report.unmet = Some(format!(
+            "the group needs {} freed, but only {} may be evicted now (the rest is pinned, younger than min_age, held by a running go command or age-only)",
+            crate::units::format_bytes(to_free),
+            crate::units::format_bytes(freeable)
+        ));
+    }
+    for ((cache, status), share) in members.iter().zip(&statuses).zip(shares) {
+        if share == 0 {
+            continue;
+        }
+        let eviction = cache.evict_for_group(share, reason, dry_run, now);
+        report.members.push(MemberShare {
+            cache: status.name.clone(),
+            user: status.user.clone(),
+            share_bytes: share,
+            eviction,
+        });
+    }
+    report
+}
+
+/// How many bytes each member gives so that `to_free` bytes go in global (tier, last
+/// use) order; also the most that could be freed.
+fn shares(candidates: &[Vec<(u8, UnixTime, u64)>], to_free: u64) -> (Vec<u64>, u64) {
+    let mut merged: Vec<(u8, UnixTime, usize, u64)> = candidates
+        .iter()
+        .enumerate()
+        .flat_map(|(member, c)| c.iter().map(move |&(t, l, b)| (t, l, member, b)))
+        .collect();
+    merged.sort_unstable();
+    let mut shares = vec![0u64; candidates.len()];
+    let mut freed = 0u64;
+    for (_, _, member, bytes) in merged.iter().copied() {
+        if freed >= to_free {
+            break;
+        }
+        shares[member] += bytes;
+        freed += bytes;
+    }
+    let freeable = merged.iter().map(|e| e.3).sum();
+    (shares, freeable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_entries_of_all_members_go_first() {
+        // Member 0: one big, recent working set; member 1: a pile of old entries.
+        let young = vec![(0, 1_000, 500), (0, 1_001, 500)];
+        let old = vec![(0, 10, 100), (0, 20, 100), (0, 30, 100), (0, 2_000, 100)];
+        let (given, freeable) = shares(&[young.clone(), old.clone()], 250);
+        assert_eq!(
+            given,
+            vec![0, 300],
+            "the three oldest of member 1, nothing of 0"
+        );
+        assert_eq!(freeable, 1_400);
+        let (given, _) = shares(&[young, old], 700);
+        assert_eq!(
+            given,
+            vec![500, 300],
+            "then member 0's oldest, before member 1's newest"
+        );
+    }
+
+    #[test]
+    fn a_lower_tier_goes_first_whatever_its_age() {
+        let trees = vec![(0, 5_000, 10)];
+        let zips = vec![(1, 1, 10)];
+        let (s, _) = shares(&[zips, trees], 10);
+        assert_eq!(s, vec![0, 10]);
+    }
+
+    #[test]
+    fn nothing_to_free_takes_nothing() {
+        let (s, _) = shares(&[vec![(0, 1, 10)]], 0);
+        assert_eq!(s, vec![0]);
+    }
+}
