@@ -41,6 +41,9 @@ enum Command {
         /// Print the daemon's JSON answer instead of a table.
         #[arg(long)]
         json: bool,
+        /// Disk usage by user (the owners of caches a table finds per user).
+        #[arg(long)]
+        by_user: bool,
         /// Daemon socket (default: from the config).
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
@@ -177,7 +180,11 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             outcome?;
             Ok(EXIT_OK)
         }
-        Command::Status { json, socket } => {
+        Command::Status {
+            json,
+            by_user,
+            socket,
+        } => {
             let socket = match socket {
                 Some(s) => s,
                 None => cli_socket(&load(cli.config.as_deref())?, cli.config.is_some()),
@@ -193,12 +200,20 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
                     String::from_utf8_lossy(&body)
                 );
             }
-            if json {
+            if json && !by_user {
                 println!("{}", String::from_utf8_lossy(&body));
                 return Ok(EXIT_OK);
             }
             let status: StatusReport = serde_json::from_slice(&body)
                 .context("the daemon's status is not what this CLI expects")?;
+            if by_user {
+                let users = report::by_user(&status.caches);
+                match json {
+                    true => print_json(&users)?,
+                    false => print!("{}", report::users_table(&users)),
+                }
+                return Ok(EXIT_OK);
+            }
             print!(
                 "{}",
                 report::status_table(&status.caches, cachewarden::now())
@@ -265,6 +280,27 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
                     })
                 })
                 .collect();
+            // Then the group limits (shared build servers), over every cache of each
+            // table at once; a dry run shows who would give what.
+            let groups: Vec<_> = match (selection.is_empty(), &cache) {
+                (true, None) => config
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        let members: Vec<_> = caches
+                            .iter()
+                            .filter(|c| c.config().table == g.name)
+                            .cloned()
+                            .collect();
+                        cachewarden::group::enforce(g, &members, dry_run, now)
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let mut reports = reports;
+            for g in &groups {
+                reports.extend(g.members.iter().map(|m| m.eviction.clone()));
+            }
             let uid = nix::unistd::getuid().as_raw();
             let audit = one_shot_audit(&config);
             for r in &reports {
@@ -284,11 +320,15 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
                         || !r.not_found.is_empty()
                 })
             };
+            let found = found || groups.iter().any(|g| g.unmet.is_some());
             if json {
                 print_json(&reports)?;
             } else {
                 for r in &reports {
                     print_eviction(r);
+                }
+                for g in &groups {
+                    print!("{}", report::group_summary(g));
                 }
             }
             Ok(if found { EXIT_FOUND } else { EXIT_OK })

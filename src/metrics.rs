@@ -208,12 +208,7 @@ pub fn render(report: &StatusReport) -> String {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for cache in &report.caches {
             if let Some(v) = value(cache) {
-                let _ = writeln!(
-                    out,
-                    "{name}{{cache=\"{}\",kind=\"{}\"}} {v}",
-                    escape(&cache.name),
-                    cache.kind
-                );
+                let _ = writeln!(out, "{name}{{{}}} {v}", cache_labels(cache));
             }
         }
     }
@@ -223,9 +218,8 @@ pub fn render(report: &StatusReport) -> String {
             for (value, sample) in samples(cache) {
                 let _ = writeln!(
                     out,
-                    "{name}{{cache=\"{}\",kind=\"{}\",{label}=\"{}\"}} {sample}",
-                    escape(&cache.name),
-                    cache.kind,
+                    "{name}{{{},{label}=\"{}\"}} {sample}",
+                    cache_labels(cache),
                     escape(&value)
                 );
             }
@@ -237,6 +231,16 @@ pub fn render(report: &StatusReport) -> String {
         report.started_at
     );
     out
+}
+
+/// `cache` and `kind`, and `user` for a cache a table found per user (its name is
+/// `<table>@<user>`), so a fleet's dashboards can sum by user.
+fn cache_labels(cache: &CacheStatus) -> String {
+    let mut labels = format!("cache=\"{}\",kind=\"{}\"", escape(&cache.name), cache.kind);
+    if let Some(user) = &cache.user {
+        labels.push_str(&format!(",user=\"{}\"", escape(user)));
+    }
+    labels
 }
 
 fn escape(label: &str) -> String {

@@ -364,6 +364,125 @@ pub fn fill_bar(used: u64, limit: u64) -> String {
     )
 }
 
+/// One user's caches together (`GET /v1/users`, `status --by-user`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserUsage {
+    /// The owner of caches a table found per user; `None` for caches named by path.
+    pub user: Option<String>,
+    pub caches: Vec<String>,
+    pub entries: u64,
+    pub disk_bytes: u64,
+    pub evicted_bytes_total: u64,
+}
+
+/// Disk usage by owner, the biggest first.
+pub fn by_user(caches: &[CacheStatus]) -> Vec<UserUsage> {
+    let mut users: Vec<UserUsage> = Vec::new();
+    for c in caches {
+        let i = match users.iter().position(|u| u.user == c.user) {
+            Some(i) => i,
+            None => {
+                users.push(UserUsage {
+                    user: c.user.clone(),
+                    caches: Vec::new(),
+                    entries: 0,
+                    disk_bytes: 0,
+                    evicted_bytes_total: 0,
+                });
+                users.len() - 1
+            }
+        };
+        let u = &mut users[i];
+        u.caches.push(c.name.clone());
+        u.entries += c.entries;
+        u.disk_bytes += c.disk_bytes;
+        u.evicted_bytes_total += c.evicted_bytes_total;
+    }
+    users.sort_by(|a, b| b.disk_bytes.cmp(&a.disk_bytes).then(a.user.cmp(&b.user)));
+    users
+}
+
+/// What a group's enforcement did (or, dry, would do), for people: who gives how much.
+pub fn group_summary(g: &crate::group::GroupReport) -> String {
+    let mut out = format!(
+        "group {}: {} in its caches{}{}",
+        g.group,
+        format_bytes(g.bytes_before),
+        g.max_size_bytes.map_or(String::new(), |m| format!(
+            ", group_max_size {}",
+            format_bytes(m)
+        )),
+        g.available_bytes
+            .zip(g.min_free_bytes)
+            .map_or(String::new(), |(a, m)| format!(
+                ", {} free of group_min_free {}",
+                format_bytes(a),
+                format_bytes(m)
+            )),
+    );
+    match g.reason {
+        None => out.push_str(": within its limits\n"),
+        Some(reason) => {
+            let verb = if g.dry_run { "would free" } else { "freed" };
+            out.push_str(&format!(
+                ": {} to free ({}), least recently used first across its caches\n",
+                format_bytes(g.to_free),
+                reason_text(reason)
+            ));
+            let rows: Vec<Vec<String>> = g
+                .members
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.cache.clone(),
+                        m.user.clone().unwrap_or_default(),
+                        format!(
+                            "{} {verb}",
+                            format_bytes(m.eviction.freed_bytes.max(if g.dry_run {
+                                m.share_bytes
+                            } else {
+                                0
+                            }))
+                        ),
+                        m.eviction.evicted.len().to_string(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(&["CACHE", "USER", "SHARE", "ENTRIES"], &rows));
+        }
+    }
+    if let Some(unmet) = &g.unmet {
+        out.push_str(&format!("unmet: {unmet}\n"));
+    }
+    out
+}
+
+fn reason_text(reason: Reason) -> &'static str {
+    match reason {
+        Reason::MaxAge => "max-age",
+        Reason::MaxSize => "group_max_size",
+        Reason::MinFree => "group_min_free",
+        Reason::Requested => "requested",
+    }
+}
+
+/// `status --by-user`.
+pub fn users_table(users: &[UserUsage]) -> String {
+    let rows: Vec<Vec<String>> = users
+        .iter()
+        .map(|u| {
+            vec![
+                u.user.clone().unwrap_or_else(|| "(by path)".into()),
+                format_bytes(u.disk_bytes),
+                u.entries.to_string(),
+                format_bytes(u.evicted_bytes_total),
+                u.caches.join(", "),
+            ]
+        })
+        .collect();
+    table(&["USER", "SIZE", "ENTRIES", "EVICTED", "CACHES"], &rows)
+}
+
 pub fn status_table(caches: &[CacheStatus], now: UnixTime) -> String {
     let rows: Vec<Vec<String>> = caches
         .iter()

@@ -101,6 +101,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/caches/{name}/entries", get(entries))
         .route("/v1/caches/{name}/evict", post(evict))
         .route("/v1/caches/{name}/verify", post(verify))
+        .route("/v1/users", get(users))
+        .route("/v1/groups/{name}/evict", post(evict_group))
         .route("/v1/reload", post(reload))
         .route("/v1/audit", get(audit_trail))
         .route("/metrics", get(metrics))
@@ -120,11 +122,31 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Who may do what: anyone may read status; root and the daemon's uid may do
+/// anything; the owner of a cache a table found per user may also evict and verify it;
+/// the entries of such a cache are listed to its owner only.
 async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
     let peer = request.extensions().get::<Peer>().copied();
+    let path = request.uri().path();
+    let owner = path
+        .strip_prefix("/v1/caches/")
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(name, _)| shared.cache(name))
+        .and_then(|c| c.config().owner.map(|o| (o.uid, o.name)));
+    let admin = |p: Peer| p.uid == 0 || p.uid == shared.own_uid;
+    let owns = |p: Peer| owner.as_ref().is_some_and(|(uid, _)| *uid == p.uid);
     match peer {
-        Some(peer) if read_only || peer.uid == 0 || peer.uid == shared.own_uid => next.run(request).await,
+        Some(peer) if read_only && path.ends_with("/entries") && owner.is_some() && !admin(peer) && !owns(peer) => ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the entries of {}'s cache are listed to them and root only; you are uid {}",
+                owner.as_ref().map_or("", |(_, n)| n.as_str()),
+                peer.uid
+            ),
+        )
+        .into_response(),
+        Some(peer) if read_only || admin(peer) || owns(peer) => next.run(request).await,
         Some(peer) => ApiError(
             StatusCode::FORBIDDEN,
             format!(
@@ -418,6 +440,59 @@ async fn audit_trail(
             )
         })?;
     Ok(Json(records).into_response())
+}
+
+async fn users(State(shared): State<Arc<Shared>>) -> Response {
+    Json(crate::report::by_user(&shared.status().caches)).into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GroupEvictOptions {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Enforces a table's group limits now; with `dry_run`, the plan: who gives how much
+/// and which entries.
+async fn evict_group(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    axum::Extension(peer): axum::Extension<Peer>,
+    query: Result<Query<GroupEvictOptions>, QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let opts: GroupEvictOptions = options(query, body).await?;
+    let group = shared
+        .running
+        .read()
+        .unwrap()
+        .config
+        .groups
+        .iter()
+        .find(|g| g.name == name)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no table {name:?} with group_max_size or group_min_free"),
+            )
+        })?;
+    let members: Vec<Arc<dyn Cache>> = shared
+        .caches()
+        .into_iter()
+        .filter(|c| c.config().table == name)
+        .collect();
+    let m = members.clone();
+    let report =
+        blocking(move || crate::group::enforce(&group, &m, opts.dry_run, crate::now())).await?;
+    for share in &report.members {
+        if let Some(cache) = members.iter().find(|c| c.config().name == share.cache) {
+            let removed = crate::audit::of_eviction(&share.eviction, Some(peer.uid));
+            crate::shared::record_removals(cache, &shared.audit, &removed);
+        }
+    }
+    Ok(Json(report).into_response())
 }
 
 async fn reload(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {

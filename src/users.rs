@@ -168,10 +168,7 @@ fn go_env_file(owner: &Owner) -> Vec<(String, String)> {
     if file.take(64 * 1024).read_to_string(&mut text).is_err() {
         return Vec::new();
     }
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
+    crate::golang::env::parse_env_file(&text)
 }
 
 /// Runs `f` with `owner`'s file-system credentials on this thread (`setfsuid` and

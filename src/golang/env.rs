@@ -60,3 +60,14 @@ fn from_environment() -> GoCaches {
         gomodcache,
     }
 }
+
+/// The `KEY=value` lines of go's environment file (`go env -w` writes it to
+/// `os.UserConfigDir()/go/env`, or `$GOENV`; `cmd/go/internal/cfg`, `EnvFile`). A
+/// variable set in the process environment wins over the file, as in go.
+pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty() && !k.starts_with('#'))
+        .collect()
+}

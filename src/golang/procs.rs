@@ -134,16 +134,41 @@ fn may_use(proc_dir: &Path, root_id: Option<(u64, u64)>, cache: GoCache) -> bool
     let Ok(environ) = std::fs::read(proc_dir.join("environ")) else {
         return true;
     };
-    let var = |name: &[u8]| {
+    let process_var = |name: &[u8]| {
         environ
             .split(|&b| b == 0)
             .find_map(|kv| kv.strip_prefix(name))
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
     // Unset variables mean go's defaults, relative to the process's own HOME.
-    let home = var(b"HOME=")
+    let home = process_var(b"HOME=")
         .filter(|h| !h.is_empty())
         .map(std::path::PathBuf::from);
+    // What `go env -w` set, in the file go reads too (through the process's root).
+    let env_file = match process_var(b"GOENV=").filter(|v| !v.is_empty()) {
+        Some(v) if v == "off" => None,
+        Some(v) => Some(std::path::PathBuf::from(v)),
+        None => match process_var(b"XDG_CONFIG_HOME=").filter(|x| !x.is_empty()) {
+            Some(x) => Some(Path::new(&x).join("go/env")),
+            None => home.as_ref().map(|h| h.join(".config/go/env")),
+        },
+    };
+    let file_vars = env_file
+        .and_then(|f| {
+            let rel = f.strip_prefix("/").ok()?.to_path_buf();
+            std::fs::read_to_string(proc_dir.join("root").join(rel)).ok()
+        })
+        .map(|text| crate::golang::env::parse_env_file(&text))
+        .unwrap_or_default();
+    let var = |name: &[u8]| {
+        process_var(name).or_else(|| {
+            let key = std::str::from_utf8(name).ok()?.strip_suffix('=')?;
+            file_vars
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        })
+    };
     let theirs = match cache {
         GoCache::Build => match var(b"GOCACHE=") {
             Some(v) if v == "off" => return false,
@@ -278,6 +303,53 @@ mod tests {
         );
         other.kill().unwrap();
         other.wait().unwrap();
+    }
+
+    #[test]
+    fn a_cache_moved_with_go_env_w_is_held_by_that_users_go_commands() {
+        // `go env -w GOCACHE=…` writes ~/.config/go/env; the process environment has
+        // no GOCACHE, and go uses the file's.
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("go");
+        std::fs::copy("/bin/sleep", &fake).unwrap();
+        let home = dir.path().join("home");
+        let cache = dir.path().join("moved-cache");
+        std::fs::create_dir_all(home.join(".config/go")).unwrap();
+        std::fs::create_dir_all(home.join(".cache/go-build")).unwrap();
+        std::fs::create_dir(&cache).unwrap();
+        let cache = cache.canonicalize().unwrap();
+        std::fs::write(
+            home.join(".config/go/env"),
+            format!("GOCACHE={}\n", cache.display()),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(&fake)
+            .arg("30")
+            .env_clear()
+            .env("HOME", &home)
+            .spawn()
+            .unwrap();
+        let guard = vec!["go".to_string()];
+        let pid = child.id();
+        let held = |root: &Path| {
+            (0..100).find_map(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                in_use_since(root, &guard).filter(|u| u.by.contains(&format!("pid {pid}")))
+            })
+        };
+        let moved = held(&cache);
+        let default_place = in_use_since(
+            &home.join(".cache/go-build").canonicalize().unwrap(),
+            &guard,
+        )
+        .filter(|u| u.by.contains(&format!("pid {pid}")));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(moved.is_some(), "the cache named in go's env file is held");
+        assert!(
+            default_place.is_none(),
+            "the default place is not its cache"
+        );
     }
 
     #[test]
