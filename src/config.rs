@@ -88,10 +88,14 @@ pub struct Config {
     pub notes: Vec<String>,
 }
 
+/// The `socket_group` of `socket_group = "*"`: no group, every user.
+pub const ALL_USERS_GID: u32 = u32::MAX;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaemonConfig {
     pub socket: PathBuf,
-    /// Group allowed to read status over the socket (socket mode 0660, dir 0750).
+    /// Group allowed to read status over the socket (socket mode 0660, dir 0750);
+    /// `"*"` ([`ALL_USERS_GID`]): every local user (socket 0666, dir 0755).
     pub socket_group: Option<(String, u32)>,
     pub log_level: String,
     /// Where index snapshots are kept for cheap restarts (`None`: no snapshots).
@@ -357,6 +361,9 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
         },
         socket_group: match raw.daemon.socket_group {
             None => None,
+            // Every local user: status for all, and each owner acts on their own caches
+            // (a shared build server; the server authorizes by peer uid).
+            Some(g) if g.get_ref() == "*" => Some(("*".to_string(), ALL_USERS_GID)),
             Some(g) => match nix::unistd::Group::from_name(g.get_ref()) {
                 Ok(Some(group)) => Some((g.get_ref().clone(), group.gid.as_raw())),
                 _ => {

@@ -404,6 +404,7 @@ async fn enforce_groups(shared: Arc<Shared>, stop: CancellationToken) {
             else {
                 continue;
             };
+            tracing::debug!(group = %report.group, bytes = report.bytes_before, to_free = report.to_free, "group limits checked");
             for share in &report.members {
                 if let Some(cache) = members.iter().find(|c| c.config().name == share.cache) {
                     record_removals(
@@ -687,8 +688,17 @@ fn bind(daemon: &config::DaemonConfig) -> anyhow::Result<(UnixListener, Flock<Fi
     let dir = socket
         .parent()
         .with_context(|| format!("socket path {} has no directory", socket.display()))?;
-    let group = daemon.socket_group.as_ref().map(|(_, gid)| *gid);
-    let dir_mode = if group.is_some() { 0o750 } else { 0o700 };
+    let everyone = matches!(daemon.socket_group, Some((_, config::ALL_USERS_GID)));
+    let group = daemon
+        .socket_group
+        .as_ref()
+        .map(|(_, gid)| *gid)
+        .filter(|_| !everyone);
+    let (dir_mode, socket_mode) = match (everyone, group) {
+        (true, _) => (0o755, 0o666),
+        (false, Some(_)) => (0o750, 0o660),
+        (false, None) => (0o700, 0o600),
+    };
     let created = own_files::ensure_own_dir(dir, 0o700, "socket directory")?;
     // A directory named for us is ours to keep private; another (`~/run`) keeps the
     // permissions its owner gave it, which `ensure_own_dir` checked are safe.
@@ -728,10 +738,7 @@ fn bind(daemon: &config::DaemonConfig) -> anyhow::Result<(UnixListener, Flock<Fi
     if let Some(gid) = group {
         nix::unistd::chown(socket, None, Some(nix::unistd::Gid::from_raw(gid)))?;
     }
-    std::fs::set_permissions(
-        socket,
-        std::fs::Permissions::from_mode(if group.is_some() { 0o660 } else { 0o600 }),
-    )?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(socket_mode))?;
     Ok((listener, lock))
 }
 

@@ -8,4 +8,5 @@ mod go_build;
 mod go_mod;
 mod goproxy;
 mod hostile;
+mod shared_server;
 mod socket;
