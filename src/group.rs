@@ -18,7 +18,8 @@ use serde::Serialize;
 use crate::cache::Cache;
 use crate::config::GroupConfig;
 use crate::plan::Reason;
-use crate::report::EvictionReport;
+use crate::report::{self, EvictionReport};
+use crate::units;
 use crate::UnixTime;
 
 /// What a group's enforcement found and did.
@@ -132,6 +133,64 @@ fn shares(candidates: &[Vec<(u8, UnixTime, u64)>], to_free: u64) -> (Vec<u64>, u
     }
     let freeable = merged.iter().map(|e| e.3).sum();
     (shares, freeable)
+}
+
+/// What a group's enforcement did (or, dry, would do), for people: who gives how much.
+pub fn summary(g: &GroupReport) -> String {
+    let mut out = format!(
+        "group {}: {} in its caches{}{}",
+        g.group,
+        units::format_bytes(g.bytes_before),
+        g.max_size_bytes.map_or(String::new(), |m| format!(
+            ", group_max_size {}",
+            units::format_bytes(m)
+        )),
+        g.available_bytes
+            .zip(g.min_free_bytes)
+            .map_or(String::new(), |(a, m)| format!(
+                ", {} free of group_min_free {}",
+                units::format_bytes(a),
+                units::format_bytes(m)
+            )),
+    );
+    match g.reason {
+        None => out.push_str(": within its limits\n"),
+        Some(reason) => {
+            let verb = if g.dry_run { "would free" } else { "freed" };
+            out.push_str(&format!(
+                ": {} to free ({}), least recently used first across its caches\n",
+                units::format_bytes(g.to_free),
+                report::reason_text(reason)
+            ));
+            let rows: Vec<Vec<String>> = g
+                .members
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.cache.clone(),
+                        m.user.clone().unwrap_or_default(),
+                        format!(
+                            "{} {verb}",
+                            units::format_bytes(m.eviction.freed_bytes.max(if g.dry_run {
+                                m.share_bytes
+                            } else {
+                                0
+                            }))
+                        ),
+                        m.eviction.evicted.len().to_string(),
+                    ]
+                })
+                .collect();
+            out.push_str(&report::table(
+                &["CACHE", "USER", "SHARE", "ENTRIES"],
+                &rows,
+            ));
+        }
+    }
+    if let Some(unmet) = &g.unmet {
+        out.push_str(&format!("unmet: {unmet}\n"));
+    }
+    out
 }
 
 #[cfg(test)]

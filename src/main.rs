@@ -328,7 +328,7 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
                     print_eviction(r);
                 }
                 for g in &groups {
-                    print!("{}", report::group_summary(g));
+                    print!("{}", cachewarden::group::summary(g));
                 }
             }
             Ok(if found { EXIT_FOUND } else { EXIT_OK })

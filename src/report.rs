@@ -402,62 +402,7 @@ pub fn by_user(caches: &[CacheStatus]) -> Vec<UserUsage> {
     users
 }
 
-/// What a group's enforcement did (or, dry, would do), for people: who gives how much.
-pub fn group_summary(g: &crate::group::GroupReport) -> String {
-    let mut out = format!(
-        "group {}: {} in its caches{}{}",
-        g.group,
-        format_bytes(g.bytes_before),
-        g.max_size_bytes.map_or(String::new(), |m| format!(
-            ", group_max_size {}",
-            format_bytes(m)
-        )),
-        g.available_bytes
-            .zip(g.min_free_bytes)
-            .map_or(String::new(), |(a, m)| format!(
-                ", {} free of group_min_free {}",
-                format_bytes(a),
-                format_bytes(m)
-            )),
-    );
-    match g.reason {
-        None => out.push_str(": within its limits\n"),
-        Some(reason) => {
-            let verb = if g.dry_run { "would free" } else { "freed" };
-            out.push_str(&format!(
-                ": {} to free ({}), least recently used first across its caches\n",
-                format_bytes(g.to_free),
-                reason_text(reason)
-            ));
-            let rows: Vec<Vec<String>> = g
-                .members
-                .iter()
-                .map(|m| {
-                    vec![
-                        m.cache.clone(),
-                        m.user.clone().unwrap_or_default(),
-                        format!(
-                            "{} {verb}",
-                            format_bytes(m.eviction.freed_bytes.max(if g.dry_run {
-                                m.share_bytes
-                            } else {
-                                0
-                            }))
-                        ),
-                        m.eviction.evicted.len().to_string(),
-                    ]
-                })
-                .collect();
-            out.push_str(&table(&["CACHE", "USER", "SHARE", "ENTRIES"], &rows));
-        }
-    }
-    if let Some(unmet) = &g.unmet {
-        out.push_str(&format!("unmet: {unmet}\n"));
-    }
-    out
-}
-
-fn reason_text(reason: Reason) -> &'static str {
+pub fn reason_text(reason: Reason) -> &'static str {
     match reason {
         Reason::MaxAge => "max-age",
         Reason::MaxSize => "group_max_size",

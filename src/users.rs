@@ -177,10 +177,11 @@ fn go_env_file(owner: &Owner) -> Vec<(String, String)> {
 /// owner; otherwise as the daemon. A removal or read in a user's cache then does exactly
 /// what that user could do: a hard link to another user's file is unlinked (a change
 /// to the user's own directory) but never chmodded, and a file that is not theirs to
-/// read is not read.
-pub fn as_owner<R>(owner: Option<&Owner>, f: impl FnOnce() -> R) -> R {
+/// read is not read. An error, and `f` not run, if the switch did not take (no
+/// `CAP_SETUID`, a seccomp filter without `setfsuid`).
+pub fn as_owner<R>(owner: Option<&Owner>, f: impl FnOnce() -> R) -> Result<R, String> {
     let Some(owner) = owner.filter(|_| nix::unistd::geteuid().is_root()) else {
-        return f();
+        return Ok(f());
     };
     /// Restores the daemon's own credentials, also if `f` panics.
     struct Restore;
@@ -193,14 +194,21 @@ pub fn as_owner<R>(owner: Option<&Owner>, f: impl FnOnce() -> R) -> R {
             }
         }
     }
-    // SAFETY: as above. The group first: setfsgid needs CAP_SETGID, which setfsuid to
-    // a user does not drop, but the order need not rely on that.
-    unsafe {
+    // SAFETY: as above. An invalid id (-1) changes nothing and returns the current one,
+    // which is how the switch is checked.
+    let switched = unsafe {
         libc::setfsgid(owner.gid);
         libc::setfsuid(owner.uid);
-    }
+        libc::setfsgid(u32::MAX) as u32 == owner.gid && libc::setfsuid(u32::MAX) as u32 == owner.uid
+    };
     let _restore = Restore;
-    f()
+    if !switched {
+        return Err(format!(
+            "cannot act with {}'s file-system credentials (setfsuid needs CAP_SETUID and CAP_SETGID, and the syscalls allowed); nothing done as root instead",
+            owner.name
+        ));
+    }
+    Ok(f())
 }
 
 /// Whether a configured path is a glob naming many caches.
@@ -246,6 +254,37 @@ mod tests {
             gid: 1000,
             home: home.to_path_buf(),
         }
+    }
+
+    #[test]
+    fn as_owner_acts_with_the_owners_rights_and_gives_root_back() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("as_owner_acts_with_the_owners_rights...: not run: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap(); // root's, 0700
+        let nobody = Owner {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            home: "/nonexistent".into(),
+        };
+        let attempt = || std::fs::write(dir.path().join("x"), b"x");
+        let as_nobody = std::thread::scope(|s| s.spawn(|| as_owner(Some(&nobody), attempt)).join())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            as_nobody.unwrap_err().kind(),
+            std::io::ErrorKind::PermissionDenied
+        );
+        // The same thread has root's rights back.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                as_owner(Some(&nobody), || ()).unwrap();
+                attempt().unwrap();
+            });
+        });
+        assert!(as_owner(None, attempt).unwrap().is_ok());
     }
 
     #[test]

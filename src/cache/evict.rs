@@ -26,7 +26,8 @@ impl<K: Kind> CacheOf<K> {
                 let outcome = users::as_owner(owner, || {
                     self.kind
                         .remove(&p.id, p.last_use, Removing::Evict(survivors))
-                });
+                })
+                .unwrap_or_else(Removal::Failed);
                 self.progress.0.fetch_add(1, Ordering::Relaxed);
                 Some(outcome)
             })

@@ -1,6 +1,7 @@
 //! Verification sweeps: every entry checked by its kind, problems recorded, and the
 //! proven-broken ones repaired (removed through the kind) when asked.
 use super::*;
+use crate::kinds::Finding;
 use crate::users;
 
 impl<K: Kind> CacheOf<K> {
@@ -18,7 +19,12 @@ impl<K: Kind> CacheOf<K> {
         self.start_progress(ids.len());
         let owner = config.owner.as_ref();
         let findings = parallel::map_with(parallel::IO_THREADS, &ids, |(id, _)| {
-            let found = users::as_owner(owner, || self.kind.verify(id));
+            let found = users::as_owner(owner, || self.kind.verify(id)).unwrap_or_else(|e| {
+                vec![Finding {
+                    problem: "unreadable",
+                    detail: e,
+                }]
+            });
             self.progress.0.fetch_add(1, Ordering::Relaxed);
             found
         });
@@ -64,7 +70,8 @@ impl<K: Kind> CacheOf<K> {
                 };
                 let removal = users::as_owner(owner, || {
                     self.kind.remove(id, used_before, Removing::Repair(&found))
-                });
+                })
+                .unwrap_or_else(Removal::Failed);
                 match removal {
                     Removal::Removed { .. } | Removal::Gone => {
                         repaired.push(id);
