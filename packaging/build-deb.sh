@@ -49,6 +49,8 @@ install -D -m 0644 "$root/systemd/user/$name.service" "$stage/usr/lib/systemd/us
 install -D -m 0644 "$root/packaging/etc/config.toml" "$stage/etc/$name/config.toml"
 doc=$stage/usr/share/doc/$name
 install -D -m 0644 "$root/config.example.toml" "$doc/config.example.toml"
+install -m 0644 "$root/packaging/etc/shared-server.toml" "$doc/shared-server.toml"
+install -m 0644 "$root/systemd/$name.service.d/shared-server.conf" "$doc/shared-server.conf"
 install -m 0644 "$root/packaging/README.md" "$doc/README.packaging.md"
 install -D -m 0644 "$root/packaging/monitoring/cachewarden-alerts.yml" "$doc/monitoring/cachewarden-alerts.yml"
 install -m 0644 "$root/packaging/monitoring/grafana-dashboard.json" "$doc/monitoring/grafana-dashboard.json"

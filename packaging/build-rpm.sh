@@ -51,6 +51,8 @@ cp "$root/packaging/rpm/$name.sysusers" "$src/$name.sysusers"
 # Man pages and completions, generated from the binary (the spec copies this tree).
 "$root/packaging/gen-docs.sh" "$src/$name" "$src/generated" /usr/share/zsh/site-functions
 cp "$root/config.example.toml" "$src/config.example.toml"
+cp "$root/packaging/etc/shared-server.toml" "$src/shared-server.toml"
+cp "$root/systemd/$name.service.d/shared-server.conf" "$src/shared-server.conf"
 cp "$root/packaging/README.md" "$src/README.packaging.md"
 set --
 if [ -f "$root/README.md" ]; then

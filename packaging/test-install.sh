@@ -34,7 +34,8 @@ for f in /usr/share/man/man1/cachewarden.1.gz /usr/share/man/man1/cachewarden-ev
     /usr/share/zsh/vendor-completions/_cachewarden \
     /usr/share/fish/vendor_completions.d/cachewarden.fish \
     /lib/systemd/system/cachewarden.service /usr/lib/systemd/user/cachewarden.service \
-    /usr/share/doc/cachewarden/README.md; do
+    /usr/share/doc/cachewarden/README.md /usr/share/doc/cachewarden/shared-server.toml \
+    /usr/share/doc/cachewarden/shared-server.conf; do
     [ -s "$f" ] || fail "missing $f"
 done
 zcat /usr/share/man/man1/cachewarden.1.gz | grep -q "^\.TH" || fail "man page is not troff"
@@ -54,7 +55,23 @@ if command -v systemd-analyze >/dev/null; then
     rm -rf "$runtime"
     exposure=$(systemd-analyze security --offline=true /lib/systemd/system/cachewarden.service \
         | sed -n 's/.*Overall exposure level for cachewarden.service: //p')
-    step "systemd-analyze verify: both units pass; system unit exposure: $exposure"
+    # The shared-server drop-in, as an admin would install it.
+    units=$(mktemp -d)
+    cp /lib/systemd/system/cachewarden.service "$units/"
+    mkdir "$units/cachewarden.service.d"
+    cp /usr/share/doc/cachewarden/shared-server.conf "$units/cachewarden.service.d/"
+    SYSTEMD_UNIT_PATH=$units: systemd-analyze verify "$units/cachewarden.service" \
+        > "$units/verify.log" 2>&1 || fail "system unit with the shared-server drop-in"
+    if grep -q "shared-server.conf" "$units/verify.log"; then
+        cat "$units/verify.log" >&2
+        fail "the shared-server drop-in has warnings"
+    fi
+    shared_exposure=$(SYSTEMD_UNIT_PATH=$units: systemd-analyze security --offline=true \
+        "$units/cachewarden.service" | sed -n 's/.*Overall exposure level for cachewarden.service: //p')
+    rm -rf "$units"
+    /usr/bin/cachewarden config check /usr/share/doc/cachewarden/shared-server.toml >/dev/null \
+        || fail "config check shared-server.toml"
+    step "systemd-analyze verify: both units pass; system unit exposure: $exposure; with the shared-server drop-in: $shared_exposure"
 else
     step "systemd-analyze not found: units not verified"
 fi

@@ -852,6 +852,49 @@ on_problem = "repair"
     }
 
     #[test]
+    fn per_user_tables_name_the_key_they_got_wrong() {
+        let table =
+            |extra: &str| format!("[[cache]]\nname = \"go-build\"\nkind = \"go-build\"\n{extra}\n");
+        expect_err(
+            &table("path = \"auto\"\nusers = \"everyone\""),
+            5,
+            "users",
+            "uid range",
+        );
+        expect_err(
+            &table("path = \"auto\"\nusers = [\"no-such-user-xyz\"]"),
+            5,
+            "users",
+            "no such user \"no-such-user-xyz\"",
+        );
+        expect_err(
+            &table("path = \"/srv/go-build\"\nusers = \"0-0\""),
+            4,
+            "path",
+            "\"auto\" or start with \"~/\"",
+        );
+    }
+
+    #[test]
+    fn the_packaged_shared_server_config_parses() {
+        let text = include_str!("../packaging/etc/shared-server.toml");
+        let config = parse_str(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config
+                .groups
+                .iter()
+                .map(|g| g.name.as_str())
+                .collect::<Vec<_>>(),
+            ["go-build", "go-mod"]
+        );
+        assert!(config.discovers);
+        assert!(matches!(
+            config.daemon.socket_group,
+            Some((_, ALL_USERS_GID))
+        ));
+    }
+
+    #[test]
     fn errors_name_line_and_key() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();

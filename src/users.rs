@@ -39,7 +39,7 @@ pub struct Owner {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(untagged)]
 pub enum UsersSpec {
-    /// `"all"`.
+    /// `"all"`, or a uid range `"2000-2999"`.
     All(String),
     /// User names.
     Some(Vec<String>),
@@ -77,9 +77,20 @@ pub fn parse_passwd(text: &str) -> Vec<Owner> {
 pub fn resolve(spec: &UsersSpec) -> Result<Vec<Owner>, String> {
     match spec {
         UsersSpec::All(all) if all == "all" => Ok(people()),
-        UsersSpec::All(other) => Err(format!(
-            "users = {other:?}: expected \"all\" or a list of user names"
-        )),
+        UsersSpec::All(range) => {
+            let (first, last) = parse_uid_range(range).ok_or_else(|| {
+                format!(
+                    "users = {range:?}: expected \"all\", a uid range such as \"2000-2999\", or a list of user names"
+                )
+            })?;
+            let known = std::fs::read_to_string("/etc/passwd")
+                .map(|t| parse_passwd(&t))
+                .unwrap_or_default();
+            Ok(known
+                .into_iter()
+                .filter(|o| (first..=last).contains(&o.uid))
+                .collect())
+        }
         UsersSpec::Some(names) => {
             let known = std::fs::read_to_string("/etc/passwd")
                 .map(|t| parse_passwd(&t))
@@ -96,6 +107,13 @@ pub fn resolve(spec: &UsersSpec) -> Result<Vec<Owner>, String> {
                 .collect()
         }
     }
+}
+
+/// `"FIRST-LAST"`, both uids, in order: CI runners' accounts, say.
+fn parse_uid_range(text: &str) -> Option<(u32, u32)> {
+    let (first, last) = text.split_once('-')?;
+    let (first, last) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+    (first <= last).then_some((first, last))
 }
 
 /// The owner of an existing directory, by its uid.
@@ -285,6 +303,23 @@ mod tests {
             });
         });
         assert!(as_owner(None, attempt).unwrap().is_ok());
+    }
+
+    #[test]
+    fn users_may_be_all_a_uid_range_or_names_and_anything_else_is_named() {
+        assert_eq!(parse_uid_range("2000-2999"), Some((2000, 2999)));
+        assert_eq!(parse_uid_range(" 0 - 0 "), Some((0, 0)));
+        assert_eq!(parse_uid_range("2999-2000"), None);
+        assert_eq!(parse_uid_range("alice"), None);
+        let root = resolve(&UsersSpec::All("0-0".into())).unwrap();
+        assert_eq!(root.iter().map(|o| o.uid).collect::<Vec<_>>(), vec![0]);
+        let bad = resolve(&UsersSpec::All("everyone".into())).unwrap_err();
+        assert!(
+            bad.contains("\"everyone\"") && bad.contains("uid range"),
+            "{bad}"
+        );
+        let unknown = resolve(&UsersSpec::Some(vec!["no-such-user-xyz".into()])).unwrap_err();
+        assert!(unknown.contains("no-such-user-xyz"), "{unknown}");
     }
 
     #[test]

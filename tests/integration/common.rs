@@ -117,6 +117,31 @@ impl Daemon {
     /// [`Daemon::start`] with at most `fd_limit` open files (soft and hard), which sizes
     /// its connection limits.
     pub fn start_with(dir: &Path, config_text: &str, fd_limit: Option<u64>) -> Daemon {
+        Daemon::launch(dir, config_text, fd_limit, None)
+    }
+
+    /// [`Daemon::start`] as root with only `capabilities` (`CAP_…` names, as in a
+    /// unit's `CapabilityBoundingSet=`): `setpriv` narrows the bounding set, so the
+    /// daemon holds exactly those, as under systemd.
+    pub fn start_with_capabilities(dir: &Path, config_text: &str, capabilities: &[&str]) -> Daemon {
+        let bounding: Vec<String> = capabilities
+            .iter()
+            .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+            .collect();
+        Daemon::launch(
+            dir,
+            config_text,
+            None,
+            Some(format!("-all,{}", bounding.join(","))),
+        )
+    }
+
+    fn launch(
+        dir: &Path,
+        config_text: &str,
+        fd_limit: Option<u64>,
+        bounding_set: Option<String>,
+    ) -> Daemon {
         let config = dir.join("config.toml");
         std::fs::write(&config, config_text).unwrap();
         let socket = PathBuf::from(
@@ -127,7 +152,14 @@ impl Daemon {
                 .trim_matches('"'),
         );
         let log = dir.join(format!("daemon-{}.log", now_nanos()));
-        let mut command = Command::new(BIN);
+        let mut command = match &bounding_set {
+            None => Command::new(BIN),
+            Some(set) => {
+                let mut c = Command::new("setpriv");
+                c.args(["--bounding-set", set, "--inh-caps=-all", "--", BIN]);
+                c
+            }
+        };
         command
             .args(["--config", config.to_str().unwrap(), "daemon"])
             .stdin(Stdio::null())

@@ -238,7 +238,15 @@ fn one_root_daemon_keeps_every_users_caches_fair_and_no_user_can_turn_it_against
             mallory.name
         )
     };
-    let mut daemon = Daemon::start(tmp.path(), &config("1 TB"));
+    // With exactly the capabilities the packaged drop-in grants (and root's uid).
+    let drop_in = include_str!("../../systemd/cachewarden.service.d/shared-server.conf");
+    let capabilities: Vec<&str> = drop_in
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the drop-in sets CapabilityBoundingSet=")
+        .split_whitespace()
+        .collect();
+    let mut daemon = Daemon::start_with_capabilities(tmp.path(), &config("1 TB"), &capabilities);
     daemon.wait_ready();
     // The limit: the caches together less half of alice's, as the daemon counts them.
     let alice_cache = format!("go-build@{}", alice.name);
