@@ -43,6 +43,19 @@ pub fn file_aged(path: &Path, len: usize, age: Duration) {
     filetime::set_file_times(path, t, t).unwrap();
 }
 
+/// Sets every file's atime and mtime below `dir` back by `age`, as if last used then.
+pub fn age_files(dir: &Path, age: Duration) {
+    let t = FileTime::from_unix_time(now() - age.as_secs() as i64, 0);
+    for e in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if e.file_type().is_file() {
+            let _ = filetime::set_file_times(e.path(), t, t);
+        }
+    }
+}
+
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -70,6 +83,24 @@ pub fn raw(socket: &Path, bytes: &[u8]) -> (u16, String) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
+    parse_answer(&answer)
+}
+
+/// [`http`] to a daemon that may be down (killed, restarting): `None` when no answer
+/// came.
+pub fn try_http(socket: &Path, method: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = UnixStream::connect(socket).ok()?;
+    stream.set_read_timeout(Some(DEADLINE)).ok()?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    (!answer.is_empty()).then(|| parse_answer(&answer))
+}
+
+fn parse_answer(answer: &str) -> (u16, String) {
     let status = answer
         .split_whitespace()
         .nth(1)
@@ -117,7 +148,14 @@ impl Daemon {
     /// [`Daemon::start`] with at most `fd_limit` open files (soft and hard), which sizes
     /// its connection limits.
     pub fn start_with(dir: &Path, config_text: &str, fd_limit: Option<u64>) -> Daemon {
-        Daemon::launch(dir, config_text, fd_limit, None)
+        let mut daemon = Daemon::launch(dir, config_text, fd_limit, None);
+        daemon.wait_ready();
+        daemon
+    }
+
+    /// Starts the daemon and returns at once, before its first scan.
+    pub fn spawn(dir: &Path, config_text: &str) -> Daemon {
+        Daemon::launch(dir, config_text, None, None)
     }
 
     /// [`Daemon::start`] as root with only `capabilities` (`CAP_…` names, as in a
@@ -128,12 +166,14 @@ impl Daemon {
             .iter()
             .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
             .collect();
-        Daemon::launch(
+        let mut daemon = Daemon::launch(
             dir,
             config_text,
             None,
             Some(format!("-all,{}", bounding.join(","))),
-        )
+        );
+        daemon.wait_ready();
+        daemon
     }
 
     fn launch(
@@ -184,14 +224,12 @@ impl Daemon {
             }
         }
         let child = command.spawn().unwrap();
-        let mut daemon = Daemon {
+        Daemon {
             child,
             socket,
             config,
             log,
-        };
-        daemon.wait_ready();
-        daemon
+        }
     }
 
     pub fn wait_ready(&mut self) {

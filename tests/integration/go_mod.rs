@@ -17,17 +17,28 @@ const MODULES: [&str; 4] = [ERRORS, UUID, TOML, TEXT];
 
 /// An app that imports one package of each module, and the environment that points go
 /// at this test's own caches and the file:// proxy.
-struct ModWorld {
+pub struct ModWorld {
     _tmp: tempfile::TempDir,
-    root: PathBuf,
-    modcache: PathBuf,
-    app: PathBuf,
+    pub root: PathBuf,
+    pub modcache: PathBuf,
+    /// One build cache for the go-mod tests (compiling is not what they test), or the
+    /// world's own (`with_own_build_cache`) where the build cache is under test too.
+    pub gocache: PathBuf,
+    pub app: PathBuf,
     /// A second module directory for `go mod download`, so it never races the app's go.sum.
-    dl: PathBuf,
+    pub dl: PathBuf,
 }
 
 impl ModWorld {
-    fn new() -> ModWorld {
+    /// [`ModWorld::new`] with a build cache of its own, below its root.
+    pub fn with_own_build_cache() -> ModWorld {
+        let mut world = ModWorld::new();
+        world.gocache = world.root.join("gocache");
+        std::fs::create_dir_all(&world.gocache).unwrap();
+        world
+    }
+
+    pub fn new() -> ModWorld {
         let proxy = goproxy::proxy();
         for m in MODULES {
             assert!(
@@ -76,6 +87,7 @@ func main() {
         std::fs::create_dir_all(&modcache).unwrap();
         ModWorld {
             modcache,
+            gocache: Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-mod-tests-gocache"),
             _tmp: tmp,
             root,
             app,
@@ -83,18 +95,14 @@ func main() {
         }
     }
 
-    fn go_in(&self, dir: &Path, args: &[&str]) -> Output {
+    pub fn go_in(&self, dir: &Path, args: &[&str]) -> Output {
         Command::new("go")
             .args(args)
             .current_dir(dir)
             .env("HOME", &self.root)
             .env("GOPATH", self.root.join("gopath"))
             .env("GOMODCACHE", &self.modcache)
-            // One build cache for all these tests: compiling is not what they test.
-            .env(
-                "GOCACHE",
-                Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-mod-tests-gocache"),
-            )
+            .env("GOCACHE", &self.gocache)
             .env("GOPROXY", goproxy::proxy().url())
             .env("GOSUMDB", "off")
             .env("GOFLAGS", "-mod=mod")
@@ -107,7 +115,7 @@ func main() {
             .expect("go is installed (scripts/test installs golang-go)")
     }
 
-    fn go_ok(&self, dir: &Path, args: &[&str]) -> String {
+    pub fn go_ok(&self, dir: &Path, args: &[&str]) -> String {
         let out = self.go_in(dir, args);
         assert!(
             out.status.success(),
@@ -118,7 +126,7 @@ func main() {
     }
 
     /// Every version of every module: downloaded and extracted.
-    fn download_all(&self) -> Output {
+    pub fn download_all(&self) -> Output {
         let all: Vec<(&str, &str)> = MODULES
             .iter()
             .flat_map(|m| VERSIONS.map(|v| (*m, v)))
@@ -126,14 +134,14 @@ func main() {
         self.download(&all)
     }
 
-    fn download(&self, versions: &[(&str, &str)]) -> Output {
+    pub fn download(&self, versions: &[(&str, &str)]) -> Output {
         let mut args = vec!["mod".to_string(), "download".to_string()];
         args.extend(versions.iter().map(|(m, v)| format!("{m}@{v}")));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.go_in(&self.dl, &args)
     }
 
-    fn download_all_ok(&self) {
+    pub fn download_all_ok(&self) {
         let out = self.download_all();
         assert!(
             out.status.success(),
@@ -142,11 +150,11 @@ func main() {
         );
     }
 
-    fn build(&self) -> Output {
+    pub fn build(&self) -> Output {
         self.go_in(&self.app, &["build", "-o", "/dev/null", "."])
     }
 
-    fn build_ok(&self) {
+    pub fn build_ok(&self) {
         let out = self.build();
         assert!(
             out.status.success(),
@@ -155,22 +163,14 @@ func main() {
         );
     }
 
-    fn verify_ok(&self) {
+    pub fn verify_ok(&self) {
         let out = self.go_ok(&self.app, &["mod", "verify"]);
         assert!(out.contains("all modules verified"), "{out}");
     }
 
     /// Sets every module-cache file's atime and mtime back by `age`, as if last used then.
-    fn age(&self, age: Duration) {
-        let t = filetime::FileTime::from_unix_time(now() - age.as_secs() as i64, 0);
-        for e in walkdir::WalkDir::new(&self.modcache)
-            .into_iter()
-            .filter_map(Result::ok)
-        {
-            if e.file_type().is_file() {
-                filetime::set_file_times(e.path(), t, t).unwrap();
-            }
-        }
+    pub fn age(&self, age: Duration) {
+        age_files(&self.modcache, age);
     }
 
     fn config(&self, extra: &str) -> PathBuf {

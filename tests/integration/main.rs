@@ -9,4 +9,5 @@ mod go_mod;
 mod goproxy;
 mod hostile;
 mod shared_server;
+mod soak;
 mod socket;

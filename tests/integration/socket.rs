@@ -423,3 +423,179 @@ fn a_socket_directory_writable_by_others_is_refused() {
     assert!(!socket.exists());
     assert!(!dir.join("cw.sock.lock").exists());
 }
+
+/// Fuzzing the HTTP layer: request heads and bodies built from random pieces (methods,
+/// paths, queries, header lines, content lengths that lie, chunked garbage, raw bytes)
+/// from 16 clients at once. Every answer is well-formed HTTP with a status below 500
+/// and, where it says JSON, valid JSON; or the connection is closed. Nothing is removed,
+/// and the daemon answers status afterwards.
+#[test]
+fn arbitrary_request_bytes_get_a_well_formed_answer_or_a_close() {
+    let (_tmp, cache, socket, daemon) = started(3, None);
+    let before = files(&cache);
+    let seed = (now() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    println!("seed {seed}");
+    let clients: Vec<_> = (0..16u64)
+        .map(|client| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut state = seed ^ (client + 1).wrapping_mul(0x2545_f491_4f6c_dd1d);
+                let mut next = move |below: usize| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % below.max(1) as u64) as usize
+                };
+                let mut outcomes = Vec::new();
+                for _ in 0..60 {
+                    let request = random_request(&mut next);
+                    outcomes.push((
+                        String::from_utf8_lossy(&request).into_owned(),
+                        answer_to(&socket, &request),
+                    ));
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let mut codes = std::collections::BTreeMap::new();
+    for client in clients {
+        for (request, outcome) in client.join().unwrap() {
+            match outcome {
+                Ok(Some((code, head, body))) => {
+                    assert!(
+                        code < 500 || code == 503,
+                        "{code} for {request:?}:\n{head}\n{body}"
+                    );
+                    // (A HEAD answer has the head of a JSON answer and no body.)
+                    let says_json = head
+                        .to_ascii_lowercase()
+                        .contains("content-type: application/json");
+                    if says_json && !request.starts_with("HEAD ") {
+                        assert!(
+                            serde_json::from_str::<serde_json::Value>(&body).is_ok(),
+                            "invalid JSON for {request:?}: {body}"
+                        );
+                    }
+                    *codes.entry(code).or_insert(0) += 1;
+                }
+                Ok(None) => *codes.entry(0).or_insert(0) += 1,
+                Err(e) => panic!("{request:?}: {e}"),
+            }
+        }
+    }
+    println!("answers by status (0: closed without one): {codes:?}");
+    assert_eq!(files(&cache), before, "a random request removed something");
+    let (code, _) = daemon.get("/v1/status");
+    assert_eq!(code, 200);
+    assert_eq!(daemon.stop().code(), Some(0));
+}
+
+/// One request from random pieces.
+fn random_request(next: &mut impl FnMut(usize) -> usize) -> Vec<u8> {
+    const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "HEAD", "G\0T", ""];
+    const PATHS: [&str; 10] = [
+        "/v1/status",
+        "/v1/caches/c",
+        "/v1/caches/c/entries?limit=",
+        "/v1/caches/c/evict?dry_run=",
+        "/v1/caches/c/verify?repair=",
+        "/v1/reload",
+        "/v1/audit?since=",
+        "/v1/users",
+        "/metrics",
+        "/v1/caches/%ff%00/evict?dry_run=true",
+    ];
+    const HEADERS: [&str; 7] = [
+        "host: x",
+        "content-length: 5",
+        "content-length: -1",
+        "content-length: 99999999999999999999",
+        "transfer-encoding: chunked",
+        "connection: keep-alive",
+        "content-type: application/json",
+    ];
+    const BODIES: [&str; 6] = [
+        "{\"dry_run\": true}",
+        "{\"dry_run\": \"yes\"}",
+        "{\"entries\": [1, 2]}",
+        "5\r\n{\"dry\r\n0\r\n\r\n",
+        "zz\r\n",
+        "{",
+    ];
+    let junk = |n: usize, next: &mut dyn FnMut(usize) -> usize| -> Vec<u8> {
+        (0..n).map(|_| next(256) as u8).collect()
+    };
+    if next(8) == 0 {
+        let n = next(300);
+        return junk(n, next);
+    }
+    let mut r = Vec::new();
+    r.extend_from_slice(METHODS[next(METHODS.len())].as_bytes());
+    r.push(b' ');
+    let path = PATHS[next(PATHS.len())];
+    r.extend_from_slice(path.as_bytes());
+    if path.ends_with('=') {
+        const VALUES: [&str; 5] = ["true", "false", "10", "1h", ""];
+        r.extend_from_slice(VALUES[next(VALUES.len())].as_bytes());
+    }
+    if next(3) == 0 {
+        let n = next(12);
+        r.extend(
+            junk(n, next)
+                .into_iter()
+                .filter(|b| !b.is_ascii_whitespace()),
+        );
+    }
+    r.extend_from_slice(if next(10) == 0 {
+        b" HTTP/9.9\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+    if next(5) != 0 {
+        r.extend_from_slice(b"host: localhost\r\n");
+    }
+    for _ in 0..next(4) {
+        r.extend_from_slice(HEADERS[next(HEADERS.len())].as_bytes());
+        r.extend_from_slice(b"\r\n");
+    }
+    if next(6) == 0 {
+        let n = next(40);
+        r.extend(junk(n, next));
+        r.extend_from_slice(b"\r\n");
+    }
+    r.extend_from_slice(b"connection: close\r\n\r\n");
+    if next(2) == 0 {
+        r.extend_from_slice(BODIES[next(BODIES.len())].as_bytes());
+    }
+    r
+}
+
+/// The status, head and body of the answer to `request`, or `None` if the daemon
+/// closed the connection without one; an error only if it neither answered nor closed
+/// within the deadline.
+fn answer_to(socket: &Path, request: &[u8]) -> Result<Option<(u16, String, String)>, String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = stream.write_all(request);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => return Err(format!("read: {e}")),
+    }
+    if answer.is_empty() {
+        return Ok(None);
+    }
+    let text = String::from_utf8(answer).map_err(|e| format!("answer is not UTF-8: {e}"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no end of head in {text:?}"))?;
+    let code = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no HTTP status in {text:?}"))?;
+    Ok(Some((code, head.to_string(), body.to_string())))
+}

@@ -622,3 +622,57 @@ fn paths_map_to_entries() {
         Role::Output
     );
 }
+
+/// A cache of 40 entries and the bytes of its valid snapshot, made once per process.
+fn snapshot_fixture() -> &'static (PathBuf, Vec<u8>) {
+    static FIXTURE: std::sync::OnceLock<(PathBuf, Vec<u8>)> = std::sync::OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let root = dir.join("gocache");
+        for seed in 0..40 {
+            put(
+                &root,
+                seed,
+                format!("output {seed}").as_bytes(),
+                crate::now() - 86400,
+            );
+        }
+        for b in 0..=255u8 {
+            std::fs::create_dir_all(root.join(format!("{b:02x}"))).unwrap();
+        }
+        let snap = dir.join("gb.snapshot");
+        let cache = cache_at(&root);
+        cache.scan(crate::now());
+        assert!(cache.save_snapshot(&snap).unwrap());
+        (root, std::fs::read(&snap).unwrap())
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+    /// A snapshot with any byte changed, cut short anywhere, or of arbitrary bytes is
+    /// refused (the cache is rescanned), never a panic and never a wrong index.
+    #[test]
+    fn a_corrupt_snapshot_is_always_refused(
+        at in 0usize..1 << 20,
+        xor in 1u8..=255,
+        cut in 0usize..1 << 20,
+        junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+    ) {
+        let (root, valid) = snapshot_fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let snap = dir.path().join("gb.snapshot");
+        let mut flipped = valid.clone();
+        flipped[at % valid.len()] ^= xor;
+        let cut = cut % valid.len();
+        for (what, bytes) in [("flipped", &flipped[..]), ("cut", &valid[..cut]), ("junk", &junk[..])] {
+            std::fs::write(&snap, bytes).unwrap();
+            proptest::prop_assert!(
+                cache_at(root).restore(&snap, crate::now()).is_none(),
+                "a {} snapshot was restored", what
+            );
+        }
+        std::fs::write(&snap, valid).unwrap();
+        proptest::prop_assert!(cache_at(root).restore(&snap, crate::now()).is_some());
+    }
+}

@@ -833,3 +833,73 @@ fn mount_options_tell_how_good_atime_is() {
     };
     assert_eq!(kind(Path::new("/tmp")).last_use_signal(), expected);
 }
+
+// Fuzzing, as property tests over arbitrary bytes (no nightly toolchain here for
+// `cargo fuzz`): every parser of what go or a proxy wrote returns a value or an error,
+// never a panic, and what it accepts round-trips.
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+    #[test]
+    fn what_go_wrote_never_panics_the_parsers(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        version in "v[0-9a-zA-Z.+!-]{0,24}",
+    ) {
+        let _ = super::layout::parse_ziphash(&bytes);
+        let _ = super::layout::mod_ok(&bytes);
+        let _ = super::layout::info_ok(&bytes, &version);
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = super::layout::parse_vfile(&text);
+        let _ = super::layout::parse_tree_name(&text);
+        let _ = super::layout::split_key(&text);
+        let _ = super::layout::valid_escaped_version(&text);
+        let _ = super::layout::plain_module_path(&text);
+        let _ = crate::golang::env::parse_env_file(&text);
+    }
+
+    #[test]
+    fn module_paths_round_trip_and_versions_order_consistently(
+        path in "\\PC{0,40}",
+        v in "v[0-9]{1,3}(\\.[0-9]{1,3}){0,2}(-[0-9A-Za-z.-]{0,8})?(\\+[0-9A-Za-z.]{0,6})?",
+        w in "v[0-9]{1,3}(\\.[0-9]{1,3}){0,2}(-[0-9A-Za-z.-]{0,8})?(\\+[0-9A-Za-z.]{0,6})?",
+    ) {
+        if let Some(escaped) = escape(&path) {
+            proptest::prop_assert_eq!(unescape(&escaped), Some(path.clone()));
+        }
+        let _ = unescape(&path);
+        let _ = is_canonical_version(&v);
+        proptest::prop_assert_eq!(
+            crate::golang::module::compare_versions(&v, &w),
+            crate::golang::module::compare_versions(&w, &v).reverse()
+        );
+        proptest::prop_assert_eq!(
+            crate::golang::module::compare_versions(&v, &v),
+            std::cmp::Ordering::Equal
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+    /// A module zip with any byte changed, or cut short, or of arbitrary bytes: hashing
+    /// it gives a hash or an error, never a panic (and a changed byte never the original
+    /// hash, unless it only touched zip metadata go does not hash).
+    #[test]
+    fn damaged_module_zips_never_panic_the_hasher(
+        at in 0usize..4096,
+        xor in 1u8..=255,
+        cut in 0usize..4096,
+        junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("v1.0.0.zip");
+        write_zip(&zip, "example.com/m", "v1.0.0", &[("go.mod", b"module example.com/m\n"), ("a.go", b"package m\n")]);
+        let mut bytes = std::fs::read(&zip).unwrap();
+        let at = at % bytes.len();
+        bytes[at] ^= xor;
+        let cut = cut % bytes.len();
+        for variant in [&bytes[..], &bytes[..cut], &junk[..]] {
+            std::fs::write(&zip, variant).unwrap();
+            let _ = hash_zip(std::fs::File::open(&zip).unwrap());
+        }
+    }
+}

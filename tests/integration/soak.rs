@@ -1,0 +1,492 @@
+//! Long mixed workloads, and the daemon itself killed mid-work (issue #12).
+//!
+//! * The soak: real `go build`, `go test`, `go vet`, `go run` and `go mod download` in
+//!   loops on one module cache and one build cache, with go's own cleaners
+//!   (`go clean -cache`, `go clean -modcache`) racing ours, while the daemon enforces tiny
+//!   limits on both, sweeps with `on_problem = "repair"` (junk is planted for it to find)
+//!   and is itself killed with SIGKILL and restarted every few seconds. It runs for
+//!   `SOAK_SECS` (150 s by default, as `.ci/run` does; `scripts/soak DURATION` for longer)
+//!   and prints its counts. A go command that fails while one of go's own cleaners ran is
+//!   go's own race, counted apart; any other failure fails the test.
+//! * The kill loop: the daemon killed at random instants of its first enforcement,
+//!   repair and snapshot saving, on both kinds: after each kill it restarts with the
+//!   index a fresh full scan finds, and its own temp files are gone.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::common::*;
+use crate::go_mod::ModWorld;
+use crate::goproxy::VERSIONS;
+
+/// A tiny xorshift generator: the runs are random, the seed is printed.
+struct Random(u64);
+
+impl Random {
+    fn seeded() -> Random {
+        let seed =
+            (now() as u64 ^ u64::from(std::process::id())).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        println!("seed {seed}");
+        Random(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+
+    fn millis(&mut self, from: u64, to: u64) -> Duration {
+        Duration::from_millis(from + self.below(to - from))
+    }
+}
+
+/// The daemon's config for both caches of `world`: with `limits`, tiny ones enforced
+/// every minute and at once, sweeps that repair every minute; without, none (to read
+/// the index only).
+fn config(world: &ModWorld, socket: &Path, state: &Path, limits: bool) -> String {
+    let rules = |max_size: &str| {
+        match limits {
+        true => format!(
+            "max_size = \"{max_size}\"\nmin_age = \"1s\"\nunsafe_allow_short_min_age = true\nschedule = \"* * * * *\"\nverify_schedule = \"* * * * *\"\non_problem = \"repair\"\n"
+        ),
+        false => String::new(),
+    }
+    };
+    format!(
+        "[daemon]\nsocket = \"{}\"\nstate_dir = \"{}\"\nlog_level = \"info\"\n\n[[cache]]\nname = \"gb\"\nkind = \"go-build\"\npath = \"{}\"\n{}\n[[cache]]\nname = \"gm\"\nkind = \"go-mod\"\npath = \"{}\"\n{}",
+        socket.display(),
+        state.display(),
+        world.gocache.display(),
+        rules("2 MiB"),
+        world.modcache.display(),
+        rules("4 MiB"),
+    )
+}
+
+/// A test for `go test` and a fixed app: loops never edit files go reads.
+fn add_test(world: &ModWorld) {
+    std::fs::write(
+        world.app.join("main_test.go"),
+        "package main\n\nimport \"testing\"\n\nfunc TestNothing(t *testing.T) {}\n",
+    )
+    .unwrap();
+}
+
+/// What a go command did, and when.
+struct Run {
+    what: &'static str,
+    started: Instant,
+    ended: Instant,
+    output: Output,
+}
+
+/// Junk of the kinds a sweep must find and repair, never anything go would read: an
+/// action file of garbage under an id no build computes, and a module zip with no
+/// hash of a module no build needs.
+fn plant_junk(world: &ModWorld, n: u64) {
+    let id = format!("{:064x}", 0xdead_0000_0000u64 + n);
+    let shard = world.gocache.join(&id[..2]);
+    if std::fs::create_dir_all(&shard).is_ok() {
+        let _ = std::fs::write(shard.join(format!("{id}-a")), b"not an action\n");
+    }
+    let v = world
+        .modcache
+        .join(format!("cache/download/example.com/junk{n}/@v"));
+    if std::fs::create_dir_all(&v).is_ok() {
+        let _ = std::fs::write(v.join("v1.0.0.zip"), b"PK not a zip");
+    }
+}
+
+/// Every `(entry, disk_bytes)` the daemon on `socket` indexes in `cache`.
+fn index_of(socket: &Path, cache: &str) -> BTreeMap<String, u64> {
+    let (code, body) = http(
+        socket,
+        "GET",
+        &format!("/v1/caches/{cache}/entries?limit=100000"),
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    json(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["entry"].as_str().unwrap().to_string(),
+                e["disk_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The index the daemon restarted on `state` holds equals what a daemon with no
+/// snapshot finds; its own temp files are gone once it saved.
+fn restarts_exact(world: &ModWorld, state: &Path, round: &str) {
+    let dir = world.root.join("check");
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("check.sock");
+    let restarted = Daemon::start(&dir, &config(world, &socket, state, false));
+    let (gb, gm) = (index_of(&socket, "gb"), index_of(&socket, "gm"));
+    restarted.stop();
+    let fresh_state = dir.join(format!("fresh-{}", now_nanos_string()));
+    let fresh = Daemon::start(&dir, &config(world, &socket, &fresh_state, false));
+    let (fresh_gb, fresh_gm) = (index_of(&socket, "gb"), index_of(&socket, "gm"));
+    fresh.stop();
+    assert_eq!(gb, fresh_gb, "{round}: go-build index after the restart");
+    assert_eq!(gm, fresh_gm, "{round}: go-mod index after the restart");
+    let leftovers: Vec<String> = files(state)
+        .into_iter()
+        .filter(|f| f.ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "{round}: temp files left: {leftovers:?}"
+    );
+}
+
+fn now_nanos_string() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        .to_string()
+}
+
+fn kill(daemon: Daemon) {
+    daemon.signal(Signal::SIGKILL);
+    drop(daemon); // waits for it
+}
+
+#[test]
+fn killed_mid_work_the_daemon_restarts_to_the_index_a_fresh_scan_finds() {
+    let world = ModWorld::with_own_build_cache();
+    add_test(&world);
+    world.download_all_ok();
+    world.build_ok();
+    // A pristine copy of both caches, restored before each round: every round has the
+    // same work to do (evict nearly all, repair the junk, save snapshots).
+    let pristine = world.root.join("pristine");
+    std::fs::create_dir_all(&pristine).unwrap();
+    for dir in [&world.gocache, &world.modcache] {
+        copy_tree(dir, &pristine.join(dir.file_name().unwrap()));
+    }
+    let state = world.root.join("state");
+    let socket = world.root.join("run/cw.sock");
+    let mut random = Random::seeded();
+    let rounds: u64 = std::env::var("KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let (mut before_removals, mut midway, mut after_removals) = (0, 0, 0);
+    for round in 0..rounds {
+        for dir in [&world.gocache, &world.modcache] {
+            remove_tree(dir);
+            copy_tree(&pristine.join(dir.file_name().unwrap()), dir);
+        }
+        age_files(&world.gocache, 10 * DAY);
+        world.age(10 * DAY);
+        plant_junk(&world, round);
+        let audited = audit_lines(&state);
+        // The kill lands anywhere in the first second: the first scans, the eviction
+        // that follows them, the repair of the junk (a sweep asked for as soon as the
+        // socket answers), or, one round in four, the snapshot saved on SIGTERM.
+        let daemon = Daemon::spawn(&world.root, &config(&world, &socket, &state, true));
+        let stop_asking = AtomicBool::new(false);
+        let stop_after = random.millis(0, 400);
+        let on_term = random.below(4) == 0;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop_asking.load(Ordering::Relaxed) {
+                    if try_http(&socket, "POST", "/v1/caches/gb/verify?repair=true").is_some() {
+                        let _ = try_http(&socket, "POST", "/v1/caches/gm/verify?repair=true");
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            });
+            std::thread::sleep(stop_after);
+            if on_term {
+                daemon.signal(Signal::SIGTERM);
+                std::thread::sleep(random.millis(0, 20));
+            }
+            kill(daemon);
+            stop_asking.store(true, Ordering::Relaxed);
+        });
+        let removed = audit_lines(&state) - audited;
+        let whole_run = world
+            .modcache
+            .join("cache/download/golang.org/x/text/@v/v1.1.0.zip");
+        match (removed, whole_run.exists()) {
+            (0, _) => before_removals += 1,
+            (_, true) => midway += 1,
+            (_, false) => after_removals += 1,
+        }
+        restarts_exact(&world, &state, &format!("round {round}"));
+        if round % 4 == 3 {
+            world.build_ok();
+            world.download_all_ok();
+            world.verify_ok();
+        }
+    }
+    println!(
+        "{rounds} kills: {before_removals} before the first removal, {midway} amid removals, {after_removals} after the eviction"
+    );
+    assert!(midway > 0 || rounds < 8, "no kill landed amid removals");
+    world.download_all_ok();
+    world.build_ok();
+    world.verify_ok();
+}
+
+/// Lines in the audit trail: one per removal, written as it is done.
+fn audit_lines(state: &Path) -> usize {
+    std::fs::read_to_string(state.join("audit.jsonl")).map_or(0, |t| t.lines().count())
+}
+
+/// `cp -a`, so modes and times come along.
+fn copy_tree(from: &Path, to: &Path) {
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
+}
+
+/// Removes a tree go left read-only.
+fn remove_tree(dir: &Path) {
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(dir)
+        .status();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// How long the soak runs: `SOAK_SECS`, else 150 s.
+fn soak_duration() -> Duration {
+    Duration::from_secs(
+        std::env::var("SOAK_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(150),
+    )
+}
+
+#[test]
+fn soak_go_commands_never_fail_because_of_the_daemon() {
+    let world = ModWorld::with_own_build_cache();
+    add_test(&world);
+    world.download_all_ok();
+    world.build_ok();
+    let state = world.root.join("state");
+    let socket = world.root.join("run/cw.sock");
+    let text = config(&world, &socket, &state, true);
+    let daemon = Mutex::new(Some(Daemon::start(&world.root, &text)));
+    let deadline = Instant::now() + soak_duration();
+    let runs: Mutex<Vec<Run>> = Mutex::new(Vec::new());
+    let cleans: Mutex<Vec<(Instant, Instant)>> = Mutex::new(Vec::new());
+    let (kills, deferred, planted) = (
+        std::sync::atomic::AtomicU64::new(0),
+        std::sync::atomic::AtomicU64::new(0),
+        std::sync::atomic::AtomicU64::new(0),
+    );
+    let done = AtomicBool::new(false);
+    let world = &world;
+    let go = |what: &'static str, dir: &Path, args: &[&str]| {
+        let started = Instant::now();
+        let output = world.go_in(dir, args);
+        runs.lock().unwrap().push(Run {
+            what,
+            started,
+            ended: Instant::now(),
+            output,
+        });
+    };
+    std::thread::scope(|s| {
+        let loops: [(&'static str, &Path, &[&str]); 5] = [
+            ("go build", &world.app, &["build", "-o", "/dev/null", "."]),
+            ("go test", &world.app, &["test", "-count=1", "."]),
+            ("go vet", &world.app, &["vet", "."]),
+            ("go run", &world.app, &["run", "."]),
+            ("go mod download", &world.dl, &[]),
+        ];
+        for (i, (what, dir, args)) in loops.into_iter().enumerate() {
+            let go = &go;
+            s.spawn(move || {
+                let mut random = Random(0x1234_5678 + i as u64 * 7919);
+                let all: Vec<String> = ["mod", "download"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(
+                        [
+                            "github.com/pkg/errors",
+                            "github.com/google/uuid",
+                            "github.com/BurntSushi/toml",
+                            "golang.org/x/text",
+                        ]
+                        .iter()
+                        .flat_map(|m| VERSIONS.map(|v| format!("{m}@{v}"))),
+                    )
+                    .collect();
+                let all: Vec<&str> = all.iter().map(String::as_str).collect();
+                while Instant::now() < deadline {
+                    go(what, dir, if args.is_empty() { &all } else { args });
+                    std::thread::sleep(random.millis(100, 1500));
+                }
+            });
+        }
+        // Go's own cleaners, racing ours and the loops above.
+        s.spawn(|| {
+            let mut random = Random(0xc1ea);
+            let mut n = 0;
+            while Instant::now() + Duration::from_secs(20) < deadline {
+                std::thread::sleep(random.millis(10_000, 30_000));
+                let started = Instant::now();
+                let which = if n % 2 == 0 { "-cache" } else { "-modcache" };
+                let out = world.go_in(&world.app, &["clean", which]);
+                cleans.lock().unwrap().push((started, Instant::now()));
+                assert!(
+                    out.status.success(),
+                    "go clean {which}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                n += 1;
+            }
+        });
+        // Requests, junk for the sweeps, and the daemon killed and restarted.
+        s.spawn(|| {
+            let mut random = Random(0x5eed);
+            while !done.load(Ordering::Relaxed) {
+                for cache in ["gb", "gm"] {
+                    if let Some((200, body)) =
+                        try_http(&socket, "POST", &format!("/v1/caches/{cache}/evict"))
+                    {
+                        let held = json(&body)["held_in_use"].as_u64().unwrap_or(0);
+                        deferred.fetch_add(held.min(1), Ordering::Relaxed);
+                    }
+                }
+                if random.below(8) == 0 {
+                    let n = planted.fetch_add(1, Ordering::Relaxed);
+                    plant_junk(world, n);
+                    let _ = try_http(&socket, "POST", "/v1/caches/gb/verify?repair=true");
+                    let _ = try_http(&socket, "POST", "/v1/caches/gm/verify?repair=true");
+                }
+                std::thread::sleep(random.millis(200, 800));
+            }
+        });
+        s.spawn(|| {
+            let mut random = Random(0x4b11);
+            while Instant::now() + Duration::from_secs(15) < deadline {
+                std::thread::sleep(random.millis(3_000, 10_000));
+                let mut slot = daemon.lock().unwrap();
+                kill(slot.take().unwrap());
+                kills.fetch_add(1, Ordering::Relaxed);
+                *slot = Some(Daemon::start(&world.root, &text));
+            }
+        });
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The go loops end by themselves after the deadline.
+        done.store(true, Ordering::Relaxed);
+    });
+
+    // Classify: a failure while one of go's own cleaners ran is go's race, not ours.
+    let runs = runs.into_inner().unwrap();
+    let cleans = cleans.into_inner().unwrap();
+    let mut by_what: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
+    let (mut ours, mut go_races) = (Vec::new(), Vec::new());
+    for run in &runs {
+        let counts = by_what.entry(run.what).or_default();
+        counts.0 += 1;
+        if run.output.status.success() {
+            continue;
+        }
+        let racing_clean = cleans
+            .iter()
+            .any(|(from, to)| run.started <= *to && *from <= run.ended);
+        if racing_clean {
+            counts.2 += 1;
+            let stderr = String::from_utf8_lossy(&run.output.stderr);
+            if go_races.len() < 4 {
+                go_races.push(format!(
+                    "{}: {}",
+                    run.what,
+                    stderr.lines().next().unwrap_or("")
+                ));
+            }
+        } else {
+            counts.1 += 1;
+            ours.push(format!(
+                "{}: {}",
+                run.what,
+                String::from_utf8_lossy(&run.output.stderr)
+            ));
+        }
+    }
+
+    // Afterwards: the daemon (running, restarted many times) brings both caches within
+    // their limits; go rebuilds and verifies everything; the index is exact.
+    let daemon = daemon.into_inner().unwrap().unwrap();
+    let mut within = Vec::new();
+    for (cache, limit) in [("gb", 2u64 << 20), ("gm", 4 << 20)] {
+        let (code, report) = daemon.post(&format!("/v1/caches/{cache}/evict"), "");
+        assert_eq!(code, 200, "{report}");
+        let status = daemon.cache_status(cache);
+        let bytes = status["disk_bytes"].as_u64().unwrap();
+        within.push(format!("{cache} {bytes} B of {limit} B"));
+        assert!(bytes <= limit, "{cache} over its limit: {status} {report}");
+    }
+    let audit = std::fs::read_to_string(state.join("audit.jsonl")).unwrap_or_default();
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    for line in audit.lines() {
+        let event = json(line);
+        let reason = event["reason"].as_str().unwrap_or("?");
+        *reasons
+            .entry(reason.split(':').next().unwrap().to_string())
+            .or_default() += 1;
+    }
+    daemon.stop();
+    restarts_exact(world, &state, "after the soak");
+    world.download_all_ok();
+    world.build_ok();
+    world.verify_ok();
+
+    println!("soak of {:?}:", soak_duration());
+    for (what, (run, failed, go_race)) in &by_what {
+        println!("  {what}: {run} run, {failed} failed because of the daemon, {go_race} failed racing go's own clean");
+    }
+    println!(
+        "  go clean runs: {}; daemon kill -9 + restart: {}; evict requests held by running go commands: {}; junk planted: {}",
+        cleans.len(),
+        kills.load(Ordering::Relaxed),
+        deferred.load(Ordering::Relaxed),
+        planted.load(Ordering::Relaxed)
+    );
+    println!("  removals in the audit trail by reason: {reasons:?}");
+    println!("  failures racing go clean, for example: {go_races:#?}");
+    println!("  afterwards: {}", within.join(", "));
+    assert!(
+        ours.is_empty(),
+        "{} go commands failed because of the daemon:\n{}",
+        ours.len(),
+        ours.join("\n")
+    );
+    assert!(
+        by_what.values().all(|(run, _, _)| *run > 0),
+        "every loop ran: {by_what:?}"
+    );
+    assert!(
+        reasons.keys().any(|r| r == "repair"),
+        "the sweeps repaired planted junk: {reasons:?}"
+    );
+}
