@@ -1,0 +1,269 @@
+use super::*;
+
+pub fn test_env() -> Env {
+    Env {
+        home: Some(PathBuf::from("/nonexistent-home")),
+        uid: 1000,
+        xdg_runtime_dir: Some(PathBuf::from("/run/user/1000")),
+        xdg_config_home: None,
+        xdg_state_home: None,
+    }
+}
+
+fn parse_str(text: &str) -> Result<Config, ConfigError> {
+    parse(text, ConfigSource::File("test.toml".into()), &test_env())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+    /// Arbitrary text is a config or an error naming the file; never a panic.
+    #[test]
+    fn arbitrary_config_text_never_panics(text in "(\\[\\[?cache\\]?\\]?|name|kind|path|max_size|=|\"|[a-z0-9 %./\n])*") {
+        if let Err(e) = parse_str(&text) {
+            proptest::prop_assert!(e.to_string().starts_with("test.toml"), "{}", e);
+        }
+    }
+}
+
+#[test]
+fn example_config_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    // Its commented-out dir table too, every key uncommented, the path a temp dir.
+    let example = include_str!("../../config.example.toml");
+    let (active, dir_table) = example.split_at(example.find("# [[cache]]").unwrap());
+    let text: String = active
+        .lines()
+        .chain(dir_table.lines().map(|l| match l.strip_prefix("# ") {
+            Some(key) if key.starts_with("[[cache]]") || key.contains(" = ") => key,
+            _ => l,
+        }))
+        .map(|l| l.replace("/var/cache/ccache", dir.path().to_str().unwrap()) + "\n")
+        .collect();
+    let config = parse_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let ccache = config.caches.iter().find(|c| c.name == "ccache");
+    assert!(ccache.is_some_and(|c| !c.keep.is_empty()), "{text}");
+}
+
+#[test]
+fn embedded_default_parses() {
+    let config = parse(EMBEDDED_DEFAULT, ConfigSource::Embedded, &test_env()).unwrap();
+    assert_eq!(
+        config.daemon.socket,
+        PathBuf::from("/run/user/1000/cachewarden/cachewarden.sock")
+    );
+}
+
+#[test]
+fn full_cache_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[daemon]
+socket = "/tmp/x.sock"
+log_level = "debug"
+
+[[cache]]
+name = "ccache"
+kind = "dir"
+path = "{}"
+max_size = "2 GiB"
+max_age = "30d"
+min_free = "10%"
+min_age = "1h"
+keep = ["*.keep"]
+schedule = "*/5 * * * *"
+verify_schedule = "0 3 * * 0"
+on_problem = "repair"
+"#,
+        dir.path().display()
+    );
+    let c = parse_str(&text).unwrap();
+    let cache = &c.caches[0];
+    assert_eq!(cache.limits.max_size, Some(SizeLimit::Bytes(2 << 30)));
+    assert_eq!(cache.limits.max_age, Some(Duration::from_secs(30 * 86400)));
+    assert_eq!(cache.limits.min_free, Some(SizeLimit::Percent(10.0)));
+    assert_eq!(cache.limits.min_age, Duration::from_secs(3600));
+    assert_eq!(cache.on_problem, OnProblem::Repair);
+    assert_eq!(cache.path, dir.path().canonicalize().unwrap());
+    assert_eq!(c.daemon.log_level, "debug");
+}
+
+fn cache_with(dir: &Path, extra: &str) -> String {
+    format!(
+        "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"{}\"\n{extra}\n",
+        dir.display()
+    )
+}
+
+fn expect_err(text: &str, line: usize, key: &str, needle: &str) {
+    let e = parse_str(text).unwrap_err();
+    assert_eq!(e.line, Some(line), "{e}");
+    assert_eq!(e.key.as_deref(), Some(key), "{e}");
+    assert!(e.to_string().contains(needle), "{e} lacks {needle:?}");
+    assert!(e.to_string().starts_with("test.toml:"), "{e}");
+}
+
+#[test]
+fn per_user_tables_name_the_key_they_got_wrong() {
+    let table =
+        |extra: &str| format!("[[cache]]\nname = \"go-build\"\nkind = \"go-build\"\n{extra}\n");
+    expect_err(
+        &table("path = \"auto\"\nusers = \"everyone\""),
+        5,
+        "users",
+        "uid range",
+    );
+    expect_err(
+        &table("path = \"auto\"\nusers = [\"no-such-user-xyz\"]"),
+        5,
+        "users",
+        "no such user \"no-such-user-xyz\"",
+    );
+    expect_err(
+        &table("path = \"/srv/go-build\"\nusers = \"0-0\""),
+        4,
+        "path",
+        "\"auto\" or start with \"~/\"",
+    );
+}
+
+#[test]
+fn the_packaged_shared_server_config_parses() {
+    let text = include_str!("../../packaging/etc/shared-server.toml");
+    let config = parse_str(text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config
+            .groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>(),
+        ["go-build", "go-mod"]
+    );
+    assert!(config.discovers);
+    assert!(matches!(
+        config.daemon.socket_group,
+        Some((_, ALL_USERS_GID))
+    ));
+}
+
+#[test]
+fn errors_name_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    expect_err(
+        &cache_with(d, "max_sise = \"1 GiB\""),
+        5,
+        "max_sise",
+        "unknown field",
+    );
+    expect_err(
+        &cache_with(d, "max_size = \"1 XB\""),
+        5,
+        "max_size",
+        "invalid size",
+    );
+    expect_err(
+        &cache_with(d, "max_age = \"soon\""),
+        5,
+        "max_age",
+        "invalid duration",
+    );
+    expect_err(
+        &cache_with(d, "schedule = \"* * *\""),
+        5,
+        "schedule",
+        "5 fields",
+    );
+    expect_err(
+        &cache_with(d, "min_age = \"30s\""),
+        5,
+        "min_age",
+        "safe floor",
+    );
+    expect_err(
+        &cache_with(d, "keep = [\"[\"]"),
+        5,
+        "keep",
+        "invalid pattern",
+    );
+    expect_err(
+        "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"rel/dir\"\n",
+        4,
+        "path",
+        "relative",
+    );
+    // A path that does not exist yet is waited for, not an error.
+    let waiting =
+        parse_str("[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/nonexistent/x\"\n").unwrap();
+    assert!(waiting.caches[0].waiting);
+    assert!(waiting.notes[0].contains("waiting for /nonexistent/x"));
+    expect_err(
+        "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/etc/hostname\"\n",
+        4,
+        "path",
+        "not a directory",
+    );
+    expect_err(
+        "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/usr\"\n",
+        4,
+        "path",
+        "system or shared directory",
+    );
+    expect_err(
+        "[[cache]]\nname = \"c\"\nkind = \"blob\"\npath = \"/x\"\n",
+        3,
+        "kind",
+        "unknown variant",
+    );
+    expect_err(
+        "[[cache]]\nname = \"c\"\nkind = \"dir\"\n",
+        1,
+        "path",
+        "missing field",
+    );
+    expect_err(
+        "[daemon]\nsocket_group = \"no-such-group-xyz\"\n",
+        2,
+        "socket_group",
+        "no such group",
+    );
+    let e = parse_str("[daemon\nsocket = 1").unwrap_err();
+    assert_eq!(e.line, Some(1), "{e}");
+}
+
+#[test]
+fn min_age_floor_can_be_overridden_explicitly() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = parse_str(&cache_with(
+        dir.path(),
+        "min_age = \"30s\"\nunsafe_allow_short_min_age = true",
+    ))
+    .unwrap();
+    assert_eq!(c.caches[0].limits.min_age, Duration::from_secs(30));
+}
+
+#[test]
+fn overlapping_and_duplicate_caches_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let one = cache_with(dir.path(), "");
+    let two = one.replace("name = \"c\"", "name = \"d\"").replace(
+        &dir.path().display().to_string(),
+        &dir.path().join("sub").display().to_string(),
+    );
+    let e = parse_str(&format!("{one}{two}")).unwrap_err();
+    assert!(e.message.contains("overlaps"), "{e}");
+    let e = parse_str(&format!("{one}{one}")).unwrap_err();
+    assert!(e.message.contains("duplicate"), "{e}");
+}
+
+#[test]
+fn home_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let env = Env {
+        home: Some(home.path().to_path_buf()),
+        ..test_env()
+    };
+    let e = parse(&cache_with(home.path(), ""), ConfigSource::Embedded, &env).unwrap_err();
+    assert!(e.message.contains("home directory"), "{e}");
+}
