@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod daemon;
+mod faults;
 mod go_build;
 mod go_mod;
 mod goproxy;

@@ -1,0 +1,250 @@
+//! File-system faults and hostile contents beyond single symlinks (issue #12): a full
+//! and a read-only file system under a running daemon; names no tool expects, deep
+//! nesting, hard links out of the cache, and a directory swapped for a symlink in a
+//! loop while an eviction of many files runs. Need root (mount, many files); they say
+//! so and do nothing otherwise.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::common::*;
+
+/// A small tmpfs, unmounted when dropped.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, size: &str) -> Option<Mount> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Mount(at.to_path_buf()))
+    }
+
+    fn remount(&self, mode: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount {mode} {}", self.0.display());
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_or_read_only_file_system_is_an_error_counted_retried_and_survived() {
+    if !running_as_root("a_full_or_read_only_file_system...") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(fs) = Mount::tmpfs(&tmp.path().join("fs"), "4m") else {
+        eprintln!("a_full_or_read_only_file_system...: not run: cannot mount a tmpfs here");
+        return;
+    };
+    let cache = fs.0.join("cache");
+    for i in 0..40 {
+        file_aged(&cache.join(format!("f{i:02}")), 10_000, 2 * DAY);
+    }
+    // The daemon's own state (audit trail) on the same file system, then filled up.
+    let state = fs.0.join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let mut filler = std::fs::File::create(fs.0.join("filler")).unwrap();
+    while std::io::Write::write_all(&mut filler, &[0u8; 65536]).is_ok() {}
+    drop(filler);
+    let socket = tmp.path().join("run/cw.sock");
+    let config = |extra: &str| {
+        config_text(&socket, &[("c", &cache, extra)]).replacen(
+            "log_level = \"debug\"\n",
+            &format!(
+                "log_level = \"debug\"\nstate_dir = \"{}\"\n",
+                state.display()
+            ),
+            1,
+        )
+    };
+    let daemon = Daemon::start(tmp.path(), &config(""));
+
+    // Full: removals need no space; the audit line written after each may fail.
+    let (code, report) = daemon.post("/v1/caches/c/evict?entry=f00", "");
+    assert_eq!(code, 200, "{report}");
+    assert!(!cache.join("f00").exists());
+    std::fs::remove_file(fs.0.join("filler")).unwrap();
+
+    // Read-only: every removal fails, is reported and counted; nothing is lost; the
+    // daemon keeps answering, and once writable again the same request succeeds.
+    fs.remount("ro");
+    std::fs::write(&daemon.config, config("max_size = \"100 KiB\"")).unwrap();
+    let (code, reloaded) = daemon.post("/v1/reload", "");
+    assert_eq!(code, 200, "{reloaded}");
+    let (code, report) = daemon.post("/v1/caches/c/evict", "");
+    assert_eq!(code, 200, "{report}");
+    let failed = report["failed"].as_array().unwrap();
+    assert!(!failed.is_empty(), "{report}");
+    assert!(
+        report["failed"].to_string().contains("Read-only"),
+        "{report}"
+    );
+    assert!(!report["unmet"].as_array().unwrap().is_empty(), "{report}");
+    assert_eq!(files(&cache).len(), 39, "nothing was removed");
+    let status = wait_for("the failures counted", DEADLINE, || {
+        let s = daemon.cache_status("c");
+        (s["errors_total"].as_u64().unwrap() > 0).then_some(s)
+    });
+    assert_eq!(status["entries"], 39, "{status}");
+    fs.remount("rw");
+    let (code, report) = daemon.post("/v1/caches/c/evict", "");
+    assert_eq!(code, 200, "{report}");
+    assert!(report["failed"].as_array().unwrap().is_empty(), "{report}");
+    let left = daemon.cache_status("c")["disk_bytes"].as_u64().unwrap();
+    assert!(left <= 100 * 1024, "within max_size once writable: {left}");
+    assert_eq!(daemon.stop().code(), Some(0));
+}
+
+/// The names and shapes of a hostile cache: every one counted and evicted without
+/// touching anything outside the root.
+#[test]
+fn hostile_names_links_and_a_racing_symlink_swap_never_lead_outside() {
+    if !running_as_root("hostile_names_links_and_a_racing_symlink_swap...") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(outside.join("dir")).unwrap();
+    let mut precious = Vec::new();
+    for i in 0..50 {
+        let p = outside.join("dir").join(format!("keep{i}"));
+        std::fs::write(&p, format!("outside file {i}")).unwrap();
+        precious.push(p);
+    }
+    let linked = outside.join("linked");
+    std::fs::write(&linked, b"hard-linked into the cache").unwrap();
+    let long_ago = filetime::FileTime::from_unix_time(now() - 3 * 86400, 0);
+    filetime::set_file_times(&linked, long_ago, long_ago).unwrap();
+    precious.push(linked.clone());
+
+    let old = 2 * DAY;
+    use std::ffi::OsStr;
+    let names: Vec<Vec<u8>> = vec![
+        b"new\nline".to_vec(),
+        b"\xff\xfe-not-utf8".to_vec(),
+        b"-rf".to_vec(),
+        b"--help".to_vec(),
+        vec![b'n'; 255],
+        b" spaces ".to_vec(),
+    ];
+    for n in &names {
+        file_aged(&cache.join(OsStr::from_bytes(n)), 100, old);
+    }
+    // 200 levels of nesting.
+    let mut deep = cache.join("deep");
+    for _ in 0..200 {
+        deep = deep.join("d");
+    }
+    file_aged(&deep.join("bottom"), 100, old);
+    // Hard links to a file outside: unlinked, the original untouched.
+    std::fs::hard_link(&linked, cache.join("hardlink")).unwrap();
+    // Many files below "sub", which a racer swaps for a symlink to the outside.
+    for i in 0..3000 {
+        file_aged(&cache.join("sub").join(format!("f{i:05}")), 10, old);
+    }
+    let before: Vec<_> = precious
+        .iter()
+        .map(|p| {
+            (
+                std::fs::read(p).unwrap(),
+                std::fs::metadata(p).unwrap().permissions(),
+            )
+        })
+        .collect();
+    // (Reading them made the hard-linked file's atime now: its last use again.)
+    filetime::set_file_times(&linked, long_ago, long_ago).unwrap();
+
+    let socket = tmp.path().join("run/cw.sock");
+    let daemon = Daemon::start(tmp.path(), &config_text(&socket, &[("c", &cache, "")]));
+    let listed = daemon.get("/v1/caches/c/entries?limit=100000").1;
+    let total = listed.as_array().unwrap().len();
+    assert!(total >= names.len() + 3002, "every file indexed: {total}");
+
+    // The racer: sub -> sub.real, symlink sub -> outside/dir, and back, in a loop,
+    // while the whole cache is evicted.
+    let stop = AtomicBool::new(false);
+    let swaps = AtomicU64::new(0);
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            let (sub, real) = (cache.join("sub"), cache.join("sub.real"));
+            while !stop.load(Ordering::Relaxed) {
+                if std::fs::rename(&sub, &real).is_ok() {
+                    let _ = std::os::unix::fs::symlink(outside.join("dir"), &sub);
+                    std::thread::yield_now();
+                    let _ = std::fs::remove_file(&sub);
+                    let _ = std::fs::rename(&real, &sub);
+                    swaps.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        std::fs::write(
+            &daemon.config,
+            config_text(&socket, &[("c", &cache, "max_size = \"1 B\"")]),
+        )
+        .unwrap();
+        let (code, _) = daemon.post("/v1/reload", "");
+        assert_eq!(code, 200);
+        let (code, report) = daemon.post("/v1/caches/c/evict", "");
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(code, 200, "{report}");
+        report
+    });
+    println!(
+        "{} symlink swaps raced the eviction; {} removed, {} failed",
+        swaps.load(Ordering::Relaxed),
+        report["removed_entries"],
+        report["failed"].as_array().map_or(0, Vec::len)
+    );
+    // Nothing outside was removed, changed or chmodded; the hard-linked original is
+    // whole; every answer was valid JSON (the helpers parse it).
+    let after: Vec<_> = precious
+        .iter()
+        .map(|p| {
+            (
+                std::fs::read(p).unwrap(),
+                std::fs::metadata(p).unwrap().permissions(),
+            )
+        })
+        .collect();
+    assert_eq!(before, after, "files outside the cache changed");
+    assert_eq!(std::fs::metadata(&linked).unwrap().len(), 26);
+    // What the race did not hold back is gone: the odd names, the deep file, the link.
+    for n in &names {
+        assert!(
+            !cache.join(OsStr::from_bytes(n)).exists(),
+            "{:?} left",
+            String::from_utf8_lossy(n)
+        );
+    }
+    assert!(!deep.join("bottom").exists());
+    assert!(!cache.join("hardlink").exists(), "{report}");
+    let (code, audit) = daemon.get("/v1/audit?limit=100000");
+    assert_eq!(code, 200);
+    println!(
+        "{} removals in the audit trail",
+        audit.as_array().map_or(0, Vec::len)
+    );
+    assert!(
+        !audit.to_string().contains("outside"),
+        "a removal named a path outside: {audit}"
+    );
+    assert_eq!(daemon.stop().code(), Some(0));
+}
