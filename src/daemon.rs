@@ -83,13 +83,26 @@ pub async fn run(
         }),
         control: control_tx,
     });
+    let mut supervisors: HashMap<String, Supervisor> = HashMap::new();
+    let mut first_scans = Vec::new();
+    for cache_config in config.caches.iter().filter(|c| !c.waiting) {
+        let (supervisor, scanned) =
+            Supervisor::start(cache_config.clone(), state_dir.as_deref(), audit.clone());
+        first_scans.push(scanned);
+        supervisors.insert(cache_config.name.clone(), supervisor);
+    }
+    let metrics_listen = config.daemon.metrics_listen;
+    // Published before the socket serves: a client of a daemon that just started sees
+    // every configured cache (scanning), never a 404 for one.
+    publish(&shared, config, &supervisors);
+
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(crate::server::serve(
         listener,
         shared.clone(),
         server_stop.clone(),
     ));
-    if let Some(addr) = config.daemon.metrics_listen {
+    if let Some(addr) = metrics_listen {
         let metrics = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on metrics_listen = \"{addr}\""))?;
@@ -100,16 +113,6 @@ pub async fn run(
             server_stop.clone(),
         ));
     }
-
-    let mut supervisors: HashMap<String, Supervisor> = HashMap::new();
-    let mut first_scans = Vec::new();
-    for cache_config in config.caches.iter().filter(|c| !c.waiting) {
-        let (supervisor, scanned) =
-            Supervisor::start(cache_config.clone(), state_dir.as_deref(), audit.clone());
-        first_scans.push(scanned);
-        supervisors.insert(cache_config.name.clone(), supervisor);
-    }
-    publish(&shared, config, &supervisors);
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
