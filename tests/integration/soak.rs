@@ -485,12 +485,28 @@ fn soak_go_commands_never_fail_because_of_the_daemon() {
     );
     let mut within = Vec::new();
     for (cache, limit) in [("gb", 2u64 << 20), ("gm", 4 << 20)] {
-        let (code, report) = daemon.post(&format!("/v1/caches/{cache}/evict"), "");
-        assert_eq!(code, 200, "{report}");
-        let status = daemon.cache_status(cache);
-        let bytes = status["disk_bytes"].as_u64().unwrap();
-        within.push(format!("{cache} {bytes} B of {limit} B"));
-        assert!(bytes <= limit, "{cache} over its limit: {status} {report}");
+        // Within a minute: a daemon restarted just as go clean removed the root may
+        // hold last uses older than the disk's until its watch is back (it retries
+        // every 30 s and rescans); until then its removals re-check each entry on
+        // disk and skip those used since the plan, which is safe but leaves the
+        // cache over its limit for that while.
+        let started = Instant::now();
+        let (bytes, tries) = wait_for(
+            "the cache within its limit",
+            Duration::from_secs(75),
+            || {
+                let (code, report) = daemon.post(&format!("/v1/caches/{cache}/evict"), "");
+                assert_eq!(code, 200, "{report}");
+                let bytes = daemon.cache_status(cache)["disk_bytes"].as_u64().unwrap();
+                if bytes > limit {
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                (bytes <= limit).then_some((bytes, started.elapsed()))
+            },
+        );
+        within.push(format!(
+            "{cache} {bytes} B of {limit} B (after {tries:.0?})"
+        ));
     }
     let audit = std::fs::read_to_string(state.join("audit.jsonl")).unwrap_or_default();
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
