@@ -160,15 +160,18 @@ fn hostile_names_links_and_a_racing_symlink_swap_never_lead_outside() {
     for i in 0..3000 {
         file_aged(&cache.join("sub").join(format!("f{i:05}")), 10, old);
     }
-    let before: Vec<_> = precious
-        .iter()
-        .map(|p| {
-            (
-                std::fs::read(p).unwrap(),
-                std::fs::metadata(p).unwrap().permissions(),
-            )
-        })
-        .collect();
+    let contents_and_modes = || -> Vec<_> {
+        precious
+            .iter()
+            .map(|p| {
+                (
+                    std::fs::read(p).unwrap(),
+                    std::fs::metadata(p).unwrap().permissions(),
+                )
+            })
+            .collect()
+    };
+    let before = contents_and_modes();
     // (Reading them made the hard-linked file's atime now: its last use again.)
     filetime::set_file_times(&linked, long_ago, long_ago).unwrap();
 
@@ -215,15 +218,7 @@ fn hostile_names_links_and_a_racing_symlink_swap_never_lead_outside() {
     );
     // Nothing outside was removed, changed or chmodded; the hard-linked original is
     // whole; every answer was valid JSON (the helpers parse it).
-    let after: Vec<_> = precious
-        .iter()
-        .map(|p| {
-            (
-                std::fs::read(p).unwrap(),
-                std::fs::metadata(p).unwrap().permissions(),
-            )
-        })
-        .collect();
+    let after = contents_and_modes();
     assert_eq!(before, after, "files outside the cache changed");
     assert_eq!(std::fs::metadata(&linked).unwrap().len(), 26);
     // What the race did not hold back is gone: the odd names, the deep file, the link.
