@@ -49,6 +49,10 @@ pub const FULL_RESCAN_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 pub const WAITING_POLL: Duration = Duration::from_secs(10);
 /// Overflow-driven rescans run at most this often per cache.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
+/// While a cache's root cannot be watched (deleted, not yet created), how often the
+/// daemon tries again: go recreates a root at its next run (`go clean -modcache` then a
+/// build), and until the watch is back the index cannot follow the disk.
+pub const ROOT_POLL: Duration = Duration::from_secs(1);
 
 /// How the daemon finds its config again on reload.
 pub struct Options {
@@ -491,18 +495,19 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// When to look again whether the tool that held entries has exited: a deadline set
-/// once when eviction is deferred, not a sleep created anew on every pass of the
-/// supervisor's loop — steady watch events would postpone that one for ever.
+/// A one-shot deadline set once, not a sleep created anew on every pass of the
+/// supervisor's loop — steady watch events would postpone that one for ever. Used for
+/// looking again whether the tool that held entries has exited, and whether a root that
+/// could not be watched is back.
 #[derive(Default)]
-struct InUseRetry {
+struct Deadline {
     at: Option<Instant>,
 }
 
-impl InUseRetry {
-    /// Sets the deadline [`IN_USE_POLL`] from now, unless one is set.
-    fn arm(&mut self) {
-        self.at.get_or_insert_with(|| Instant::now() + IN_USE_POLL);
+impl Deadline {
+    /// Sets the deadline `after` from now, unless one is set.
+    fn arm(&mut self, after: Duration) {
+        self.at.get_or_insert_with(|| Instant::now() + after);
     }
 
     fn clear(&mut self) {
@@ -541,7 +546,7 @@ impl Watching {
                 if report {
                     cache.record_error(
                         format!(
-                            "cannot watch {}: {e}; retrying every {RESCAN_INTERVAL:?}",
+                            "cannot watch {}: {e}; trying again every {ROOT_POLL:?}",
                             root.display()
                         ),
                         crate::now(),
@@ -581,16 +586,22 @@ async fn supervise(
     let mut last_full_scan = Instant::now();
     let _ = scanned.send(());
     let mut held_since = enforce(&cache, &audit, "startup").await;
-    let mut retry = InUseRetry::default();
+    let mut retry = Deadline::default();
     save_snapshot(&cache, snapshot.as_deref()).await;
 
     let mut last_enforce = Instant::now();
     let mut enforce_pending = false;
     let mut last_rescan: Option<Instant> = None;
     let mut rescan_pending: Option<String> = None;
+    let mut root_poll = Deadline::default();
     loop {
         if held_since.is_some() {
-            retry.arm();
+            retry.arm(IN_USE_POLL);
+        }
+        if watching.active {
+            root_poll.clear();
+        } else {
+            root_poll.arm(ROOT_POLL);
         }
         let config = cache.config();
         let next_enforce = next_fire(Some(&config.schedule));
@@ -638,10 +649,20 @@ async fn supervise(
                 last_rescan = Some(Instant::now());
                 last_full_scan = Instant::now();
                 enforce_pending = true;
-                if !watching.active {
-                    // The root is gone (`rm -rf ~/.cache/go-build`): look again soon,
-                    // go recreates it at its next run.
-                    rescan_pending = Some("waiting for the cache directory to be watchable again".into());
+            }
+            _ = root_poll.due(), if !watching.active => {
+                // The root is gone (`rm -rf ~/.cache/go-build`, `go clean -modcache`)
+                // or not there yet: go recreates it at its next run. Watch it as soon as
+                // it is back, then scan, so the index never lags the disk for long.
+                root_poll.clear();
+                watching.restart(&cache, &stop);
+                if watching.active {
+                    tracing::info!(cache = %config.name, "watching the cache directory again");
+                    rescan_pending = None;
+                    scan(&cache).await;
+                    last_rescan = Some(Instant::now());
+                    last_full_scan = Instant::now();
+                    enforce_pending = true;
                 }
             }
             _ = retry.due(), if held_since.is_some() => {
@@ -772,12 +793,12 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn the_in_use_retry_fires_under_a_steady_stream_of_events() {
-        let mut retry = InUseRetry::default();
+    async fn a_deadline_fires_under_a_steady_stream_of_events() {
+        let mut retry = Deadline::default();
         let started = Instant::now();
         // A loop pass every second (a watch event), each re-arming as the loop does.
         let fired_at = loop {
-            retry.arm();
+            retry.arm(IN_USE_POLL);
             tokio::select! {
                 _ = retry.due() => break Instant::now(),
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -786,7 +807,7 @@ mod tests {
         };
         assert_eq!(fired_at - started, IN_USE_POLL);
         retry.clear();
-        retry.arm();
+        retry.arm(IN_USE_POLL);
         assert_eq!(retry.at, Some(fired_at + IN_USE_POLL));
     }
 }

@@ -21,7 +21,7 @@
 //! A directory swapped for a symlink between scan and removal therefore makes the
 //! operation fail (`ELOOP`/`ENOTDIR`/`EXDEV`) instead of touching what the link names.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -205,6 +205,45 @@ pub fn is_swapped(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV)
     )
+}
+
+/// Whether an error while listing or opening below a root only says that the thing
+/// is no longer there as it was listed: removed (`go clean` racing a scan), or swapped
+/// for something else. A scan skips it; it is not an error of the cache.
+pub fn is_vanished(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || is_swapped(e)
+}
+
+/// The names in the directory `rel` below `dir` (opened with no symlink on the way and
+/// never leaving `dir`), each with whether it is a directory — by `lstat`'s type, so a
+/// symlink to a directory is not one.
+pub fn list_beneath(dir: &impl AsFd, rel: &Path) -> io::Result<Vec<(OsString, bool)>> {
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let fd = open_at_beneath(dir, rel, DIR_FLAGS)?;
+    let mut listing = nix::dir::Dir::from_fd(fd.try_clone()?).map_err(io::Error::from)?;
+    let mut names = Vec::new();
+    for item in listing.iter() {
+        let item = item.map_err(io::Error::from)?;
+        let name = OsStr::from_bytes(item.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        let is_dir = match item.file_type() {
+            Some(t) => t == nix::dir::Type::Directory,
+            // File systems that do not fill in d_type.
+            None => match stat_at(&fd, name) {
+                Ok(st) => is_file_type(&st, libc::S_IFDIR),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        names.push((name.to_os_string(), is_dir));
+    }
+    Ok(names)
 }
 
 /// What a non-regular file is, for messages.

@@ -189,8 +189,9 @@ fn status_never_waits_for_the_index_lock_and_its_totals_stay_exact() {
     assert_eq!(status.disk_bytes, cache.index.lock().unwrap().disk_bytes());
 }
 
-/// A dir kind whose every entry is broken.
-struct Broken(DirKind);
+/// A dir kind whose every entry is broken — except `replaced`, which is replaced by a
+/// healthy file just after its second check (while it was being hashed, say).
+struct Broken(DirKind, Mutex<u32>);
 
 impl Kind for Broken {
     type Id = Id;
@@ -209,7 +210,14 @@ impl Kind for Broken {
     fn stat(&self, id: &Id) -> std::io::Result<Option<EntryMeta>> {
         self.0.stat(id)
     }
-    fn verify(&self, _: &Id) -> Vec<Finding> {
+    fn verify(&self, id: &Id) -> Vec<Finding> {
+        if id.ends_with("replaced") {
+            let mut checks = self.1.lock().unwrap();
+            *checks += 1;
+            if *checks > 2 {
+                return vec![];
+            }
+        }
         vec![Finding {
             problem: "unreadable",
             detail: "a failing disk".into(),
@@ -236,7 +244,13 @@ impl Kind for Broken {
 fn a_dir_cache_repairs_only_past_min_age_and_every_unrepaired_problem_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let now = crate::now();
-    for (name, age) in [("old", 86_400), ("fresh", 60), ("kept.pinned", 86_400)] {
+    let entries = [
+        ("old", 86_400),
+        ("fresh", 60),
+        ("kept.pinned", 86_400),
+        ("replaced", 86_400),
+    ];
+    for (name, age) in entries {
         let path = dir.path().join(name);
         std::fs::write(&path, b"x").unwrap();
         let t = filetime::FileTime::from_unix_time(now - age, 0);
@@ -247,7 +261,7 @@ fn a_dir_cache_repairs_only_past_min_age_and_every_unrepaired_problem_says_why()
         dir.path().display()
     );
     let cache = CacheOf::open(
-        Broken(DirKind::new(dir.path().to_path_buf())),
+        Broken(DirKind::new(dir.path().to_path_buf()), Mutex::new(0)),
         crate::config::first_cache_for_test(&text),
     );
     cache.scan(now);
@@ -265,6 +279,13 @@ fn a_dir_cache_repairs_only_past_min_age_and_every_unrepaired_problem_says_why()
     let report = cache.verify(true, now);
     assert_eq!(why(&report, "old"), None, "repaired");
     assert!(!dir.path().join("old").exists());
+    // Checked again just before its repair, `replaced` was healthy: it stays, and is
+    // no problem (the sweep's first look saw the file it replaced).
+    assert!(dir.path().join("replaced").exists());
+    assert!(
+        report.problems.iter().all(|p| p.entry != "replaced"),
+        "{report:?}"
+    );
     let (code, reason) = why(&report, "fresh").unwrap();
     assert_eq!(code, "within-min-age");
     assert_eq!(reason, "used 1m ago, within min_age 10m");

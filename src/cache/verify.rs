@@ -34,7 +34,7 @@ impl<K: Kind> CacheOf<K> {
         // Removals run without the index lock (as eviction's do): watch events and
         // listings go on meanwhile; the repaired entries leave the index afterwards.
         let mut repaired = Vec::new();
-        for ((id, last_use), found) in ids.iter().zip(findings) {
+        for ((id, last_use), mut found) in ids.iter().zip(findings) {
             if found.is_empty() {
                 continue;
             }
@@ -63,6 +63,14 @@ impl<K: Kind> CacheOf<K> {
                     format!("a go command is running: {}", in_use.by),
                 ))
             } else {
+                // Checked again just before the repair: a sweep of a big cache takes
+                // minutes, and an entry replaced since its first check (or while it
+                // was being hashed) must not be removed on the old evidence.
+                found = users::as_owner(owner, || self.kind.verify(id)).unwrap_or(found);
+                if found.is_empty() {
+                    tracing::debug!(entry = %self.kind.path_of(id), "healthy when checked again before its repair");
+                    continue;
+                }
                 let used_before = if waits_for_min_age {
                     young_after
                 } else {

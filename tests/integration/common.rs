@@ -166,12 +166,23 @@ impl Daemon {
             .iter()
             .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
             .collect();
-        let mut daemon = Daemon::launch(
-            dir,
-            config_text,
-            None,
-            Some(format!("-all,{}", bounding.join(","))),
-        );
+        let setpriv = vec![
+            "--bounding-set".to_string(),
+            format!("-all,{}", bounding.join(",")),
+            "--inh-caps=-all".to_string(),
+        ];
+        let mut daemon = Daemon::launch(dir, config_text, None, Some(setpriv));
+        daemon.wait_ready();
+        daemon
+    }
+
+    /// [`Daemon::start`] as `nobody` (uid and gid 65534, no groups, no capabilities),
+    /// as root: a daemon that meets the permissions an ordinary user's does. `dir` and
+    /// the socket's parent must be reachable by it.
+    pub fn start_as_nobody(dir: &Path, config_text: &str) -> Daemon {
+        let setpriv = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+        let setpriv = setpriv.iter().map(|a| a.to_string()).collect();
+        let mut daemon = Daemon::launch(dir, config_text, None, Some(setpriv));
         daemon.wait_ready();
         daemon
     }
@@ -180,7 +191,7 @@ impl Daemon {
         dir: &Path,
         config_text: &str,
         fd_limit: Option<u64>,
-        bounding_set: Option<String>,
+        setpriv: Option<Vec<String>>,
     ) -> Daemon {
         let config = dir.join("config.toml");
         std::fs::write(&config, config_text).unwrap();
@@ -192,11 +203,11 @@ impl Daemon {
                 .trim_matches('"'),
         );
         let log = dir.join(format!("daemon-{}.log", now_nanos()));
-        let mut command = match &bounding_set {
+        let mut command = match &setpriv {
             None => Command::new(BIN),
-            Some(set) => {
+            Some(args) => {
                 let mut c = Command::new("setpriv");
-                c.args(["--bounding-set", set, "--inh-caps=-all", "--", BIN]);
+                c.args(args).args(["--", BIN]);
                 c
             }
         };

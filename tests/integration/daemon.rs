@@ -7,7 +7,6 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::common::*;
-use cachewarden::daemon;
 
 #[test]
 fn status_follows_watch_events_without_a_rescan() {
@@ -206,10 +205,17 @@ fn a_deleted_and_recreated_root_is_watched_again() {
     });
     std::fs::create_dir(&cache).unwrap();
     std::fs::write(cache.join("b"), b"b").unwrap();
-    let deadline = daemon::RESCAN_INTERVAL + DEADLINE;
-    wait_for("the recreated root's file", deadline, || {
+    // Tried again every second (`ROOT_POLL`), not at the next 30 s rescan.
+    wait_for("the recreated root's file", DEADLINE / 2, || {
         (daemon.cache_status("c")["entries"] == 1).then_some(())
     });
+    assert!(
+        daemon
+            .log_text()
+            .contains("watching the cache directory again"),
+        "{}",
+        daemon.log_text()
+    );
     // And it is watched again, not just rescanned once.
     std::fs::write(cache.join("c"), b"c").unwrap();
     wait_for("a later file", DEADLINE, || {

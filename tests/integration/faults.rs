@@ -243,3 +243,222 @@ fn hostile_names_links_and_a_racing_symlink_swap_never_lead_outside() {
     );
     assert_eq!(daemon.stop().code(), Some(0));
 }
+
+/// A daemon that is not root (a developer's own, or a unit with `User=`) meets what it
+/// may not remove or even list (`EACCES`): a directory of root's among its files, and
+/// one closed to it. Each failure is named and counted in status errors, the daemon
+/// keeps serving, nothing else is lost, and once allowed it finishes the job by itself.
+#[test]
+fn eacces_for_a_non_root_daemon_is_an_error_counted_retried_and_survived() {
+    if !running_as_root("eacces_for_a_non_root_daemon...") {
+        return;
+    }
+    let tmp = open_tempdir();
+    let home = tmp.path().join("home");
+    let cache = home.join("cache");
+    for i in 0..10 {
+        file_aged(&cache.join(format!("own{i}")), 1000, DAY);
+    }
+    for i in 0..5 {
+        file_aged(&cache.join("roots").join(format!("r{i}")), 1000, 3 * DAY);
+    }
+    file_aged(&cache.join("closed/hidden"), 1000, 3 * DAY);
+    let chown = |owner: &str, path: &Path| {
+        let ok = Command::new("chown").args(["-R", owner]).arg(path).status();
+        assert!(ok.unwrap().success(), "chown {owner} {}", path.display());
+    };
+    chown("65534:65534", &home);
+    chown("0:0", &cache.join("roots"));
+    chown("0:0", &cache.join("closed"));
+    std::fs::set_permissions(
+        cache.join("closed"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let config = config_text(
+        &home.join("run/cw.sock"),
+        &[("c", &cache, "max_size = \"1 B\"\nmin_age = \"1h\"")],
+    )
+    .replacen(
+        "log_level = \"debug\"\n",
+        &format!(
+            "log_level = \"debug\"\nstate_dir = \"{}\"\n",
+            home.join("state").display()
+        ),
+        1,
+    );
+    let daemon = Daemon::start_as_nobody(&home, &config);
+
+    // Its own files go; root's stay, each removal failing with the OS's reason; the
+    // directory it cannot list is an error too, not a crash and not a loss.
+    let status = wait_for("its own files evicted, root's failing", DEADLINE, || {
+        let s = daemon.cache_status("c");
+        (s["entries"] == 5 && s["errors_total"].as_u64().unwrap() >= 5).then_some(s)
+    });
+    let errors = status["errors"].to_string();
+    assert!(errors.contains("Permission denied"), "{status}");
+    assert!(
+        errors.contains("roots/r0") || errors.contains("roots"),
+        "{status}"
+    );
+    assert!(
+        errors.contains("closed"),
+        "the unlistable directory is named: {status}"
+    );
+    assert_eq!(files(&cache.join("roots")).len(), 5, "root's files stay");
+    assert!(cache.join("closed/hidden").exists());
+    assert!((0..10).all(|i| !cache.join(format!("own{i}")).exists()));
+    let (code, report) = daemon.post("/v1/caches/c/evict", "");
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["failed"].as_array().unwrap().len(), 5, "{report}");
+    assert!(
+        report["failed"].to_string().contains("Permission denied"),
+        "{report}"
+    );
+    assert!(!report["unmet"].as_array().unwrap().is_empty(), "{report}");
+
+    // Allowed now: the daemon finishes by itself (the permission changes are events).
+    chown("65534:65534", &cache.join("roots"));
+    chown("65534:65534", &cache.join("closed"));
+    wait_for(
+        "root's former files and the hidden one evicted",
+        DEADLINE,
+        || {
+            let gone = files(&cache).is_empty();
+            let s = daemon.cache_status("c");
+            (gone && s["entries"] == 0).then_some(())
+        },
+    );
+    assert_eq!(daemon.stop().code(), Some(0));
+}
+
+/// A million junk files in a GOCACHE — names go never writes (wrong suffixes, words,
+/// newlines, invalid UTF-8), in every shard and at the root, and a symlink out dressed
+/// as an output — beside ten real entries: the junk is counted as ignored and never
+/// removed, the symlink never followed, the real entries evicted; the daemon's memory
+/// stays that of its entries (junk is counted, not kept) and every answer stays valid.
+/// `JUNK_FILES` sets the count (default a million).
+#[test]
+fn a_million_junk_files_are_counted_ignored_and_never_touched() {
+    use sha2::{Digest, Sha256};
+    let junk: usize = std::env::var("JUNK_FILES").map_or(1_000_000, |v| v.parse().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("gocache");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let precious = outside.join("precious");
+    std::fs::write(&precious, b"not the cache's").unwrap();
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(
+        cache.join("README"),
+        "This directory holds cached build artifacts from the Go build system.\n",
+    )
+    .unwrap();
+    for shard in 0..256 {
+        std::fs::create_dir(cache.join(format!("{shard:02x}"))).unwrap();
+    }
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    // Ten real entries, three days old, the way go's `put` writes them.
+    let put_time = now() - 3 * 86400;
+    for seed in 0..10u8 {
+        let content = vec![seed; 3000];
+        let output: [u8; 32] = Sha256::digest(&content).into();
+        let action: [u8; 32] = Sha256::digest([seed, 0xac]).into();
+        let d = cache.join(format!("{:02x}/{}-d", output[0], hex(&output)));
+        std::fs::write(&d, &content).unwrap();
+        let line = format!(
+            "v1 {} {} {:20} {:20}\n",
+            hex(&action),
+            hex(&output),
+            content.len(),
+            put_time * 1_000_000_000
+        );
+        assert_eq!(line.len(), 175);
+        let a = cache.join(format!("{:02x}/{}-a", action[0], hex(&action)));
+        std::fs::write(&a, line).unwrap();
+        for p in [&d, &a] {
+            let t = filetime::FileTime::from_unix_time(put_time, 0);
+            filetime::set_file_times(p, t, t).unwrap();
+        }
+    }
+    let dressed = cache.join(format!("00/{}-d", "00".repeat(32)));
+    std::os::unix::fs::symlink(&precious, &dressed).unwrap();
+    let names = |i: usize| -> Vec<u8> {
+        match i % 4 {
+            0 => format!("{i:064x}-x").into_bytes(),
+            1 => format!("junk-{i}").into_bytes(),
+            2 => format!("line\n{i}").into_bytes(),
+            _ => [b"\xff\xfe".as_slice(), i.to_string().as_bytes()].concat(),
+        }
+    };
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let cache = &cache;
+            s.spawn(move || {
+                for i in (t..junk).step_by(4) {
+                    let dir = match i % 257 {
+                        256 => cache.clone(),
+                        shard => cache.join(format!("{shard:02x}")),
+                    };
+                    let name = std::ffi::OsStr::from_bytes(&names(i)).to_owned();
+                    std::fs::File::create(dir.join(name)).unwrap();
+                }
+            });
+        }
+    });
+    eprintln!("{junk} junk files made in {:.1?}", started.elapsed());
+    let expected_files = junk + 10 * 2 + 1; // junk, real pairs, README
+
+    let socket = tmp.path().join("run/cw.sock");
+    let config = config_text(&socket, &[]).replace("log_level = \"debug\"", "log_level = \"info\"")
+        + &format!(
+            "\n[[cache]]\nname = \"gb\"\nkind = \"go-build\"\npath = \"{}\"\nmax_size = \"1 B\"\n",
+            cache.display()
+        );
+    let daemon = Daemon::start(tmp.path(), &config);
+    let status = wait_for("the real entries evicted", 2 * DEADLINE, || {
+        let s = daemon.cache_status("gb");
+        (s["entries"] == 0 && s["evicted_entries_total"] == 10).then_some(s)
+    });
+    // The root's own files (README, trim.txt, …) are go's business, not counted.
+    let in_shards = (0..junk).filter(|i| i % 257 != 256).count() as u64;
+    let ignored = status["last_scan"]["ignored_files"].as_u64().unwrap();
+    assert!(
+        ignored >= in_shards,
+        "every junk file in a shard counted: {status}"
+    );
+    let (code, listing) = daemon.get("/v1/caches/gb/entries");
+    assert_eq!(code, 200, "{listing}");
+    let (code, metrics) = http(&daemon.socket, "GET", "/metrics", "");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("cachewarden_cache_entries{cache=\"gb\""),
+        "{metrics}"
+    );
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    eprintln!(
+        "daemon RSS with {junk} junk files: {} MiB; {status}",
+        rss_kib / 1024
+    );
+    assert!(
+        rss_kib < 256 * 1024,
+        "junk is counted, not kept: {rss_kib} KiB resident"
+    );
+    let left = walkdir::WalkDir::new(&cache)
+        .into_iter()
+        .filter(|e| e.as_ref().unwrap().file_type().is_file())
+        .count();
+    assert_eq!(left + 20, expected_files, "only the real entries went");
+    assert!(std::fs::symlink_metadata(&dressed)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&precious).unwrap(), b"not the cache's");
+    assert_eq!(daemon.stop().code(), Some(0));
+}

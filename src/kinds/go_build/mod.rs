@@ -354,13 +354,15 @@ impl Kind for GoBuildKind {
         let mut names: Vec<Names> = known(&actions)
             .into_iter()
             .map(|aux| match aux {
-                Some(0) => Names::Nothing,
+                Some(0) | None => Names::Unread,
                 Some(aux) => by_fingerprint(aux),
-                None => Names::Unread,
             })
             .collect();
 
-        // Read what is not known, in parallel: one openat+read+close per action.
+        // Read what is not known, in parallel: one openat+read+close per action. An
+        // action known as naming nothing is read again: it may have been read half
+        // written (go's `put` truncates, then writes) and completed within the same
+        // second, so its unchanged mtime vouches for nothing.
         let unread: Vec<usize> = (0..actions.len())
             .filter(|&i| matches!(names[i], Names::Unread))
             .collect();

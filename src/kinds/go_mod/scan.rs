@@ -14,8 +14,7 @@ impl GoModKind {
             return Ok(parts);
         };
         let leftovers = self.leftovers.lock().unwrap().get(key).cloned();
-        let missing =
-            |e: &io::Error| matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR));
+        let missing = fsutil::is_vanished;
         let (parent, name) = tree_location(key);
         match fsutil::open_dir_beneath(&self.root, parent) {
             Ok(dir) => {
@@ -91,7 +90,7 @@ impl GoModKind {
                     }
                 }
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {}
+            Err(e) if fsutil::is_vanished(&e) => {}
             Err(e) => return Err(e),
         }
         match fsutil::open_dir_beneath(&self.root, &vdir_rel(module)) {
@@ -105,7 +104,7 @@ impl GoModKind {
                     }
                 }
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {}
+            Err(e) if fsutil::is_vanished(&e) => {}
             Err(e) => return Err(e),
         }
         Ok(parts)
@@ -137,7 +136,7 @@ impl GoModKind {
                                 ex.last_use = ex.last_use.max(t.last_use);
                                 fallback = fallback.max((t.changed_ns / 1_000_000_000) as i64);
                             }
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                            Err(e) if fsutil::is_vanished(&e) => {}
                             Err(e) => {
                                 any = true;
                                 ex.errors.push(format!("{key}: {e}"));
@@ -156,7 +155,7 @@ impl GoModKind {
                         ex.tree = Some(sizes);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if fsutil::is_vanished(&e) => {}
                 Err(e) => ex.errors.push(format!("{}: {e}", parent_rel.display())),
             }
         }
@@ -167,7 +166,7 @@ impl GoModKind {
                     for (file, kind) in &parts.files {
                         let st = match stat_at(&vdir, file) {
                             Ok(st) => st,
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                            Err(e) if fsutil::is_vanished(&e) => continue,
                             Err(e) => {
                                 ex.errors.push(format!(
                                     "{}/{}: {e}",
@@ -203,7 +202,7 @@ impl GoModKind {
                         slot.get_or_insert_with(Sizes::default).add_stat(&st);
                     }
                 }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {}
+                Err(e) if fsutil::is_vanished(&e) => {}
                 Err(e) => ex.errors.push(format!("{}: {e}", rel.display())),
             }
         }
@@ -224,32 +223,33 @@ impl GoModKind {
 
     /// Finds every version: trees by walking the module-path directories down to the
     /// first `@` directory, download files by walking `cache/download` down to `@v`.
+    /// Every directory is opened fd-relatively below the root (`fsutil`), and one that
+    /// vanished since it was listed (`go clean -modcache` racing the scan) is skipped,
+    /// not an error.
     pub(super) fn find_versions(
         &self,
         errors: &mut Vec<String>,
         ignored: &mut u64,
     ) -> BTreeMap<String, Parts> {
         let mut versions: BTreeMap<String, Parts> = BTreeMap::new();
+        let root = match fsutil::open_root(&self.root) {
+            Ok(fd) => fd,
+            Err(e) => {
+                errors.push(e.to_string());
+                return versions;
+            }
+        };
+        let list = |rel: &Path, errors: &mut Vec<String>| match fsutil::list_beneath(&root, rel) {
+            Ok(names) => names,
+            Err(e) if fsutil::is_vanished(&e) => Vec::new(),
+            Err(e) => {
+                errors.push(format!("{}: {e}", self.root.join(rel).display()));
+                Vec::new()
+            }
+        };
         let mut stack: Vec<String> = vec![String::new()];
         while let Some(rel) = stack.pop() {
-            let dir = self.root.join(&rel);
-            let items = match std::fs::read_dir(&dir) {
-                Ok(items) => items,
-                Err(e) => {
-                    errors.push(format!("{}: {e}", dir.display()));
-                    continue;
-                }
-            };
-            for item in items {
-                let item = match item {
-                    Ok(item) => item,
-                    Err(e) => {
-                        errors.push(format!("{}: {e}", dir.display()));
-                        break;
-                    }
-                };
-                let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
-                let name = item.file_name();
+            for (name, is_dir) in list(Path::new(&rel), errors) {
                 let Some(name) = name.to_str() else {
                     *ignored += 1;
                     continue;
@@ -288,25 +288,15 @@ impl GoModKind {
             }
         }
 
-        let download = self.root.join("cache/download");
         let mut stack: Vec<String> = vec![String::new()];
         while let Some(rel) = stack.pop() {
-            let dir = download.join(&rel);
-            let items = match std::fs::read_dir(&dir) {
-                Ok(items) => items,
-                Err(e) if rel.is_empty() && e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) => {
-                    errors.push(format!("{}: {e}", dir.display()));
-                    continue;
-                }
-            };
-            for item in items.flatten() {
-                let name = item.file_name();
+            let dir = Path::new("cache/download").join(&rel);
+            for (name, is_dir) in list(&dir, errors) {
                 let Some(name) = name.to_str() else {
                     *ignored += 1;
                     continue;
                 };
-                if !item.file_type().is_ok_and(|t| t.is_dir()) {
+                if !is_dir {
                     *ignored += 1;
                     continue;
                 }
@@ -317,7 +307,18 @@ impl GoModKind {
                     if rel.is_empty() {
                         continue;
                     }
-                    self.list_vdir(&rel, &mut versions, errors, ignored);
+                    for (name, _) in list(&vdir_rel(&rel), errors) {
+                        match name.to_str().and_then(parse_vfile) {
+                            Some((_, VFile::Lock)) | None => *ignored += 1,
+                            Some((version, kind)) => {
+                                versions
+                                    .entry(format!("{rel}@{version}"))
+                                    .or_default()
+                                    .files
+                                    .push((name.clone(), kind));
+                            }
+                        }
+                    }
                 } else if rel.is_empty() {
                     stack.push(name.to_string());
                 } else {
@@ -326,36 +327,6 @@ impl GoModKind {
             }
         }
         versions
-    }
-
-    pub(super) fn list_vdir(
-        &self,
-        module: &str,
-        versions: &mut BTreeMap<String, Parts>,
-        errors: &mut Vec<String>,
-        ignored: &mut u64,
-    ) {
-        let rel = vdir_rel(module);
-        let items = match std::fs::read_dir(self.root.join(&rel)) {
-            Ok(items) => items,
-            Err(e) => {
-                errors.push(format!("{}: {e}", rel.display()));
-                return;
-            }
-        };
-        for item in items.flatten() {
-            let name = item.file_name();
-            match name.to_str().and_then(parse_vfile) {
-                Some((_, VFile::Lock)) | None => *ignored += 1,
-                Some((version, kind)) => {
-                    versions
-                        .entry(format!("{module}@{version}"))
-                        .or_default()
-                        .files
-                        .push((name.clone(), kind));
-                }
-            }
-        }
     }
 
     /// The sumdb cache and the VCS clones.
@@ -369,13 +340,15 @@ impl GoModKind {
                 meta,
             ));
         }
-        let Ok(items) = std::fs::read_dir(self.root.join("cache/vcs")) else {
+        let vcs = fsutil::open_root(&self.root)
+            .and_then(|root| fsutil::list_beneath(&root, Path::new("cache/vcs")));
+        let Ok(items) = vcs else {
             return;
         };
         let mut hashes: Vec<String> = items
-            .flatten()
-            .filter_map(|i| {
-                let name = i.file_name().into_string().ok()?;
+            .into_iter()
+            .filter_map(|(name, _)| {
+                let name = name.into_string().ok()?;
                 let hash = name.strip_suffix(".info").unwrap_or(&name);
                 is_vcs_hash(hash).then(|| hash.to_string())
             })
