@@ -22,7 +22,7 @@
 //! check. A queue overflow (`IN_Q_OVERFLOW`) or a watched root disappearing asks for a
 //! rescan of this cache only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -80,6 +80,9 @@ struct Tree {
     root: PathBuf,
     watches: Watches,
     dirs: HashMap<WatchDescriptor, Watched>,
+    /// The paths of `dirs`: a directory whose permissions change (`ATTRIB`) and is not
+    /// among them could not be watched before (`EACCES`) and is tried again.
+    watched_paths: HashSet<PathBuf>,
     /// Problems to report (directories that could not be watched or listed).
     trouble: Vec<String>,
 }
@@ -109,6 +112,7 @@ impl Tree {
             }
         };
         let wd = self.watches.add(fd_path(&fd), mask())?;
+        self.watched_paths.insert(dir.to_path_buf());
         self.dirs.insert(
             wd,
             Watched {
@@ -146,6 +150,7 @@ impl Tree {
             } else {
                 depth.saturating_sub(level)
             };
+            self.watched_paths.insert(dir.join(&rel));
             self.dirs.insert(
                 wd,
                 Watched {
@@ -183,6 +188,7 @@ pub fn start(
         root: root.to_path_buf(),
         watches: inotify.watches(),
         dirs: HashMap::new(),
+        watched_paths: HashSet::new(),
         trouble: Vec::new(),
     };
     let mut ignored = Vec::new();
@@ -255,7 +261,9 @@ fn handle(
         return Some("the inotify event queue overflowed".into());
     }
     if event.mask.contains(EventMask::IGNORED) {
-        tree.dirs.remove(&event.wd);
+        if let Some(gone) = tree.dirs.remove(&event.wd) {
+            tree.watched_paths.remove(&gone.path);
+        }
         return None;
     }
     let watched = tree.dirs.get(&event.wd)?;
@@ -274,10 +282,14 @@ fn handle(
     let path = watched.path.join(&name);
     let depth = watched.depth;
     if event.mask.contains(EventMask::ISDIR) {
+        // A new directory, or one whose permissions changed that could not be watched
+        // before (it was closed to the daemon): watch it and what it holds.
+        let retry = event.mask.contains(EventMask::ATTRIB) && !tree.watched_paths.contains(&path);
         if depth > 0
-            && event
-                .mask
-                .intersects(EventMask::CREATE | EventMask::MOVED_TO)
+            && (retry
+                || event
+                    .mask
+                    .intersects(EventMask::CREATE | EventMask::MOVED_TO))
         {
             let mut found = Vec::new();
             let below = if depth == u32::MAX {
@@ -292,7 +304,8 @@ fn handle(
                     e.raw_os_error(),
                     Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV)
                 );
-                if e.kind() != io::ErrorKind::NotFound && !replaced {
+                let still_closed = retry && e.kind() == io::ErrorKind::PermissionDenied;
+                if e.kind() != io::ErrorKind::NotFound && !replaced && !still_closed {
                     return Some(format!(
                         "cannot watch new directory {}: {e}",
                         path.display()
