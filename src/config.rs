@@ -125,6 +125,9 @@ pub struct CacheConfig {
     /// The directory does not exist yet: `path` is as configured (not canonical), and
     /// the daemon reloads the config once it appears.
     pub waiting: bool,
+    /// Why a cache whose directory exists waits (the daemon only, `Env::long_running`):
+    /// it does not look like its kind's cache yet. Reloaded once it does.
+    pub refused: Option<String>,
     /// The `name` of the table it comes from (a table with `users` or a glob path
     /// yields `<table>@<user>` caches).
     pub table: String,
@@ -227,6 +230,12 @@ pub struct Env {
     pub xdg_runtime_dir: Option<PathBuf>,
     pub xdg_config_home: Option<PathBuf>,
     pub xdg_state_home: Option<PathBuf>,
+    /// Loading for the daemon: a root that exists but does not look like its kind's
+    /// cache (yet) waits, with the reason, instead of failing the whole config — `go
+    /// clean -modcache` leaves a half-removed root for a moment, and a daemon started or
+    /// reloaded then must not refuse to run. One-shot commands and `config check`
+    /// refuse it.
+    pub long_running: bool,
 }
 
 impl Env {
@@ -242,6 +251,7 @@ impl Env {
             xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
             xdg_config_home: var("XDG_CONFIG_HOME"),
             xdg_state_home: var("XDG_STATE_HOME"),
+            long_running: false,
         }
     }
 
@@ -491,7 +501,7 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
         }
         let mut not_yet = 0;
         for (name, configured_path, owner) in targets {
-            let (path, waiting) = match resolve_cache_path(raw.kind, &configured_path) {
+            let (path, mut waiting) = match resolve_cache_path(raw.kind, &configured_path) {
                 Ok(Resolved::Found(p)) => (p, false),
                 Ok(Resolved::Waiting(p)) if per_user => {
                     not_yet += 1;
@@ -525,13 +535,23 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                 p if p == Path::new("auto") || per_user => path.as_path(),
                 p => p,
             };
-            let refused = crate::roots::refuse(configured, &path, &homes).map_or(Ok(()), Err);
+            if let Some(message) = crate::roots::refuse(configured, &path, &homes) {
+                return Err(err_at(path_span, Some("path"), message));
+            }
+            let mut refused = None;
             let checked = match waiting {
-                true => refused,
-                false => refused.and_then(|()| raw.kind.check_root(&path)),
+                true => Ok(()), // nothing there yet: checked once it appears
+                false => raw.kind.check_root(&path),
             };
             if let Err(message) = checked {
-                return Err(err_at(path_span, Some("path"), message));
+                if !env.long_running {
+                    return Err(err_at(path_span, Some("path"), message));
+                }
+                notes.push(format!(
+                    "cache {name:?}: {message} for now; managed once it does (go clean may be removing it)"
+                ));
+                waiting = true;
+                refused = Some(message);
             }
             if let Some(other) = caches
                 .iter()
@@ -642,6 +662,7 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                 tiered_eviction: raw.tiered_eviction,
                 guard_processes,
                 waiting,
+                refused,
                 table: table.clone(),
                 owner,
             });
@@ -737,6 +758,7 @@ pub fn first_cache_for_test(text: &str) -> CacheConfig {
         xdg_runtime_dir: None,
         xdg_config_home: None,
         xdg_state_home: None,
+        long_running: false,
     };
     parse(text, ConfigSource::Embedded, &env)
         .unwrap()

@@ -164,7 +164,7 @@ pub async fn run(
                 // A cache that did not exist (go had not run yet) may now, and a table
                 // that finds caches per user may find new users: reload, as SIGHUP
                 // does, which also asks `go env` again.
-                if shared.waiting().iter().any(|c| c.path.exists()) || discovered_new_caches(&options, &shared) {
+                if shared.waiting().iter().any(|c| c.path.exists() && c.kind.check_root(&c.path).is_ok()) || discovered_new_caches(&options, &shared) {
                     tracing::info!("a cache the config names has appeared: reloading");
                     if let Err(e) = reload(&options, &shared, &mut supervisors) {
                         tracing::error!("{e}");

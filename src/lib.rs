@@ -14,6 +14,8 @@ pub mod cache;
 pub mod churn;
 pub mod client;
 pub mod config;
+#[cfg(test)]
+mod corpus;
 pub mod daemon;
 pub mod doctor;
 pub mod fsutil;

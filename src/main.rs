@@ -165,7 +165,11 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
     };
     match cli.command {
         Command::Daemon => {
-            let config = load(cli.config.as_deref())?;
+            let env = Env {
+                long_running: true,
+                ..env
+            };
+            let config = config::load(cli.config.as_deref(), &env)?;
             init_daemon_logging(&config.daemon.log_level);
             let runtime = tokio::runtime::Runtime::new()?;
             let options = cachewarden::daemon::Options {

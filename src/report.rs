@@ -96,7 +96,10 @@ impl CacheStatus {
             oldest_last_use: None,
             oldest_age_secs: None,
             over_limits: Vec::new(),
-            last_use_signal: format!("waiting for {} to appear", config.path.display()),
+            last_use_signal: match &config.refused {
+                None => format!("waiting for {} to appear", config.path.display()),
+                Some(why) => format!("waiting: {why} for now"),
+            },
             last_scan: None,
             last_eviction: None,
             last_enforcement: None,

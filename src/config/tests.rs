@@ -7,6 +7,7 @@ pub fn test_env() -> Env {
         xdg_runtime_dir: Some(PathBuf::from("/run/user/1000")),
         xdg_config_home: None,
         xdg_state_home: None,
+        long_running: false,
     }
 }
 
@@ -266,4 +267,38 @@ fn home_is_refused() {
     };
     let e = parse(&cache_with(home.path(), ""), ConfigSource::Embedded, &env).unwrap_err();
     assert!(e.message.contains("home directory"), "{e}");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+    /// The corpus's configs (and the shipped examples), mutated: a config or an error
+    /// naming the file, never a panic.
+    #[test]
+    fn corpus_configs_mutated_are_a_config_or_an_error_naming_the_file(
+        pick in 0usize..64,
+        edits in crate::corpus::edits(),
+    ) {
+        let mut corpus = crate::corpus::files("config");
+        corpus.push(("example".into(), include_bytes!("../../config.example.toml").to_vec()));
+        corpus.push(("shared-server".into(), include_bytes!("../../packaging/etc/shared-server.toml").to_vec()));
+        let (_, sample) = &corpus[pick % corpus.len()];
+        let text = String::from_utf8_lossy(&crate::corpus::mutate(sample, &edits)).into_owned();
+        if let Err(e) = parse_str(&text) {
+            proptest::prop_assert!(e.to_string().starts_with("test.toml"), "{}", e);
+        }
+    }
+}
+
+#[test]
+fn corpus_configs_that_are_wrong_name_the_key() {
+    for (name, bytes) in crate::corpus::files("config") {
+        let text = String::from_utf8(bytes).unwrap();
+        let key = match name.as_str() {
+            "unknown-key.toml" => "max_sise",
+            "bad-values.toml" => "max_size",
+            _ => continue,
+        };
+        let e = parse_str(&text).expect_err(&name).to_string();
+        assert!(e.contains(key), "{name}: {e}");
+    }
 }

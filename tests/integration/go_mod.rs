@@ -791,3 +791,60 @@ fn fresh_damage_is_repaired_without_waiting_for_min_age() {
     world.build_ok();
     world.verify_ok();
 }
+
+/// A daemon started (or reloaded) while `go clean -modcache` is halfway through the
+/// root — `cache/download` gone, module trees left — does not refuse to run: that cache
+/// waits, saying why, the others are managed, and once go has written the root again
+/// it is managed too. `config check` still refuses such a root. (The soak found a
+/// daemon restarted at that moment exiting with "does not look like a Go module cache".)
+#[test]
+fn a_root_go_clean_is_halfway_through_waits_instead_of_stopping_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let modcache = tmp.path().join("gomodcache");
+    std::fs::create_dir_all(modcache.join("example.com/left@v1.0.0")).unwrap();
+    std::fs::write(
+        modcache.join("example.com/left@v1.0.0/go.mod"),
+        b"module example.com/left\n",
+    )
+    .unwrap();
+    let other = tmp.path().join("other");
+    file_aged(&other.join("f"), 10, DAY);
+    let socket = tmp.path().join("run/cw.sock");
+    let config = config_text(&socket, &[("d", &other, "")])
+        + &format!(
+            "\n[[cache]]\nname = \"gm\"\nkind = \"go-mod\"\npath = \"{}\"\n",
+            modcache.display()
+        );
+    std::fs::write(tmp.path().join("check.toml"), &config).unwrap();
+    let check = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(tmp.path().join("check.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(2), "config check refuses it");
+
+    let daemon = Daemon::start(tmp.path(), &config);
+    let gm = daemon.cache_status("gm");
+    assert_eq!(gm["state"], "waiting", "{gm}");
+    assert!(
+        gm["last_use_signal"]
+            .as_str()
+            .unwrap()
+            .contains("does not look like a Go module cache"),
+        "{gm}"
+    );
+    assert_eq!(daemon.cache_status("d")["entries"], 1);
+    assert!(
+        modcache.join("example.com/left@v1.0.0/go.mod").exists(),
+        "nothing of a refused root is touched"
+    );
+
+    // go writes the root again (its next download): managed.
+    std::fs::create_dir_all(modcache.join("cache/download")).unwrap();
+    let gm = wait_for("the module cache managed", 3 * DEADLINE, || {
+        let s = daemon.cache_status("gm");
+        (s["state"] == "ready").then_some(s)
+    });
+    assert!(gm["entries"].as_u64().unwrap() >= 1, "{gm}");
+    assert_eq!(daemon.stop().code(), Some(0));
+}

@@ -491,6 +491,20 @@ fn arbitrary_request_bytes_get_a_well_formed_answer_or_a_close() {
     assert_eq!(daemon.stop().code(), Some(0));
 }
 
+/// The raw requests of `tests/corpus/http`, read once.
+fn http_corpus() -> &'static [Vec<u8>] {
+    static CORPUS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    CORPUS.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/http");
+        let mut found: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        found.sort();
+        found
+    })
+}
+
 /// One request from random pieces.
 fn random_request(next: &mut impl FnMut(usize) -> usize) -> Vec<u8> {
     const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "HEAD", "G\0T", ""];
@@ -529,6 +543,23 @@ fn random_request(next: &mut impl FnMut(usize) -> usize) -> Vec<u8> {
     if next(8) == 0 {
         let n = next(300);
         return junk(n, next);
+    }
+    if next(7) == 0 {
+        // A request of the checked-in corpus (tests/corpus/http), a few bytes edited.
+        let corpus = http_corpus();
+        let mut r = corpus[next(corpus.len())].clone();
+        for _ in 0..next(5) {
+            let at = next(r.len() + 1);
+            match next(3) {
+                0 if at < r.len() => r[at] ^= 1 << next(8),
+                1 => r.insert(at, next(256) as u8),
+                _ if at < r.len() => {
+                    r.remove(at);
+                }
+                _ => {}
+            }
+        }
+        return r;
     }
     let mut r = Vec::new();
     r.extend_from_slice(METHODS[next(METHODS.len())].as_bytes());

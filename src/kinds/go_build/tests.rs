@@ -722,3 +722,23 @@ fn files_vanishing_mid_scan_are_not_errors_and_a_quiet_scan_is_exact() {
     assert!(!settled.is_empty());
     assert_eq!(settled, listing(&fresh));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+    /// The corpus's real action files parse as they are; mutated, they are a problem
+    /// code or a valid action that round-trips, never a panic.
+    #[test]
+    fn corpus_action_files_parse_and_their_mutations_never_panic(
+        pick in 0usize..64,
+        edits in crate::corpus::edits(),
+    ) {
+        let corpus = crate::corpus::files("go-build");
+        let (name, sample) = &corpus[pick % corpus.len()];
+        let real = parse_action(sample);
+        proptest::prop_assert!(real.is_ok(), "{}: {:?}", name, real);
+        let bytes = crate::corpus::mutate(sample, &edits);
+        if let Ok(a) = parse_action(&bytes) {
+            proptest::prop_assert_eq!(parse_action(format_action(&a).as_bytes()), Ok(a));
+        }
+    }
+}

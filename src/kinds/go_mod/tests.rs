@@ -963,3 +963,44 @@ fn versions_vanishing_mid_scan_are_not_errors_and_a_quiet_scan_is_exact() {
     assert!(quiet.errors.is_empty(), "{:?}", quiet.errors);
     assert_eq!(quiet.entries.len(), before, "every version is back");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1500))]
+    /// The corpus's real `.info`, `.mod`, `.ziphash`, `@v/list`, zip and go env files
+    /// pass their checks as they are; mutated, never a panic.
+    #[test]
+    fn corpus_files_go_wrote_pass_and_their_mutations_never_panic(
+        pick in 0usize..64,
+        edits in crate::corpus::edits(),
+    ) {
+        let corpus = crate::corpus::files("go-mod");
+        let (name, sample) = &corpus[pick % corpus.len()];
+        let bytes = crate::corpus::mutate(sample, &edits);
+        let version = name.rsplit('-').next().unwrap().trim_end_matches(".info");
+        if name.ends_with(".info") {
+            proptest::prop_assert!(super::layout::info_ok(sample, version).is_ok(), "{}", name);
+            let _ = super::layout::info_ok(&bytes, version);
+        } else if name.ends_with(".mod") {
+            proptest::prop_assert!(super::layout::mod_ok(sample).is_ok(), "{}", name);
+            let _ = super::layout::mod_ok(&bytes);
+        } else if name.ends_with(".ziphash") {
+            proptest::prop_assert!(super::layout::parse_ziphash(sample).is_some(), "{}", name);
+            let _ = super::layout::parse_ziphash(&bytes);
+        } else if name.ends_with(".zip") {
+            let dir = tempfile::tempdir().unwrap();
+            let zip = dir.path().join(name);
+            std::fs::write(&zip, sample).unwrap();
+            proptest::prop_assert!(hash_zip(std::fs::File::open(&zip).unwrap()).is_ok(), "{}", name);
+            std::fs::write(&zip, &bytes).unwrap();
+            let _ = hash_zip(std::fs::File::open(&zip).unwrap());
+        } else {
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                let _ = is_canonical_version(line);
+                let _ = super::layout::valid_escaped_version(line);
+            }
+        }
+        let env = crate::corpus::files("go-env");
+        let (_, sample) = &env[pick % env.len()];
+        let _ = crate::golang::env::parse_env_file(&String::from_utf8_lossy(&crate::corpus::mutate(sample, &edits)));
+    }
+}

@@ -1,0 +1,5 @@
+module golang.org/x/text
+
+
+
+go 1.17
