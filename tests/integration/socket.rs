@@ -623,8 +623,10 @@ fn answer_to(socket: &Path, request: &[u8]) -> Result<Option<(u16, String, Strin
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("no end of head in {text:?}"))?;
-    let code = head
-        .strip_prefix("HTTP/1.1 ")
+    // An HTTP/1.0 request (the corpus's, edited) is answered in HTTP/1.0.
+    let code = ["HTTP/1.1 ", "HTTP/1.0 "]
+        .iter()
+        .find_map(|v| head.strip_prefix(v))
         .and_then(|s| s.get(..3))
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("no HTTP status in {text:?}"))?;

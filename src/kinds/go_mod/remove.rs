@@ -155,9 +155,17 @@ impl GoModKind {
         let tree_exists = parts.tree || !parts.tmp_dirs.is_empty();
         let vdir = &locked.vdir;
 
-        // The marker first, then the last look for go commands.
+        // A look for go commands, the marker, then the last look. The first keeps a
+        // running command's tree free of markers: were the daemon killed between
+        // marking and unmarking, the next go command would see `.partial` and re-extract
+        // the tree (RemoveAll, then unzip) under a command already reading it.
         let mut marked = false;
         if drop_tree && tree_exists {
+            if let Some(by) = self.go_running() {
+                return Removal::InUse(format!(
+                    "{by} may read this version; deferred until it exits"
+                ));
+            }
             match Self::mark_partial(vdir, version) {
                 Ok(created) => marked = created,
                 Err(e) => return Removal::Skipped(format!("cannot create {version}.partial: {e}")),
