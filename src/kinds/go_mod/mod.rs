@@ -567,4 +567,6 @@ impl Kind for GoModKind {
 }
 
 #[cfg(test)]
+mod race_tests;
+#[cfg(test)]
 pub mod tests;
