@@ -132,6 +132,19 @@ pub fn config_text(socket: &Path, caches: &[(&str, &Path, &str)]) -> String {
     text
 }
 
+/// A config text (as [`config_text`] writes its `[daemon]` table) with the daemon's
+/// state directory set to `state`.
+pub fn with_state_dir(config: &str, state: &Path) -> String {
+    config.replacen(
+        "log_level = \"debug\"\n",
+        &format!(
+            "log_level = \"debug\"\nstate_dir = \"{}\"\n",
+            state.display()
+        ),
+        1,
+    )
+}
+
 pub struct Daemon {
     pub child: Child,
     pub socket: PathBuf,

@@ -64,16 +64,8 @@ fn a_full_or_read_only_file_system_is_an_error_counted_retried_and_survived() {
     while std::io::Write::write_all(&mut filler, &[0u8; 65536]).is_ok() {}
     drop(filler);
     let socket = tmp.path().join("run/cw.sock");
-    let config = |extra: &str| {
-        config_text(&socket, &[("c", &cache, extra)]).replacen(
-            "log_level = \"debug\"\n",
-            &format!(
-                "log_level = \"debug\"\nstate_dir = \"{}\"\n",
-                state.display()
-            ),
-            1,
-        )
-    };
+    let config =
+        |extra: &str| with_state_dir(&config_text(&socket, &[("c", &cache, extra)]), &state);
     let daemon = Daemon::start(tmp.path(), &config(""));
 
     // Full: removals need no space; the audit line written after each may fail.
@@ -278,15 +270,8 @@ fn eacces_for_a_non_root_daemon_is_an_error_counted_retried_and_survived() {
     let config = config_text(
         &home.join("run/cw.sock"),
         &[("c", &cache, "max_size = \"1 B\"\nmin_age = \"1h\"")],
-    )
-    .replacen(
-        "log_level = \"debug\"\n",
-        &format!(
-            "log_level = \"debug\"\nstate_dir = \"{}\"\n",
-            home.join("state").display()
-        ),
-        1,
     );
+    let config = with_state_dir(&config, &home.join("state"));
     let daemon = Daemon::start_as_nobody(&home, &config);
 
     // Its own files go; root's stay, each removal failing with the OS's reason; the

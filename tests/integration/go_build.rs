@@ -393,13 +393,7 @@ fn a_restart_restores_the_index_from_its_snapshot() {
     world.go_ok(&["build", "./lib"], None);
     world.go_ok(&["vet", "./lib"], None);
     let state = world.root.join("state");
-    let text = std::fs::read_to_string(world.config("")).unwrap().replace(
-        "log_level = \"debug\"\n",
-        &format!(
-            "log_level = \"debug\"\nstate_dir = \"{}\"\n",
-            state.display()
-        ),
-    );
+    let text = with_state_dir(&std::fs::read_to_string(world.config("")).unwrap(), &state);
     let daemon = Daemon::start(&world.root, &text);
     let before = daemon.cache_status("gb");
     assert!(before["entries"].as_u64().unwrap() > 5, "{before}");
