@@ -151,65 +151,32 @@ fn the_packaged_shared_server_config_parses() {
 fn errors_name_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    expect_err(
-        &cache_with(d, "max_sise = \"1 GiB\""),
-        5,
-        "max_sise",
-        "unknown field",
-    );
-    expect_err(
-        &cache_with(d, "max_size = \"1 XB\""),
-        5,
-        "max_size",
-        "invalid size",
-    );
-    expect_err(
-        &cache_with(d, "max_age = \"soon\""),
-        5,
-        "max_age",
-        "invalid duration",
-    );
-    expect_err(
-        &cache_with(d, "schedule = \"* * *\""),
-        5,
-        "schedule",
-        "5 fields",
-    );
-    expect_err(
-        &cache_with(d, "min_age = \"30s\""),
-        5,
-        "min_age",
-        "safe floor",
-    );
-    expect_err(
-        &cache_with(d, "keep = [\"[\"]"),
-        5,
-        "keep",
-        "invalid pattern",
-    );
-    expect_err(
-        "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"rel/dir\"\n",
-        4,
-        "path",
-        "relative",
-    );
+    // A bad line in a cache table: the error names line 5 (the line after the path)
+    // and its key.
+    for (line, key, needle) in [
+        ("max_sise = \"1 GiB\"", "max_sise", "unknown field"),
+        ("max_size = \"1 XB\"", "max_size", "invalid size"),
+        ("max_age = \"soon\"", "max_age", "invalid duration"),
+        ("schedule = \"* * *\"", "schedule", "5 fields"),
+        ("min_age = \"30s\"", "min_age", "safe floor"),
+        ("keep = [\"[\"]", "keep", "invalid pattern"),
+    ] {
+        expect_err(&cache_with(d, line), 5, key, needle);
+    }
+    // A bad path: line 4, key `path`.
+    for (path, needle) in [
+        ("rel/dir", "relative"),
+        ("/etc/hostname", "not a directory"),
+        ("/usr", "system or shared directory"),
+    ] {
+        let text = format!("[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"{path}\"\n");
+        expect_err(&text, 4, "path", needle);
+    }
     // A path that does not exist yet is waited for, not an error.
     let waiting =
         parse_str("[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/nonexistent/x\"\n").unwrap();
     assert!(waiting.caches[0].waiting);
     assert!(waiting.notes[0].contains("waiting for /nonexistent/x"));
-    expect_err(
-        "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/etc/hostname\"\n",
-        4,
-        "path",
-        "not a directory",
-    );
-    expect_err(
-        "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"/usr\"\n",
-        4,
-        "path",
-        "system or shared directory",
-    );
     expect_err(
         "[[cache]]\nname = \"c\"\nkind = \"blob\"\npath = \"/x\"\n",
         3,

@@ -178,6 +178,21 @@ fn cachewarden(config: &Path, args: &[&str]) -> (i32, serde_json::Value) {
     (out.status.code().unwrap(), value)
 }
 
+/// Flips one byte in the middle of `path`, keeping its size: the damage go would serve
+/// to the compiler.
+fn flip_a_middle_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(path, &bytes).unwrap();
+}
+
+/// Cuts `path` short: an action file half written.
+fn cut_to_100_bytes(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    std::fs::write(path, &bytes[..100]).unwrap();
+}
+
 fn rel(cache: &Path, p: &Path) -> String {
     p.strip_prefix(cache)
         .unwrap()
@@ -209,14 +224,9 @@ fn verify_finds_damaged_real_entries_and_repair_lets_go_rebuild() {
     let (flip_a, flip_d) = &picks[0];
     let (trunc_a, _) = &picks[1];
     let (garble_a, _) = &picks[2];
-    // Flip one byte of an output, keeping its size: go would serve it to the compiler.
-    let mut bytes = std::fs::read(flip_d).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x55;
-    std::fs::write(flip_d, &bytes).unwrap();
+    flip_a_middle_byte(flip_d);
     // Truncate one action file; garble another.
-    let text = std::fs::read(trunc_a).unwrap();
-    std::fs::write(trunc_a, &text[..100]).unwrap();
+    cut_to_100_bytes(trunc_a);
     let mut text = std::fs::read(garble_a).unwrap();
     text[70] = b'z';
     std::fs::write(garble_a, &text).unwrap();
@@ -500,12 +510,8 @@ fn fresh_damage_is_repaired_at_once_unless_go_is_running() {
     let picks = world.unique_entries();
     let (flip_a, flip_d) = &picks[0];
     let (trunc_a, _) = &picks[1];
-    let mut bytes = std::fs::read(flip_d).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x55;
-    std::fs::write(flip_d, &bytes).unwrap();
-    let text = std::fs::read(trunc_a).unwrap();
-    std::fs::write(trunc_a, &text[..100]).unwrap();
+    flip_a_middle_byte(flip_d);
+    cut_to_100_bytes(trunc_a);
 
     // A go command using this cache (a stand-in named go) holds the repair, and the
     // report says so.

@@ -320,8 +320,8 @@ fn soak_go_commands_never_fail_because_of_the_daemon() {
     // go's `.partial` marker already removed, which every later go command trusts
     // (CI's soaks at 2c48b84 and 5b782b2: "undefined: Position", "does not contain
     // package"): go's own race with lasting damage. So it runs while none of the
-    // loops' go commands does; it still races the daemon, and `go clean -cache` races
-    // everything.
+    // loops' go commands (nor the junk planter) does; it still races the daemon, and
+    // `go clean -cache` races everything.
     let modcache_gate = std::sync::RwLock::new(());
     let go = |what: &'static str, dir: &Path, args: &[&str]| {
         let _not_cleaning = modcache_gate.read().unwrap();
@@ -376,8 +376,8 @@ fn soak_go_commands_never_fail_because_of_the_daemon() {
                 let which = if n % 2 == 0 { "-cache" } else { "-modcache" };
                 let _alone = (which == "-modcache").then(|| modcache_gate.write().unwrap());
                 let started = Instant::now();
-                // Go's RemoveAll races the loops' go commands refilling the cache
-                // ("directory not empty"): go's own race, counted, not ours. A failed
+                // `go clean -cache`'s RemoveAll races the loops' go commands refilling
+                // the cache ("directory not empty"): go's own race, counted. A failed
                 // `go clean -modcache` leaves module trees half removed with no
                 // `.partial` marker, which every later go command trusts ("module …
                 // does not contain package …"): run again, as its user would, and
@@ -410,6 +410,10 @@ fn soak_go_commands_never_fail_because_of_the_daemon() {
                 }
                 if random.below(8) == 0 {
                     let n = planted.fetch_add(1, Ordering::Relaxed);
+                    // Planting recreates `cache/download/…`: not while go removes the
+                    // root (the 30-minute soak at 566bfaa: "unlinkat …/pkg/mod:
+                    // directory not empty", the harness racing go's clean).
+                    let _not_cleaning = modcache_gate.read().unwrap();
                     plant_junk(world, n);
                     let _ = try_http(&socket, "POST", "/v1/caches/gb/verify?repair=true");
                     let _ = try_http(&socket, "POST", "/v1/caches/gm/verify?repair=true");
@@ -562,7 +566,7 @@ fn soak_go_commands_never_fail_because_of_the_daemon() {
         planted.load(Ordering::Relaxed)
     );
     let clean_failures = clean_failures.into_inner().unwrap();
-    println!("  go clean failures (racing the loops' go commands): {clean_failures:#?}");
+    println!("  go clean failures (-cache racing the loops' go commands, -modcache only the daemon): {clean_failures:#?}");
     println!("  removals in the audit trail by reason: {reasons:?}");
     println!("  failures racing go clean, for example: {go_races:#?}");
     println!(

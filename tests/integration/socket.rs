@@ -349,6 +349,18 @@ fn a_malformed_or_short_body_is_named_as_such() {
 }
 
 /// A directory like `/tmp` where any user may create names.
+/// Starts a daemon with `config` that must refuse to start (exit 2); its stderr.
+fn daemon_refused(config: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "daemon"])
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
 fn sticky_shared_dir(tmp: &Path) -> std::path::PathBuf {
     let shared = tmp.join("tmp");
     std::fs::create_dir(&shared).unwrap();
@@ -377,13 +389,7 @@ fn a_socket_directory_planted_by_another_user_is_refused() {
     let socket = dir.join("cw.sock");
     let config = tmp.path().join("c.toml");
     std::fs::write(&config, config_text(&socket, &[("c", &cache, "")])).unwrap();
-    let out = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "daemon"])
-        .env_remove("JOURNAL_STREAM")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = daemon_refused(&config);
     for needle in [dir.to_str().unwrap(), "nobody", "0755", "must be owned by"] {
         assert!(stderr.contains(needle), "{needle:?} in {stderr}");
     }
@@ -411,13 +417,7 @@ fn a_socket_directory_writable_by_others_is_refused() {
     let socket = dir.join("cw.sock");
     let config = tmp.path().join("c.toml");
     std::fs::write(&config, config_text(&socket, &[("c", &cache, "")])).unwrap();
-    let out = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "daemon"])
-        .env_remove("JOURNAL_STREAM")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = daemon_refused(&config);
     assert!(stderr.contains("mode 0777"), "{stderr}");
     assert!(stderr.contains("chmod go-w"), "{stderr}");
     assert!(!socket.exists());
