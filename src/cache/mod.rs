@@ -346,6 +346,33 @@ impl<K: Kind> CacheOf<K> {
         }
     }
 
+    /// Entries that came to name an `aux` (an output, for go-build) that other entries
+    /// name too: the kind settles who carries it and they are stat'ed again, so the
+    /// index accounts as a full scan would (one pass over the index, only when some
+    /// entry was named anew). Returns the errors of those stats.
+    fn settle_shared(&self, index: &mut Index<K::Id>, named_anew: &HashSet<u64>) -> Vec<String> {
+        if named_anew.is_empty() || !self.kind.aux_can_be_shared() {
+            return Vec::new();
+        }
+        let mut namers: std::collections::HashMap<u64, Vec<K::Id>> = Default::default();
+        for (id, meta) in index.iter() {
+            if named_anew.contains(&meta.aux) {
+                namers.entry(meta.aux).or_default().push(id.clone());
+            }
+        }
+        let mut errors = Vec::new();
+        for (aux, ids) in namers {
+            if ids.len() > 1 && self.kind.named_by_several(aux, &ids) {
+                for id in ids {
+                    if let Err(e) = self.apply_one(index, id) {
+                        errors.push(e);
+                    }
+                }
+            }
+        }
+        errors
+    }
+
     fn apply_one(&self, index: &mut Index<K::Id>, id: K::Id) -> Result<(), String> {
         match self.kind.stat(&id) {
             Ok(Some(meta)) => {
@@ -532,11 +559,18 @@ impl<K: Kind> Cache for CacheOf<K> {
         let mut errors = Vec::new();
         {
             let mut index = self.index_mut();
+            let mut named_anew = HashSet::new();
             for id in ids {
-                if let Err(e) = self.apply_one(&mut index, id) {
+                let before = index.get(&id).map(|m| m.aux);
+                if let Err(e) = self.apply_one(&mut index, id.clone()) {
                     errors.push(e);
                 }
+                match index.get(&id).map(|m| m.aux) {
+                    Some(aux) if aux != 0 && before != Some(aux) => named_anew.insert(aux),
+                    _ => false,
+                };
             }
+            errors.extend(self.settle_shared(&mut index, &named_anew));
         }
         let now = crate::now();
         for e in errors {

@@ -98,6 +98,24 @@ impl<K: Kind> CacheOf<K> {
             result.ignored_files += more.ignored_files;
             rescanned += extra.len();
         }
-        Some(self.install(result, kept, started, walk_ms, now, Some(rescanned as u64)))
+        // An action read here may name an output in a partition not walked, which an
+        // entry kept from the snapshot names too: settle who carries it.
+        let walked: HashSet<usize> = changed.iter().chain(&extra).copied().collect();
+        let named_across: HashSet<u64> = result
+            .entries
+            .iter()
+            .map(|(_, m)| m.aux)
+            .filter(|&aux| {
+                self.kind
+                    .partition_of_aux(aux)
+                    .is_some_and(|p| !walked.contains(&p))
+            })
+            .collect();
+        let record = self.install(result, kept, started, walk_ms, now, Some(rescanned as u64));
+        let errors = self.settle_shared(&mut self.index_mut(), &named_across);
+        for e in errors {
+            self.record_error(format!("restore: {e}"), now);
+        }
+        Some(record)
     }
 }

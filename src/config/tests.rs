@@ -24,6 +24,14 @@ proptest::proptest! {
             proptest::prop_assert!(e.to_string().starts_with("test.toml"), "{}", e);
         }
     }
+
+    /// Arbitrary bytes (as the loader reads them: invalid UTF-8 replaced) likewise.
+    #[test]
+    fn arbitrary_config_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+        if let Err(e) = parse_str(&String::from_utf8_lossy(&bytes)) {
+            proptest::prop_assert!(e.to_string().starts_with("test.toml"), "{}", e);
+        }
+    }
 }
 
 #[test]
@@ -257,13 +265,16 @@ proptest::proptest! {
 }
 
 #[test]
-fn corpus_configs_that_are_wrong_name_the_key() {
+fn corpus_configs_parse_and_those_that_are_wrong_name_the_key() {
     for (name, bytes) in crate::corpus::files("config") {
         let text = String::from_utf8(bytes).unwrap();
         let key = match name.as_str() {
             "unknown-key.toml" => "max_sise",
             "bad-values.toml" => "max_size",
-            _ => continue,
+            _ => {
+                parse_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                continue;
+            }
         };
         let e = parse_str(&text).expect_err(&name).to_string();
         assert!(e.contains(key), "{name}: {e}");

@@ -248,6 +248,19 @@ pub trait Kind: Send + Sync + 'static {
     fn partition_of_aux(&self, _aux: u64) -> Option<usize> {
         None
     }
+    /// Whether entries can share what their `aux` names (go-build: an output several
+    /// actions name), so that [`Kind::named_by_several`] is worth calling.
+    fn aux_can_be_shared(&self) -> bool {
+        false
+    }
+    /// `namers`, every entry of the index with this `aux`, now more than one: after
+    /// watch events or a partial rescan, which look at one entry at a time (go-build: a
+    /// second action naming an output one action had). The kind settles which of them
+    /// carries the shared part as a full scan would; `true` if each must then be stat'ed
+    /// again ([`Kind::stat`] accounts by that settlement).
+    fn named_by_several(&self, _aux: u64, _namers: &[Self::Id]) -> bool {
+        false
+    }
     fn encode_id(&self, _id: &Self::Id, _out: &mut Vec<u8>) {}
     fn decode_id(&self, _bytes: &[u8]) -> Option<Self::Id> {
         None

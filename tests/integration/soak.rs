@@ -128,8 +128,10 @@ fn index_of(socket: &Path, cache: &str) -> BTreeMap<String, u64> {
 }
 
 /// The index the daemon restarted on `state` holds equals what a daemon with no
-/// snapshot finds; its own temp files are gone once it saved.
-fn restarts_exact(world: &ModWorld, state: &Path, round: &str) {
+/// snapshot finds; its own temp files are gone once it saved; and a `.partial` marker
+/// a removal cut short left (no go command is ever killed here, so every marker is
+/// ours) is gone after one repairing sweep. `true` if there was one.
+fn restarts_exact(world: &ModWorld, state: &Path, round: &str) -> bool {
     let dir = world.root.join("check");
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("check.sock");
@@ -150,6 +152,25 @@ fn restarts_exact(world: &ModWorld, state: &Path, round: &str) {
         leftovers.is_empty(),
         "{round}: temp files left: {leftovers:?}"
     );
+    let markers = || -> Vec<String> {
+        files(&world.modcache)
+            .into_iter()
+            .filter(|f| f.ends_with(".partial"))
+            .collect()
+    };
+    if markers().is_empty() {
+        return false;
+    }
+    let repairing = Daemon::start(&dir, &config(world, &socket, state, false));
+    let (code, body) = http(&socket, "POST", "/v1/caches/gm/verify?repair=true", "");
+    repairing.stop();
+    assert_eq!(code, 200, "{round}: {body}");
+    assert_eq!(
+        markers(),
+        Vec::<String>::new(),
+        "{round}: after a repair: {body}"
+    );
+    true
 }
 
 fn now_nanos_string() -> String {
@@ -186,6 +207,7 @@ fn killed_mid_work_the_daemon_restarts_to_the_index_a_fresh_scan_finds() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(24);
     let (mut before_removals, mut midway, mut after_removals) = (0, 0, 0);
+    let (mut after_repairs, mut amid_saves, mut markers_finished) = (0, 0, 0);
     let mut window_ms = 400;
     for round in 0..rounds {
         for dir in [&world.gocache, &world.modcache] {
@@ -195,14 +217,14 @@ fn killed_mid_work_the_daemon_restarts_to_the_index_a_fresh_scan_finds() {
         age_files(&world.gocache, 10 * DAY);
         world.age(10 * DAY);
         plant_junk(&world, round);
-        let audited = audit_lines(&state);
+        let audited = audit_reasons(&state).len();
         // The kill lands anywhere in the first second: the first scans, the eviction
         // that follows them, the repair of the junk (a sweep asked for as soon as the
         // socket answers), or, one round in four, the snapshot saved on SIGTERM.
         let daemon = Daemon::spawn(&world.root, &config(&world, &socket, &state, true));
         let stop_asking = AtomicBool::new(false);
         let stop_after = random.millis(0, window_ms);
-        let on_term = random.below(4) == 0;
+        let on_term = round % 4 == 1;
         std::thread::scope(|s| {
             s.spawn(|| {
                 while !stop_asking.load(Ordering::Relaxed) {
@@ -221,7 +243,10 @@ fn killed_mid_work_the_daemon_restarts_to_the_index_a_fresh_scan_finds() {
             kill(daemon);
             stop_asking.store(true, Ordering::Relaxed);
         });
-        let removed = audit_lines(&state) - audited;
+        let reasons = audit_reasons(&state).split_off(audited);
+        let removed = reasons.len();
+        after_repairs += u64::from(reasons.iter().any(|r| r.starts_with("repair")));
+        amid_saves += u64::from(on_term);
         let whole_run = world
             .modcache
             .join("cache/download/golang.org/x/text/@v/v1.1.0.zip");
@@ -238,7 +263,7 @@ fn killed_mid_work_the_daemon_restarts_to_the_index_a_fresh_scan_finds() {
                 window_ms = (window_ms * 2 / 3).max(50);
             }
         }
-        restarts_exact(&world, &state, &format!("round {round}"));
+        markers_finished += u64::from(restarts_exact(&world, &state, &format!("round {round}")));
         if round % 4 == 3 {
             world.build_ok();
             world.download_all_ok();
@@ -246,7 +271,7 @@ fn killed_mid_work_the_daemon_restarts_to_the_index_a_fresh_scan_finds() {
         }
     }
     println!(
-        "{rounds} kills: {before_removals} before the first removal, {midway} amid removals, {after_removals} after the eviction"
+        "{rounds} kills: {before_removals} before the first removal, {midway} amid removals, {after_removals} after the eviction; {after_repairs} after a repair began, {amid_saves} amid the snapshot saved on SIGTERM; {markers_finished} left a removal's .partial marker, finished by the next repairing sweep"
     );
     // (A whole eviction here takes about a millisecond, so kills amid its removals
     // are rare by nature; the window makes sure kills land on both sides of it.)
@@ -259,9 +284,13 @@ fn killed_mid_work_the_daemon_restarts_to_the_index_a_fresh_scan_finds() {
     world.verify_ok();
 }
 
-/// Lines in the audit trail: one per removal, written as it is done.
-fn audit_lines(state: &Path) -> usize {
-    std::fs::read_to_string(state.join("audit.jsonl")).map_or(0, |t| t.lines().count())
+/// The reasons of the audit trail's lines: one per removal, written as it is done.
+fn audit_reasons(state: &Path) -> Vec<String> {
+    std::fs::read_to_string(state.join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| json(l)["reason"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 /// `cp -a`, so modes and times come along.

@@ -425,8 +425,9 @@ fn a_socket_directory_writable_by_others_is_refused() {
 }
 
 /// Fuzzing the HTTP layer: request heads and bodies built from random pieces (methods,
-/// paths, queries, header lines, content lengths that lie, chunked garbage, raw bytes)
-/// from 16 clients at once. Every answer is well-formed HTTP with a status below 500
+/// paths, queries, header lines, content lengths that lie, chunked garbage, raw bytes,
+/// the corpus's requests edited) from 16 clients at once, then the corpus's requests
+/// as they are (answered, with JSON). Every answer is well-formed HTTP with a status below 500
 /// and, where it says JSON, valid JSON; or the connection is closed. Nothing is removed,
 /// and the daemon answers status afterwards.
 #[test]
@@ -485,6 +486,17 @@ fn arbitrary_request_bytes_get_a_well_formed_answer_or_a_close() {
         }
     }
     println!("answers by status (0: closed without one): {codes:?}");
+    // The corpus's requests as they are: real requests, answered (a 400 where one asks
+    // what the cache cannot do, e.g. `module=` of a dir cache) with JSON.
+    for request in http_corpus() {
+        let answered = answer_to(&socket, request);
+        assert!(
+            matches!(&answered, Ok(Some((code, _, body))) if *code < 500
+                && serde_json::from_str::<serde_json::Value>(body).is_ok()),
+            "{:?}: {answered:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
     assert_eq!(files(&cache), before, "a random request removed something");
     let (code, _) = daemon.get("/v1/status");
     assert_eq!(code, 200);

@@ -507,6 +507,49 @@ impl Kind for GoBuildKind {
         (aux != 0).then_some((aux & 0xff) as usize)
     }
 
+    fn aux_can_be_shared(&self) -> bool {
+        true
+    }
+
+    /// Several entries name one output fingerprint: the actions that really name that
+    /// output share it, carried by the last used (ties: the greatest id), as
+    /// [`Kind::complete`] decides; an orphan entry of it is one no longer.
+    fn named_by_several(&self, aux: u64, namers: &[GoId]) -> bool {
+        let mut output = namers
+            .iter()
+            .find(|id| id.role == Role::Output)
+            .map(|id| id.hash);
+        let mut actions = Vec::new();
+        for id in namers.iter().filter(|id| id.role == Role::Action) {
+            let Ok(dir) = self.shard_dir(&id.hash) else {
+                continue;
+            };
+            let (Ok(st), Ok(bytes)) = (
+                fsutil::stat_at(&dir, OsStr::new(&id.file_name())),
+                read_action(&dir, id),
+            ) else {
+                continue;
+            };
+            let Ok(a) = parse_action(&bytes) else {
+                continue;
+            };
+            if fingerprint(&a.output) != aux || output.is_some_and(|o| o != a.output) {
+                continue; // (two outputs with the same first 8 bytes)
+            }
+            output = Some(a.output);
+            actions.push((st.st_mtime, id.hash));
+        }
+        let (Some(output), Some(&(_, carrier))) = (output, actions.iter().max()) else {
+            return false;
+        };
+        let mut book = self.outputs.lock().unwrap();
+        book.orphans.remove(&output);
+        if actions.len() > 1 {
+            book.shared.insert(output, Some(carrier));
+        }
+        true
+    }
+
     fn encode_id(&self, id: &GoId, out: &mut Vec<u8>) {
         out.extend_from_slice(&id.hash);
         out.push(matches!(id.role, Role::Output) as u8);

@@ -427,6 +427,17 @@ fn cache_at(root: &Path) -> std::sync::Arc<dyn crate::cache::Cache> {
     crate::cache::CacheOf::open(kind(root), config)
 }
 
+/// Every entry of a cache as "name size last-use", sorted: what two indexes must agree on.
+fn listing(cache: &std::sync::Arc<dyn crate::cache::Cache>) -> Vec<String> {
+    let mut lines: Vec<String> = cache
+        .entries(crate::report::EntryOrder::Oldest, usize::MAX, crate::now())
+        .into_iter()
+        .map(|e| format!("{} {} {}", e.entry, e.disk_bytes, e.last_use))
+        .collect();
+    lines.sort();
+    lines
+}
+
 /// A cache of `entries` day-old entries, with every shard directory go creates.
 fn fill(root: &Path, entries: u32) {
     for seed in 0..entries {
@@ -710,14 +721,6 @@ fn files_vanishing_mid_scan_are_not_errors_and_a_quiet_scan_is_exact() {
     cache.scan(crate::now());
     let fresh = cache_at(&root);
     fresh.scan(crate::now());
-    let listing = |c: &std::sync::Arc<dyn crate::cache::Cache>| -> Vec<String> {
-        c.entries(crate::report::EntryOrder::Oldest, usize::MAX, crate::now())
-            .into_iter()
-            .map(|e| format!("{} {} {}", e.entry, e.disk_bytes, e.last_use))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect()
-    };
     let settled = listing(&cache);
     assert!(!settled.is_empty());
     assert_eq!(settled, listing(&fresh));
@@ -741,4 +744,60 @@ proptest::proptest! {
             proptest::prop_assert_eq!(parse_action(format_action(&a).as_bytes()), Ok(a));
         }
     }
+}
+
+/// A second action naming an output one action already had (two builds producing the
+/// same bytes), seen by a watch event: the output is then shared and counted once, by
+/// its last used action, exactly as a fresh scan counts it. (The 30-minute soak at
+/// c270a3e: the event counted it twice, and the restarted index differed from a fresh
+/// scan by that output.)
+#[test]
+fn an_output_named_anew_by_a_second_action_counts_once_as_a_scan_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("gocache");
+    fill(&root, 5);
+    let old = crate::now() - 86400;
+    let big = vec![7u8; 1 << 16];
+    let (first, _) = put(&root, 100, &big, old);
+    let cache = cache_at(&root);
+    cache.scan(crate::now());
+    let (second, _) = put(&root, 101, &big, old + 60);
+    let rel = |hash: &[u8; 32]| PathBuf::from(format!("{:02x}/{}-a", hash[0], to_hex(hash)));
+    cache.apply_changes(&[rel(&second)]);
+    let _ = first;
+    let fresh = cache_at(&root);
+    fresh.scan(crate::now());
+    assert_eq!(listing(&cache), listing(&fresh));
+}
+
+/// The same after a restart: an action written while the daemon was down names an
+/// output in a shard that did not change, which an action kept from the snapshot names
+/// too. The restored index counts it once, as a fresh scan does.
+#[test]
+fn a_restore_counts_an_output_named_anew_across_shards_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("gocache");
+    fill(&root, 5);
+    let old = crate::now() - 86400;
+    let big = vec![9u8; 1 << 16];
+    put(&root, 200, &big, old);
+    let snap = dir.path().join("gb.snapshot");
+    let cache = cache_at(&root);
+    cache.scan(crate::now());
+    assert!(cache.save_snapshot(&snap).unwrap());
+    // A seed whose action lies in another shard than the output and the first action.
+    let output: [u8; 32] = Sha256::digest(&big).into();
+    let first: [u8; 32] = Sha256::digest(200u32.to_le_bytes()).into();
+    let seed = (201..)
+        .find(|s: &u32| {
+            let a: [u8; 32] = Sha256::digest(s.to_le_bytes()).into();
+            a[0] != output[0] && a[0] != first[0]
+        })
+        .unwrap();
+    put(&root, seed, &big, old + 60);
+    let restored = cache_at(&root);
+    assert!(restored.restore(&snap, crate::now()).is_some());
+    let fresh = cache_at(&root);
+    fresh.scan(crate::now());
+    assert_eq!(listing(&restored), listing(&fresh));
 }

@@ -567,6 +567,8 @@ impl Kind for GoModKind {
 }
 
 #[cfg(test)]
+mod dirhash_tests;
+#[cfg(test)]
 mod race_tests;
 #[cfg(test)]
 pub mod tests;

@@ -1,5 +1,6 @@
 //! The module cache changing under a scan: versions vanishing and coming back.
 use super::tests::{kind, put};
+use super::ModId;
 use crate::kinds::Kind;
 
 /// Versions vanishing whole and reappearing while scans run (`go clean -modcache`
@@ -60,4 +61,10 @@ fn versions_vanishing_mid_scan_are_not_errors_and_a_quiet_scan_is_exact() {
     let quiet = k.scan();
     assert!(quiet.errors.is_empty(), "{:?}", quiet.errors);
     assert_eq!(quiet.entries.len(), before, "every version is back");
+    // Entry for entry (name, sizes, last use) what a kind that never saw the race finds.
+    let sorted = |mut entries: Vec<_>| {
+        entries.sort_by(|(a, _): &(ModId, _), (b, _)| a.cmp(b));
+        entries
+    };
+    assert_eq!(sorted(quiet.entries), sorted(kind(root).scan().entries));
 }

@@ -774,6 +774,23 @@ fn repair_removes_only_what_is_broken() {
     assert!(!root.join("example.com/partial@v1.0.0").exists());
     assert!(!vdir("example.com/partial").join("v1.0.0.partial").exists());
 
+    // A removal of ours killed after the tree went and before its marker did: the
+    // scan still indexes the tree entry (the marker), and a repair finishes the job.
+    let cut = put(root, "example.com/cut", "v1.0.0", 7, old);
+    crate::fsutil::remove_tree_at(
+        crate::fsutil::open_root(&root.join("example.com")).unwrap(),
+        std::ffi::OsStr::new("cut@v1.0.0"),
+    )
+    .unwrap();
+    std::fs::write(vdir("example.com/cut").join("v1.0.0.partial"), b"").unwrap();
+    assert!(k
+        .scan()
+        .entries
+        .iter()
+        .any(|(e, _)| *e == id(&cut, Role::Tree)));
+    repair(&cut, Role::Tree);
+    assert!(!vdir("example.com/cut").join("v1.0.0.partial").exists());
+
     let garbled = put(root, "example.com/garbled", "v1.0.0", 4, old);
     put(root, "example.com/garbled", "v1.1.0", 5, old);
     std::fs::write(vdir("example.com/garbled").join("v1.0.0.mod"), b"").unwrap();
@@ -934,13 +951,20 @@ proptest::proptest! {
             std::fs::write(&zip, &bytes).unwrap();
             let _ = hash_zip(std::fs::File::open(&zip).unwrap());
         } else {
+            for line in String::from_utf8_lossy(sample).lines() {
+                proptest::prop_assert!(is_canonical_version(line), "{}: {}", name, line);
+            }
             for line in String::from_utf8_lossy(&bytes).lines() {
                 let _ = is_canonical_version(line);
                 let _ = super::layout::valid_escaped_version(line);
             }
         }
         let env = crate::corpus::files("go-env");
-        let (_, sample) = &env[pick % env.len()];
+        let (name, sample) = &env[pick % env.len()];
+        let vars = crate::golang::env::parse_env_file(&String::from_utf8_lossy(sample));
+        let gocache = vars.iter().find(|(k, _)| k == "GOCACHE").map(|(_, v)| v.as_str());
+        let expected = if name == "goenv" { "/home/alice/.cache/go-build" } else { "/srv/cache/go-build" };
+        proptest::prop_assert_eq!(gocache, Some(expected), "{}", name);
         let _ = crate::golang::env::parse_env_file(&String::from_utf8_lossy(&crate::corpus::mutate(sample, &edits)));
     }
 }
