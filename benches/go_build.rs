@@ -4,7 +4,11 @@
 //! CARGO_TARGET_DIR=/tmp/bench-target cargo bench --bench go_build -- --entries N
 //!     [--dir PATH] [--skip-cold] [--budget-gib G] [--events K] [--idle-secs S]
 //!     [--json FILE] [--keep] [--only scan,restart,cold,watch,verify,latency,idle,socket,cliscan,evict]
+//!     [--baseline-bin PATH]
 //! ```
+//!
+//! `--baseline-bin` measures the event → status latency (6) again with another build's
+//! daemon on the same tree, right after ours: two builds compared in one run.
 //!
 //! One run, for one entry count N (an entry = one action `-a` + its output `-d`):
 //!
@@ -74,6 +78,8 @@ struct Args {
     idle_secs: u64,
     json: Option<PathBuf>,
     keep: bool,
+    /// Another build's daemon, measured after ours in the latency section.
+    baseline_bin: Option<PathBuf>,
     /// Sections to run (default: all): scan, cold, watch, verify, latency, idle, evict.
     only: Option<Vec<String>>,
 }
@@ -102,6 +108,7 @@ fn parse_args() -> Args {
         idle_secs: 60,
         json: None,
         keep: false,
+        baseline_bin: None,
         only: None,
     };
     let mut it = std::env::args().skip(1);
@@ -126,6 +133,9 @@ fn parse_args() -> Args {
             }
             "--json" => args.json = Some(PathBuf::from(value(&mut it, "--json"))),
             "--keep" => args.keep = true,
+            "--baseline-bin" => {
+                args.baseline_bin = Some(PathBuf::from(value(&mut it, "--baseline-bin")))
+            }
             "--only" => {
                 args.only = Some(
                     value(&mut it, "--only")
@@ -135,7 +145,7 @@ fn parse_args() -> Args {
                 )
             }
             "-h" | "--help" => {
-                println!("cargo bench --bench go_build -- --entries N [--dir PATH] [--skip-cold] [--budget-gib G] [--events K] [--idle-secs S] [--json FILE] [--keep] [--only scan,restart,cold,watch,verify,latency,idle,socket,cliscan,evict]");
+                println!("cargo bench --bench go_build -- --entries N [--dir PATH] [--skip-cold] [--budget-gib G] [--events K] [--idle-secs S] [--json FILE] [--keep] [--only scan,restart,cold,watch,verify,latency,idle,socket,cliscan,evict] [--baseline-bin PATH]");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other:?} (see --help)"),
@@ -581,12 +591,24 @@ impl Daemon {
         log: &Path,
         pid_slot: Arc<Mutex<Option<u32>>>,
     ) -> Daemon {
+        let ours = Path::new(env!("CARGO_BIN_EXE_cachewarden"));
+        Daemon::start_binary(ours, config_file, socket, log, pid_slot)
+    }
+
+    /// The daemon of `binary` (another build's, for `--baseline-bin`).
+    fn start_binary(
+        binary: &Path,
+        config_file: &Path,
+        socket: &Path,
+        log: &Path,
+        pid_slot: Arc<Mutex<Option<u32>>>,
+    ) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_cachewarden"))
+        let child = Command::new(binary)
             .arg("daemon")
             .arg("--config")
             .arg(config_file)
@@ -1310,8 +1332,14 @@ fn main() {
     let config_file = work.join("daemon.toml");
     std::fs::write(&config_file, config_text(&root, &socket, None)).unwrap();
     let log = work.join("daemon.log");
-    if on("latency") {
-        let mut d = Daemon::start(&config_file, &socket, &log, daemon_pid.clone());
+    // With `--baseline-bin`, measured again with that build's daemon on the same tree
+    // (its keys prefixed `baseline_`): the ratio of two builds in one run.
+    let ours = PathBuf::from(env!("CARGO_BIN_EXE_cachewarden"));
+    let daemons =
+        std::iter::once(("", ours)).chain(args.baseline_bin.clone().map(|b| ("baseline_", b)));
+    for (prefix, binary) in daemons.filter(|_| on("latency")) {
+        let mut put_out = |key: &str, value: Value| put_out(&format!("{prefix}{key}"), value);
+        let mut d = Daemon::start_binary(&binary, &config_file, &socket, &log, daemon_pid.clone());
         let t = Instant::now();
         let ready = d.wait_ready();
         put_out("daemon_ready_secs", json!(secs(t.elapsed())));
