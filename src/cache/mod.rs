@@ -354,11 +354,11 @@ impl<K: Kind> CacheOf<K> {
         if named_anew.is_empty() || !self.kind.aux_can_be_shared() {
             return Vec::new();
         }
+        let mut wanted: Vec<u64> = named_anew.iter().copied().collect();
+        wanted.sort_unstable();
         let mut namers: std::collections::HashMap<u64, Vec<K::Id>> = Default::default();
-        for (id, meta) in index.iter() {
-            if named_anew.contains(&meta.aux) {
-                namers.entry(meta.aux).or_default().push(id.clone());
-            }
+        for (id, aux) in index.with_aux(&wanted) {
+            namers.entry(aux).or_default().push(id.clone());
         }
         let mut errors = Vec::new();
         for (aux, ids) in namers {
