@@ -373,22 +373,27 @@ impl<K: Kind> CacheOf<K> {
         errors
     }
 
-    fn apply_one(&self, index: &mut Index<K::Id>, id: K::Id) -> Result<(), String> {
+    /// Brings one entry of the index up to date with the disk. `Some(aux)` when the
+    /// entry now names an `aux` it did not before (new, or naming something else), for
+    /// [`Self::settle_shared`].
+    fn apply_one(&self, index: &mut Index<K::Id>, id: K::Id) -> Result<Option<u64>, String> {
         match self.kind.stat(&id) {
             Ok(Some(meta)) => {
                 self.check_entry_size(&id, &meta, crate::now());
-                if index.get(&id).is_none() {
+                let before = index.get(&id).map(|m| m.aux);
+                if before.is_none() {
                     let key = crate::churn::key_of(&id);
                     (self.churn.lock().unwrap()).appeared(key, meta.disk_bytes, crate::now());
                 }
-                index.upsert(id, meta)
+                index.upsert(id, meta);
+                Ok((meta.aux != 0 && before != Some(meta.aux)).then_some(meta.aux))
             }
             Ok(None) => {
                 index.remove(&id);
+                Ok(None)
             }
-            Err(e) => return Err(format!("{}: {e}", self.kind.path_of(&id))),
+            Err(e) => Err(format!("{}: {e}", self.kind.path_of(&id))),
         }
-        Ok(())
     }
 
     /// Replaces the index with a scan's result (plus entries kept from a snapshot),
@@ -561,14 +566,13 @@ impl<K: Kind> Cache for CacheOf<K> {
             let mut index = self.index_mut();
             let mut named_anew = HashSet::new();
             for id in ids {
-                let before = index.get(&id).map(|m| m.aux);
-                if let Err(e) = self.apply_one(&mut index, id.clone()) {
-                    errors.push(e);
+                match self.apply_one(&mut index, id) {
+                    Ok(Some(aux)) => {
+                        named_anew.insert(aux);
+                    }
+                    Ok(None) => {}
+                    Err(e) => errors.push(e),
                 }
-                match index.get(&id).map(|m| m.aux) {
-                    Some(aux) if aux != 0 && before != Some(aux) => named_anew.insert(aux),
-                    _ => false,
-                };
             }
             errors.extend(self.settle_shared(&mut index, &named_anew));
         }
