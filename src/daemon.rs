@@ -663,6 +663,12 @@ async fn supervise(
                     last_rescan = Some(Instant::now());
                     last_full_scan = Instant::now();
                     enforce_pending = true;
+                } else if !config.path.exists() && cache.status(crate::now()).entries > 0 {
+                    // The root went after the rescan its first removals asked for
+                    // (`go clean -modcache` removes cache/download before the trees):
+                    // what is gone is gone from the index too, not kept until go
+                    // recreates the root.
+                    scan(&cache).await;
                 }
             }
             _ = retry.due(), if held_since.is_some() => {

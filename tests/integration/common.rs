@@ -1,5 +1,6 @@
 //! Shared test tools: a real daemon on a temp socket, a raw HTTP client, polling.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -288,6 +289,40 @@ impl Daemon {
         v
     }
 
+    /// The invariant of issue #29: a few seconds after the last change, the live index
+    /// of cache `name` is what a fresh scan of the same cache finds, entry for entry
+    /// (name and disk size), whatever real tools did to it meanwhile. Polls for up to
+    /// [`INDEX_SETTLES`] (the watcher batches events); panics with the difference.
+    pub fn assert_index_is_fresh_scan(&self, name: &str) {
+        let live = || index_of(&self.socket, name);
+        let fresh = || fresh_scan(&self.config, name);
+        let deadline = Instant::now() + INDEX_SETTLES;
+        loop {
+            let (l, f) = (live(), fresh());
+            if l == f {
+                return;
+            }
+            if Instant::now() > deadline {
+                let only_live: Vec<_> = l.keys().filter(|k| !f.contains_key(*k)).take(5).collect();
+                let only_fresh: Vec<_> = f.keys().filter(|k| !l.contains_key(*k)).take(5).collect();
+                let sized: Vec<_> = l
+                    .iter()
+                    .filter(|(k, v)| f.get(*k).is_some_and(|w| w != *v))
+                    .take(5)
+                    .collect();
+                panic!(
+                    "cache {name}: the live index ({} entries, {} B) is not a fresh scan ({} entries, {} B) {INDEX_SETTLES:?} after the last change; only live: {only_live:?}; only fresh: {only_fresh:?}; sizes differ: {sized:?}\ndaemon log, last lines:\n{}",
+                    l.len(),
+                    l.values().sum::<u64>(),
+                    f.len(),
+                    f.values().sum::<u64>(),
+                    self.log_text().lines().filter(|l| !l.contains("server::connections")).rev().take(15).collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -312,6 +347,57 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// How long the live index may lag the disk after the last change: the watcher's
+/// batching and a loaded CI runner.
+pub const INDEX_SETTLES: Duration = Duration::from_secs(10);
+
+/// The daemon's index of cache `name`: entry name -> disk bytes.
+pub fn index_of(socket: &Path, name: &str) -> BTreeMap<String, u64> {
+    let (code, body) = http(
+        socket,
+        "GET",
+        &format!("/v1/caches/{name}/entries?limit=100000"),
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    json(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["entry"].as_str().unwrap().to_string(),
+                e["disk_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// What a fresh full scan of cache `name` of the config file `config` finds (the
+/// library's own scan, no daemon): entry name -> disk bytes.
+pub fn fresh_scan(config: &Path, name: &str) -> BTreeMap<String, u64> {
+    use cachewarden::config::{parse, ConfigSource, Env};
+    let text = std::fs::read_to_string(config).unwrap();
+    let config = parse(
+        &text,
+        ConfigSource::File(config.to_path_buf()),
+        &Env::from_process(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cache = config
+        .caches
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no cache {name} in the config"));
+    let cache = cachewarden::cache::open(cache);
+    cache.scan(now());
+    let entries = cache.entries(cachewarden::report::EntryOrder::Oldest, usize::MAX, now());
+    entries
+        .into_iter()
+        .map(|e| (e.entry, e.disk_bytes))
+        .collect()
 }
 
 fn now_nanos() -> u128 {

@@ -377,12 +377,40 @@ fn real_go_commands_never_fail_while_the_daemon_evicts() {
     }
     // Whatever was removed, go still builds, and what remains is sound.
     world.go_ok(&["build", "-o", "/dev/null", "."], Some("arm64"));
+    daemon.assert_index_is_fresh_scan("gb");
     let (code, verified) = daemon.post("/v1/caches/gb/verify", "");
     assert_eq!(code, 200);
     assert_eq!(
         verified["problems"].as_array().unwrap().len(),
         0,
         "{verified}"
+    );
+}
+
+/// `go clean -cache` removes the 256 shard directories; the next go command makes new
+/// ones and writes into them at once. The live index follows (issue #29: it kept the
+/// removed directories' descriptors, lost every new entry and stayed a sixth of the
+/// disk until a restart).
+#[test]
+fn the_index_follows_go_clean_and_the_next_build() {
+    let world = GoWorld::new();
+    world.go_ok(&["build", "./lib"], None);
+    let daemon = Daemon::start(
+        &world.root,
+        &std::fs::read_to_string(world.config("")).unwrap(),
+    );
+    world.go_ok(&["build", "-o", "/dev/null", "."], None);
+    daemon.assert_index_is_fresh_scan("gb");
+    let before = daemon.cache_status("gb")["entries"].as_u64().unwrap();
+    world.go_ok(&["clean", "-cache"], None);
+    daemon.assert_index_is_fresh_scan("gb");
+    world.go_ok(&["build", "-o", "/dev/null", "."], None);
+    world.go_ok(&["vet", "./..."], None);
+    daemon.assert_index_is_fresh_scan("gb");
+    let after = daemon.cache_status("gb")["entries"].as_u64().unwrap();
+    assert!(
+        after >= before,
+        "{after} entries after go clean and a build, {before} before"
     );
 }
 

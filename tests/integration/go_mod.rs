@@ -500,6 +500,7 @@ fn real_go_commands_never_fail_while_the_daemon_evicts() {
     world.download_all_ok();
     world.build_ok();
     world.verify_ok();
+    daemon.assert_index_is_fresh_scan("gm");
     let (_, verified) = daemon.post("/v1/caches/gm/verify", "");
     assert_eq!(
         verified["problems"].as_array().unwrap().len(),
@@ -747,11 +748,17 @@ fn one_version_or_a_whole_module_can_be_removed() {
             .all(|e| !e["entry"].as_str().unwrap().starts_with(ERRORS)),
         "{entries}"
     );
-    drop(daemon);
+    daemon.assert_index_is_fresh_scan("gm");
 
-    // Go fetches them again.
+    // Go fetches them again, and the live index follows.
     world.build_ok();
     world.verify_ok();
+    daemon.assert_index_is_fresh_scan("gm");
+    // go clean -modcache removes the whole root; the next go command makes it anew.
+    world.go_ok(&world.app, &["clean", "-modcache"]);
+    daemon.assert_index_is_fresh_scan("gm");
+    world.build_ok();
+    daemon.assert_index_is_fresh_scan("gm");
 }
 
 #[test]

@@ -106,27 +106,6 @@ fn plant_junk(world: &ModWorld, n: u64) {
 }
 
 /// Every `(entry, disk_bytes)` the daemon on `socket` indexes in `cache`.
-fn index_of(socket: &Path, cache: &str) -> BTreeMap<String, u64> {
-    let (code, body) = http(
-        socket,
-        "GET",
-        &format!("/v1/caches/{cache}/entries?limit=100000"),
-        "",
-    );
-    assert_eq!(code, 200, "{body}");
-    json(&body)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["entry"].as_str().unwrap().to_string(),
-                e["disk_bytes"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
 /// The index the daemon restarted on `state` holds equals what a daemon with no
 /// snapshot finds; its own temp files are gone once it saved; and a `.partial` marker
 /// a removal cut short left (no go command is ever killed here, so every marker is
@@ -504,6 +483,9 @@ fn soak_go_commands_never_fail_because_of_the_daemon() {
     // Afterwards: the daemon (running, restarted many times) brings both caches within
     // their limits; go rebuilds and verifies everything; the index is exact.
     let daemon = daemon.into_inner().unwrap().unwrap();
+    // The live index is the disk, after all that churn (issue #29).
+    daemon.assert_index_is_fresh_scan("gb");
+    daemon.assert_index_is_fresh_scan("gm");
     // With no go command running, a repairing sweep clears what it finds (during the
     // soak go runs nearly always, and fresh damage waits for it, or go clean or
     // eviction takes the junk first), and a second sweep finds nothing.

@@ -175,10 +175,20 @@ impl GoBuildKind {
     /// The shard directory holding `hash`, opened once and reused: opening it per entry
     /// (root, shard, close) tripled the syscalls of verifying and removing small entries.
     /// A full scan drops the cache, so a root deleted and recreated is opened anew.
+    ///
+    /// `go clean -cache` removes the 256 shard directories (`cmd/go/internal/clean`,
+    /// `RemoveAll` of each `[0-9a-f][0-9a-f]`) and the next go command makes new ones
+    /// (`cache.Open`): a cached descriptor would then name a removed directory in which
+    /// every entry looks gone (the live index lost all of them, issue #29). A removed
+    /// directory has no links left, so one `fstat` tells a stale descriptor, which is
+    /// replaced by the directory now at that name. (A shard moved away is a rescan:
+    /// the watcher asks for one.)
     fn shard_dir(&self, hash: &[u8; 32]) -> io::Result<Arc<OwnedFd>> {
         let i = hash[0] as usize;
         if let Some(fd) = &self.shard_fds.lock().unwrap()[i] {
-            return Ok(fd.clone());
+            if nix::sys::stat::fstat(&**fd).is_ok_and(|st| st.st_nlink > 0) {
+                return Ok(fd.clone());
+            }
         }
         let fd = Arc::new(fsutil::open_dir_beneath(
             &self.root,
