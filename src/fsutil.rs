@@ -16,7 +16,8 @@
 //! * files are opened `O_NONBLOCK` and their type checked on the descriptor, so a FIFO
 //!   or device planted in place of an entry never blocks a reader ([`open_file_beneath`]);
 //! * walks list directories through their fds and recurse with `openat`, so depth and
-//!   path length do not matter and a symlink is never followed ([`walk_beneath`]).
+//!   path length do not matter and a symlink is never followed ([`walk_tree`], a loop
+//!   with bounded descriptors: see `fsutil/walk.rs`).
 //!
 //! A directory swapped for a symlink between scan and removal therefore makes the
 //! operation fail (`ELOOP`/`ENOTDIR`/`EXDEV`) instead of touching what the link names.
@@ -31,6 +32,9 @@ use std::path::{Component, Path};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{FileStat, Mode};
+
+mod walk;
+pub use walk::{walk_tree, Visit, Walk, KEEP_OPEN};
 
 /// Disk usage of one file as `du` counts it: allocated blocks × 512, shared evenly among
 /// its hard links so that a set of links inside one cache adds up to exactly what `du`
@@ -290,86 +294,32 @@ pub enum Walked<'a> {
     Other(&'a Path, &'a FileStat),
 }
 
-/// Walks every directory below `dir` (an open directory fd) through directory fds,
-/// reporting entries down to `max_depth` levels below it (1: its own entries), in no
-/// particular order, calling `visit` with each path
-/// relative to `dir`. Symlinks are reported, never followed; directories on other file
-/// systems are not entered. Errors are collected with the path they concern.
+/// Walks every directory below `dir` (an open directory fd) with [`walk_tree`],
+/// reporting entries down to `max_depth` levels below it (1: its own entries), calling
+/// `visit` with each path relative to `dir`. Symlinks are reported, never followed;
+/// directories on other file systems are not entered. Errors are collected with the
+/// path they concern.
 pub fn walk_beneath(
     dir: OwnedFd,
     max_depth: u32,
     visit: &mut dyn FnMut(Walked),
     errors: &mut Vec<String>,
 ) {
-    use std::rc::Rc;
-    let dev = nix::sys::stat::fstat(&dir).map(|st| st.st_dev).ok();
-    // Directories to list: the open fd of their parent and their name, opened only when
-    // their turn comes, so open descriptors stay bounded by the depth, not the width.
-    type Pending = (
-        Rc<OwnedFd>,
-        Option<std::ffi::OsString>,
-        std::path::PathBuf,
-        u32,
-    );
-    let mut stack: Vec<Pending> = vec![(Rc::new(dir), None, Default::default(), 0)];
-    while let Some((parent, name, rel, depth)) = stack.pop() {
-        let fd = match name {
-            None => parent,
-            Some(name) => {
-                match nix::fcntl::openat(&*parent, name.as_os_str(), DIR_FLAGS, Mode::empty()) {
-                    Ok(fd) => Rc::new(fd),
-                    // Gone, or swapped for something else since it was listed.
-                    Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => continue,
-                    Err(e) => {
-                        errors.push(format!("{}: {e}", shown(&rel)));
-                        continue;
-                    }
-                }
-            }
-        };
-        if depth > 0 {
-            visit(Walked::Dir(&rel, &fd));
+    let how = Walk {
+        max_depth,
+        make_writable: false,
+    };
+    let walked = walk_tree(dir, how, &mut |item| {
+        match item {
+            Visit::Dir { rel, fd, .. } => visit(Walked::Dir(rel, fd)),
+            Visit::Other { rel, st, .. } => visit(Walked::Other(rel, st)),
+            Visit::Left { .. } => {}
+            Visit::Error { rel, error } => errors.push(format!("{}: {error}", shown(rel))),
         }
-        if depth >= max_depth {
-            continue;
-        }
-        let listing = fd
-            .try_clone()
-            .and_then(|f| nix::dir::Dir::from_fd(f).map_err(io::Error::from));
-        let mut listing = match listing {
-            Ok(l) => l,
-            Err(e) => {
-                errors.push(format!("{}: {e}", shown(&rel)));
-                continue;
-            }
-        };
-        for item in listing.iter() {
-            let item = match item {
-                Ok(item) => item,
-                Err(e) => {
-                    errors.push(format!("{}: {e}", shown(&rel)));
-                    break;
-                }
-            };
-            let name = OsStr::from_bytes(item.file_name().to_bytes());
-            if name == "." || name == ".." {
-                continue;
-            }
-            let st = match stat_at(&*fd, name) {
-                Ok(st) => st,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    errors.push(format!("{}: {e}", shown(&rel.join(name))));
-                    continue;
-                }
-            };
-            let path = rel.join(name);
-            if !is_file_type(&st, libc::S_IFDIR) {
-                visit(Walked::Other(&path, &st));
-            } else if dev.is_none_or(|d| d == st.st_dev) {
-                stack.push((fd.clone(), Some(name.to_os_string()), path, depth + 1));
-            }
-        }
+        Ok(())
+    });
+    if let Err(e) = walked {
+        errors.push(format!(".: {e}"));
     }
 }
 
@@ -448,72 +398,51 @@ pub fn split_beneath(rel: &Path) -> io::Result<(&Path, &OsStr)> {
 }
 
 /// Removes the directory `name` in `parent` and everything below it, as go's
-/// `RemoveAll` does (directories made writable first) but through directory fds: a
-/// symlink is unlinked, never followed, and nothing outside `parent/name` is touched
-/// (a hard link to a file elsewhere loses only this name). A file or symlink where the
-/// directory was is unlinked. Returns the disk usage freed (0 if nothing was there).
+/// `RemoveAll` does (directories made writable first) but through directory fds with
+/// [`walk_tree`] (a loop, whatever the depth): a symlink is unlinked, never followed,
+/// and nothing outside `parent/name` is touched (a hard link to a file elsewhere loses
+/// only this name; another file system mounted below is not entered, so its mount
+/// point stays and the removal fails). A file or symlink where the directory was is
+/// unlinked. Returns the disk usage freed (0 if nothing was there).
 pub fn remove_tree_at(parent: impl AsFd, name: &OsStr) -> io::Result<u64> {
     let parent = parent.as_fd();
-    let fd = match nix::fcntl::openat(parent, name, DIR_FLAGS, Mode::empty()) {
+    let fd = match walk::open_dir_at(parent, name, true) {
         Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Ok(0),
-        Err(Errno::ENOTDIR | Errno::ELOOP) => {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
             let st = stat_at(parent, name)?;
             return Ok(match unlink_at(parent, name)? {
                 true => disk_usage_stat(&st),
                 false => 0,
             });
         }
-        Err(Errno::EACCES) => {
-            // A directory without read permission: chmod it through an O_PATH fd
-            // (which names this very inode, not a path that could be swapped).
-            let path_fd = nix::fcntl::openat(
-                parent,
-                name,
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )?;
-            let proc_path = format!(
-                "/proc/self/fd/{}",
-                std::os::fd::AsRawFd::as_raw_fd(&path_fd)
-            );
-            nix::sys::stat::fchmodat(
-                nix::fcntl::AT_FDCWD,
-                proc_path.as_str(),
-                Mode::from_bits_truncate(0o700),
-                nix::sys::stat::FchmodatFlags::FollowSymlink,
-            )?;
-            nix::fcntl::openat(parent, name, DIR_FLAGS, Mode::empty())?
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
-    let st = nix::sys::stat::fstat(&fd)?;
-    let mut freed = disk_usage_stat(&st);
-    if st.st_mode & 0o700 != 0o700 {
-        nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate((st.st_mode & 0o7777) | 0o700))?;
-    }
-    let mut children = Vec::new();
-    let mut dir = nix::dir::Dir::from_fd(fd)?;
-    for item in dir.iter() {
-        let item = item?;
-        let child = OsStr::from_bytes(item.file_name().to_bytes());
-        if child != "." && child != ".." {
-            children.push(child.to_os_string());
+    let mut freed = disk_usage_stat(&nix::sys::stat::fstat(&fd)?);
+    let how = Walk {
+        max_depth: u32::MAX,
+        make_writable: true,
+    };
+    walk_tree(fd, how, &mut |item| {
+        match item {
+            Visit::Dir { st, .. } => freed += disk_usage_stat(st),
+            Visit::Other {
+                parent, name, st, ..
+            } => {
+                if unlink_at(parent, name)? {
+                    freed += disk_usage_stat(st);
+                }
+            }
+            Visit::Left { parent, name, .. } => {
+                match nix::unistd::unlinkat(parent, name, nix::unistd::UnlinkatFlags::RemoveDir) {
+                    Ok(()) | Err(Errno::ENOENT) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Visit::Error { error, .. } => return Err(error),
         }
-    }
-    for child in children {
-        let st = match stat_at(dir.as_fd(), &child) {
-            Ok(st) => st,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        if is_file_type(&st, libc::S_IFDIR) {
-            freed += remove_tree_at(dir.as_fd(), &child)?;
-        } else if unlink_at(dir.as_fd(), &child)? {
-            freed += disk_usage_stat(&st);
-        }
-    }
-    drop(dir);
+        Ok(())
+    })?;
     match nix::unistd::unlinkat(parent, name, nix::unistd::UnlinkatFlags::RemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => Ok(freed),
         Err(e) => Err(e.into()),

@@ -78,8 +78,13 @@ pub fn http(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String
 
 /// Sends raw bytes, reads the whole answer, parses the status line.
 pub fn raw(socket: &Path, bytes: &[u8]) -> (u16, String) {
+    raw_within(socket, bytes, DEADLINE)
+}
+
+/// [`raw`], waiting up to `timeout` for the answer.
+pub fn raw_within(socket: &Path, bytes: &[u8], timeout: Duration) -> (u16, String) {
     let mut stream = UnixStream::connect(socket).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
     stream.write_all(bytes).unwrap();
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut answer = String::new();

@@ -9,6 +9,7 @@ mod go_build;
 mod go_mod;
 mod goproxy;
 mod hostile;
+mod local_attacks;
 mod shared_server;
 mod soak;
 mod socket;

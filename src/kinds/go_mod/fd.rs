@@ -31,11 +31,6 @@ pub(super) fn open_noatime(dir: impl AsFd, name: &OsStr, flags: OFlag) -> io::Re
     Ok(fd)
 }
 
-pub(super) fn open_dir_at(dir: impl AsFd, name: &OsStr) -> io::Result<Dir> {
-    let fd = open_noatime(dir, name, DIR_FLAGS)?;
-    Ok(Dir::from_fd(fd)?)
-}
-
 /// A directory's entries (without `.` and `..`), with their type where the
 /// filesystem reports it.
 pub(super) fn list(dir: &mut Dir) -> io::Result<Vec<(OsString, Option<Type>)>> {
@@ -107,43 +102,38 @@ pub(super) fn changed_ns(st: &FileStat) -> i128 {
     ns(st.st_mtime, st.st_mtime_nsec).max(ns(st.st_ctime, st.st_ctime_nsec))
 }
 
-pub(super) fn stat_tree(dir: &mut Dir, acc: &mut TreeStat) -> io::Result<()> {
-    let st = nix::sys::stat::fstat(&*dir)?;
-    // A directory's link count counts its subdirectories, not hard links: no sharing.
-    acc.disk += st.st_blocks as u64 * 512;
-    acc.changed_ns = acc.changed_ns.max(changed_ns(&st));
-    for (name, _) in list(dir)? {
-        let st = match stat_at(&*dir, &name) {
-            Ok(st) => st,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        if fsutil::is_file_type(&st, libc::S_IFDIR) {
-            match open_dir_at(&*dir, &name) {
-                Ok(mut sub) => stat_tree(&mut sub, acc)?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            continue;
-        }
-        acc.disk += fsutil::disk_usage_stat(&st);
-        acc.apparent += st.st_size as u64;
-        acc.changed_ns = acc.changed_ns.max(changed_ns(&st));
-        if fsutil::is_file_type(&st, libc::S_IFREG) {
-            acc.files += 1;
-            acc.last_use = acc.last_use.max(fsutil::last_use_stat(&st));
-        }
-    }
-    Ok(())
-}
-
+/// Measures the tree `name` in `parent` with [`fsutil::walk_tree`] (a loop: a user's
+/// 100,000-level directory is no threat to the daemon's stack).
 pub(super) fn stat_tree_at(parent: impl AsFd, name: &OsStr) -> io::Result<TreeStat> {
+    let fd = open_noatime(parent, name, DIR_FLAGS)?;
+    let st = nix::sys::stat::fstat(&fd)?;
+    // A directory's link count counts its subdirectories, not hard links: no sharing.
     let mut acc = TreeStat {
+        disk: st.st_blocks as u64 * 512,
+        changed_ns: changed_ns(&st),
         last_use: i64::MIN,
         ..TreeStat::default()
     };
-    let mut dir = open_dir_at(parent, name)?;
-    stat_tree(&mut dir, &mut acc)?;
+    fsutil::walk_tree(fd, fsutil::Walk::WHOLE_TREE, &mut |item| {
+        match item {
+            fsutil::Visit::Dir { st, .. } => {
+                acc.disk += st.st_blocks as u64 * 512;
+                acc.changed_ns = acc.changed_ns.max(changed_ns(st));
+            }
+            fsutil::Visit::Other { st, .. } => {
+                acc.disk += fsutil::disk_usage_stat(st);
+                acc.apparent += st.st_size as u64;
+                acc.changed_ns = acc.changed_ns.max(changed_ns(st));
+                if fsutil::is_file_type(st, libc::S_IFREG) {
+                    acc.files += 1;
+                    acc.last_use = acc.last_use.max(fsutil::last_use_stat(st));
+                }
+            }
+            fsutil::Visit::Left { .. } => {}
+            fsutil::Visit::Error { error, .. } => return Err(error),
+        }
+        Ok(())
+    })?;
     Ok(acc)
 }
 

@@ -3,6 +3,12 @@
 //! `.info` contents, and the dirhash of an extracted tree walked fd-relatively.
 use super::*;
 
+/// Directories deeper than this below the root (or below `cache/download`) are not
+/// searched for modules: a module path has a few elements (`golang.org/x/text`: 3;
+/// the module index has none near 20), and each level costs a scan an open from the
+/// root, so a user's 100,000-level trap would make a scan quadratic (issue #29).
+pub const MAX_PATH_ELEMENTS: usize = 64;
+
 /// Why [`hash_dir`] could not hash a tree the way go would.
 #[derive(Debug)]
 pub enum TreeHashError {
@@ -14,42 +20,41 @@ pub enum TreeHashError {
 }
 
 /// `HashDir(dir, prefix)` for the directory `rel` below `root`: every regular file,
-/// named `prefix/rel/path` with `/` separators. Walks with `openat(O_NOFOLLOW)` and reads
-/// with `O_NOATIME`.
+/// named `prefix/rel/path` with `/` separators. Walks with [`fsutil::walk_tree`] (a
+/// loop, whatever the depth; never following a symlink) and reads with `O_NOATIME`.
 pub fn hash_dir(root: &Path, rel: &Path, prefix: &str) -> Result<String, TreeHashError> {
     let fd = fsutil::open_dir_beneath(root, rel).map_err(TreeHashError::Io)?;
-    let mut dir = Dir::from_fd(fd).map_err(|e| TreeHashError::Io(e.into()))?;
     let mut files = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
-    hash_dir_into(&mut dir, prefix.as_bytes(), &mut files, &mut buf)?;
-    hash1(files).map_err(TreeHashError::Name)
-}
-
-pub(super) fn hash_dir_into(
-    dir: &mut Dir,
-    prefix: &[u8],
-    files: &mut Vec<(Vec<u8>, [u8; 32])>,
-    buf: &mut [u8],
-) -> Result<(), TreeHashError> {
-    for (name, _) in list(dir).map_err(TreeHashError::Io)? {
-        let mut full = prefix.to_vec();
-        full.push(b'/');
-        full.extend_from_slice(name.as_bytes());
-        let st = stat_at(&*dir, &name).map_err(TreeHashError::Io)?;
-        if fsutil::is_file_type(&st, libc::S_IFDIR) {
-            let mut sub = open_dir_at(&*dir, &name).map_err(TreeHashError::Io)?;
-            hash_dir_into(&mut sub, &full, files, buf)?;
-        } else if fsutil::is_file_type(&st, libc::S_IFREG) {
-            let fd = open_noatime(&*dir, &name, OFlag::O_RDONLY).map_err(TreeHashError::Io)?;
-            let digest = sha256_of(std::fs::File::from(fd), buf).map_err(TreeHashError::Io)?;
-            files.push((full, digest));
-        } else {
-            return Err(TreeHashError::NotRegular(
-                String::from_utf8_lossy(&full).into_owned(),
-            ));
+    let mut odd = None;
+    let walked = fsutil::walk_tree(fd, fsutil::Walk::WHOLE_TREE, &mut |item| {
+        match item {
+            fsutil::Visit::Other {
+                rel,
+                parent,
+                name,
+                st,
+            } => {
+                let mut full = prefix.as_bytes().to_vec();
+                full.push(b'/');
+                full.extend_from_slice(rel.as_os_str().as_bytes());
+                if !fsutil::is_file_type(st, libc::S_IFREG) {
+                    odd = Some(String::from_utf8_lossy(&full).into_owned());
+                    return Err(io::Error::other("not a regular file"));
+                }
+                let fd = open_noatime(parent, name, OFlag::O_RDONLY)?;
+                files.push((full, sha256_of(std::fs::File::from(fd), &mut buf)?));
+            }
+            fsutil::Visit::Error { error, .. } => return Err(error),
+            fsutil::Visit::Dir { .. } | fsutil::Visit::Left { .. } => {}
         }
+        Ok(())
+    });
+    if let Some(path) = odd {
+        return Err(TreeHashError::NotRegular(path));
     }
-    Ok(())
+    walked.map_err(TreeHashError::Io)?;
+    hash1(files).map_err(TreeHashError::Name)
 }
 
 /// A `.ziphash` as `hashZip` writes it: `h1:` + base64 of 32 bytes, no newline (go

@@ -266,6 +266,11 @@ impl GoModKind {
                 } else {
                     format!("{rel}/{name}")
                 };
+                if rel.split('/').count() >= MAX_PATH_ELEMENTS {
+                    // Deeper than any module path: a user's trap, not a module.
+                    *ignored += 1;
+                    continue;
+                }
                 match parse_tree_name(name) {
                     Some((elem, version, tmp)) => {
                         let prefix = if rel.is_empty() {
@@ -321,6 +326,8 @@ impl GoModKind {
                     }
                 } else if rel.is_empty() {
                     stack.push(name.to_string());
+                } else if rel.split('/').count() >= MAX_PATH_ELEMENTS {
+                    *ignored += 1;
                 } else {
                     stack.push(format!("{rel}/{name}"));
                 }
