@@ -156,6 +156,9 @@ pub struct Query {
     pub cache: Option<String>,
     /// At most this many, the newest.
     pub limit: Option<usize>,
+    /// Only these caches (what the asker may see; `None`: all). Not from the query.
+    #[serde(skip)]
+    pub caches: Option<std::collections::HashSet<String>>,
 }
 
 /// Reads the trail at `path` (both generations, oldest first), filtered; the newest
@@ -175,6 +178,10 @@ pub fn read(path: &Path, query: &Query) -> std::io::Result<Vec<AuditRecord>> {
             };
             if query.since.is_some_and(|t| record.at < t)
                 || query.cache.as_ref().is_some_and(|c| &record.cache != c)
+                || query
+                    .caches
+                    .as_ref()
+                    .is_some_and(|seen| !seen.contains(&record.cache))
             {
                 continue;
             }
@@ -218,7 +225,7 @@ mod tests {
         let q = Query {
             since: Some(15),
             cache: Some("a".into()),
-            limit: None,
+            ..Query::default()
         };
         assert_eq!(read(path, &q).unwrap(), [record(30, "a", "z")]);
         let newest = Query {

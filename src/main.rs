@@ -426,6 +426,7 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
                 since,
                 cache,
                 limit: Some(limit),
+                caches: None,
             };
             let records = audit_records(&config, cli.config.is_some(), &query)?;
             if json {

@@ -44,6 +44,7 @@
 //!   [`MAX_ENTRIES_LISTED`], at most [`LISTINGS_AT_ONCE`] are built or sent at a time,
 //!   each within [`LISTING_DEADLINE`], and their memory is handed back afterwards.
 
+mod access;
 mod connections;
 
 use std::sync::Arc;
@@ -51,11 +52,12 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -69,6 +71,7 @@ pub use connections::{ConnectionLimits, Peer, DRAIN_TIMEOUT, HEAD_TIMEOUT, WRITE
 use crate::cache::Cache;
 use crate::report::EntryOrder;
 use crate::shared::Shared;
+use access::Access;
 
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_BODY: usize = 64 * 1024;
@@ -118,48 +121,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 format!("{method} is not allowed on {}", uri.path()),
             )
         })
-        .layer(middleware::from_fn_with_state(shared.clone(), authorize))
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            access::authorize,
+        ))
         .with_state(shared)
-}
-
-/// Who may do what: anyone may read status; root and the daemon's uid may do
-/// anything; the owner of a cache a table found per user may also evict and verify it;
-/// the entries of such a cache are listed to its owner only.
-async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
-    let peer = request.extensions().get::<Peer>().copied();
-    let path = request.uri().path();
-    let owner = path
-        .strip_prefix("/v1/caches/")
-        .and_then(|rest| rest.split_once('/'))
-        .and_then(|(name, _)| shared.cache(name))
-        .and_then(|c| c.config().owner.map(|o| (o.uid, o.name)));
-    let admin = |p: Peer| p.uid == 0 || p.uid == shared.own_uid;
-    let owns = |p: Peer| owner.as_ref().is_some_and(|(uid, _)| *uid == p.uid);
-    match peer {
-        Some(peer) if read_only && path.ends_with("/entries") && owner.is_some() && !admin(peer) && !owns(peer) => ApiError(
-            StatusCode::FORBIDDEN,
-            format!(
-                "the entries of {}'s cache are listed to them and root only; you are uid {}",
-                owner.as_ref().map_or("", |(_, n)| n.as_str()),
-                peer.uid
-            ),
-        )
-        .into_response(),
-        Some(peer) if read_only || admin(peer) || owns(peer) => next.run(request).await,
-        Some(peer) => ApiError(
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} {} changes the cache: only uid {} (the daemon's) or root may do that; you are uid {}",
-                request.method(),
-                request.uri().path(),
-                shared.own_uid,
-                peer.uid
-            ),
-        )
-        .into_response(),
-        None => ApiError(StatusCode::FORBIDDEN, "unknown peer".into()).into_response(),
-    }
 }
 
 fn find_cache(shared: &Shared, name: &str) -> Result<Arc<dyn Cache>, ApiError> {
@@ -265,9 +231,10 @@ struct EntriesQuery {
 async fn entries(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
+    Extension(peer): Extension<Peer>,
     query: Result<Query<EntriesQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let cache = find_cache(&shared, &name)?;
+    let cache = access::cache_for(&shared, &name, peer, Access::List)?;
     let q = query
         .map_err(|e| bad_request(format!("invalid query: {}", e.body_text())))?
         .0;
@@ -359,11 +326,11 @@ struct EvictOptions {
 async fn evict(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    axum::Extension(peer): axum::Extension<Peer>,
+    Extension(peer): Extension<Peer>,
     query: Result<Query<EvictOptions>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let cache = find_cache(&shared, &name)?;
+    let cache = access::cache_for(&shared, &name, peer, Access::Change)?;
     let opts: EvictOptions = options(query, body).await?;
     let selection = crate::cache::Selection {
         entries: opts.entries.into_iter().chain(opts.entry).collect(),
@@ -406,10 +373,11 @@ struct VerifyOptions {
 async fn verify(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
+    Extension(peer): Extension<Peer>,
     query: Result<Query<VerifyOptions>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let cache = find_cache(&shared, &name)?;
+    let cache = access::cache_for(&shared, &name, peer, Access::Change)?;
     let opts = options(query, body).await?;
     let c = cache.clone();
     let report = blocking(move || c.verify(opts.repair, crate::now())).await?;
@@ -419,11 +387,19 @@ async fn verify(
 
 async fn audit_trail(
     State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
     query: Result<Query<crate::audit::Query>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let mut q = query
         .map_err(|e| bad_request(format!("invalid query: {}", e.body_text())))?
         .0;
+    // Records name entries and paths: the same rule as listings, per cache.
+    if let Some(name) = &q.cache {
+        if shared.cache(name).is_some() {
+            access::cache_for(&shared, name, peer, Access::List)?;
+        }
+    }
+    q.caches = access::audit_visible(&shared, peer);
     q.limit = Some(q.limit.unwrap_or(100).min(MAX_ENTRIES_LISTED));
     let Some(path) = shared.audit.path().map(std::path::Path::to_path_buf) else {
         return Err(ApiError(
@@ -458,7 +434,7 @@ struct GroupEvictOptions {
 async fn evict_group(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    axum::Extension(peer): axum::Extension<Peer>,
+    Extension(peer): Extension<Peer>,
     query: Result<Query<GroupEvictOptions>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {

@@ -83,8 +83,6 @@ impl User {
                 "curl",
                 &[
                     "-s",
-                    "-o",
-                    "/dev/stdout",
                     "-w",
                     "\n%{http_code}",
                     "-X",
@@ -296,6 +294,19 @@ fn one_root_daemon_keeps_every_users_caches_fair_and_no_user_can_turn_it_against
     assert_eq!(code, 403, "bob may not evict alice's cache: {body}");
     let (code, body) = bob.http(&socket, "GET", &format!("/v1/caches/{alice_cache}/entries"));
     assert_eq!(code, 403, "bob may not list alice's entries: {body}");
+    // However the name is spelled (issue #29: percent-encoding got past a check on the
+    // raw path).
+    let alice_name = &alice.name;
+    for spelled in [
+        format!("go-build%40{alice_name}"),
+        format!("go-buil%64@{alice_name}"),
+        format!("%67o-build%40{alice_name}"),
+    ] {
+        for (method, what) in [("GET", "entries"), ("POST", "evict"), ("POST", "verify")] {
+            let (code, body) = bob.http(&socket, method, &format!("/v1/caches/{spelled}/{what}"));
+            assert_eq!(code, 403, "{method} {spelled}/{what} as bob: {body}");
+        }
+    }
     let (code, body) = bob.http(&socket, "GET", "/v1/status");
     assert_eq!(code, 200, "{body}");
     let bobs_cache = format!("go-build@{}", bob.name);
@@ -366,6 +377,33 @@ fn one_root_daemon_keeps_every_users_caches_fair_and_no_user_can_turn_it_against
     // bob's cache was his own cache's oldest, after all of alice's.
     let (code, trail) = daemon.get("/v1/audit?limit=100000");
     assert_eq!(code, 200, "{trail}");
+    // The audit trail names entries and paths: each user reads their own caches' only.
+    assert!(
+        trail
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["cache"] == alice_cache.as_str()),
+        "alice's removals are in root's view: {trail}"
+    );
+    for query in [
+        format!("cache={alice_cache}"),
+        format!("cache=go-build%40{alice_name}"),
+    ] {
+        let (code, body) = bob.http(&socket, "GET", &format!("/v1/audit?{query}"));
+        assert_eq!(code, 403, "bob reads alice's audit trail ({query}): {body}");
+    }
+    let (code, body) = bob.http(&socket, "GET", "/v1/audit?limit=100000");
+    assert_eq!(code, 200, "{body}");
+    let bobs_view = json(&body);
+    assert!(
+        bobs_view
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["cache"] == format!("go-build@{}", bob.name).as_str()),
+        "bob sees only his own removals: {body}"
+    );
     let mallorys = format!("go-build@{}", mallory.name);
     for r in trail.as_array().unwrap() {
         assert!(
