@@ -7,26 +7,21 @@
 //! cache's `schedule`; integrity sweeps run on `verify_schedule`. A watch overflow
 //! triggers a rescan of that cache only, at most once per [`RESCAN_INTERVAL`].
 //!
-//! Process: single instance per socket (an `flock` on `<socket>.lock`, then a stale
-//! socket file is replaced, a live one refused); `READY=1` after every cache's first
+//! Process: one instance per socket, state directory and cache root (`instance.rs`);
+//! `READY=1` after every cache's first
 //! scan; `STATUS=` one line; watchdog pings when `WATCHDOG_USEC` is set; SIGHUP (or
 //! `POST /v1/reload`) reloads the config, keeping the old one if the new one is bad;
 //! the shutdown future (SIGTERM/SIGINT in `main`) stops it, draining socket requests for
 //! at most `server::DRAIN_TIMEOUT`.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::future::Future;
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use nix::fcntl::{Flock, FlockArg};
+use anyhow::Context;
 use sd_notify::NotifyState;
-use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{self, AuditLog};
 use crate::cache::Cache;
 use crate::config::{self, CacheConfig, Config, Env, OnProblem};
-use crate::own_files;
+use crate::instance::{self, RootLock};
 use crate::shared::{record_removals, Control, Running, Shared};
 use crate::units::format_bytes;
 use crate::watch::{self, Change};
@@ -66,14 +61,15 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (listener, _instance_lock) = bind(&config.daemon)?;
+    let instance = crate::instance::claim(&config.daemon)?;
+    let listener = instance.listener;
+    let state_dir = instance.state_dir;
     let socket_path = config.daemon.socket.clone();
     tracing::info!(socket = %socket_path.display(), config = %config.source, caches = config.caches.len(), "cachewarden starting");
     for note in &config.notes {
         tracing::info!("{note}");
     }
 
-    let state_dir = prepare_state_dir(config.daemon.state_dir.as_deref());
     let (control_tx, mut control_rx) = mpsc::channel(4);
     let audit = Arc::new(AuditLog::new(state_dir.as_deref()));
     let shared = Arc::new(Shared {
@@ -570,6 +566,20 @@ impl Watching {
     }
 }
 
+/// Locks the cache's root for this daemon (`instance.rs`). A root another process
+/// holds is managed anyway, and the holder named in the cache's errors.
+fn claim_root(cache: &Arc<dyn Cache>) -> Option<RootLock> {
+    match instance::lock_root(&cache.config().path) {
+        Ok(lock) => Some(lock),
+        Err(e) => {
+            if cache.config().path.exists() {
+                cache.record_error(e, crate::now());
+            }
+            None
+        }
+    }
+}
+
 async fn supervise(
     cache: Arc<dyn Cache>,
     audit: Arc<AuditLog>,
@@ -580,6 +590,7 @@ async fn supervise(
 ) {
     // Watch first, then scan: changes made during the scan are queued and replayed.
     let mut watching = Watching::start(&cache, &stop);
+    let mut _root_lock = claim_root(&cache);
     if !restore(&cache, snapshot.as_deref()).await {
         scan(&cache).await;
     }
@@ -658,6 +669,7 @@ async fn supervise(
                 watching.restart(&cache, &stop);
                 if watching.active {
                     tracing::info!(cache = %config.name, "watching the cache directory again");
+                    _root_lock = claim_root(&cache);
                     rescan_pending = None;
                     scan(&cache).await;
                     last_rescan = Some(Instant::now());
@@ -695,103 +707,6 @@ async fn supervise(
             _ = sleep_until_opt(next_verify) => verify(&cache, &audit).await,
         }
     }
-}
-
-/// Creates the snapshot directory (private) or checks that an existing one is the
-/// daemon's own; without one, restarts scan fully.
-fn prepare_state_dir(dir: Option<&Path>) -> Option<PathBuf> {
-    let dir = dir?;
-    match own_files::ensure_own_dir(dir, 0o700, "state directory") {
-        Ok(_) => Some(dir.to_path_buf()),
-        Err(e) => {
-            tracing::warn!("no index snapshots (restarts rescan everything): {e:#}");
-            None
-        }
-    }
-}
-
-/// Claims the socket: one daemon per socket path, a stale socket file replaced, the
-/// socket private to the daemon's user (and the configured group), in a directory that
-/// is the daemon's own (`own_files.rs`).
-fn bind(daemon: &config::DaemonConfig) -> anyhow::Result<(UnixListener, Flock<File>)> {
-    let socket = &daemon.socket;
-    let dir = socket
-        .parent()
-        .with_context(|| format!("socket path {} has no directory", socket.display()))?;
-    let everyone = matches!(daemon.socket_group, Some((_, config::ALL_USERS_GID)));
-    let group = daemon
-        .socket_group
-        .as_ref()
-        .map(|(_, gid)| *gid)
-        .filter(|_| !everyone);
-    let (dir_mode, socket_mode) = match (everyone, group) {
-        (true, _) => (0o755, 0o666),
-        (false, Some(_)) => (0o750, 0o660),
-        (false, None) => (0o700, 0o600),
-    };
-    let created = own_files::ensure_own_dir(dir, 0o700, "socket directory")?;
-    // A directory named for us is ours to keep private; another (`~/run`) keeps the
-    // permissions its owner gave it, which `ensure_own_dir` checked are safe.
-    let ours = dir
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().contains("cachewarden"));
-    if created || ours {
-        if let Some(gid) = group {
-            nix::unistd::chown(dir, None, Some(nix::unistd::Gid::from_raw(gid)))
-                .with_context(|| format!("giving {} to the socket group", dir.display()))?;
-        }
-        own_files::set_mode(dir, dir_mode)
-            .with_context(|| format!("making {} private", dir.display()))?;
-    }
-
-    let lock_path = PathBuf::from(format!("{}.lock", socket.display()));
-    let lock_file = own_files::open_own_file(&lock_path)?;
-    let mut lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((mut file, _)) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            bail!(
-                "cachewarden is already running on {} (pid {}); stop it first or use another socket",
-                socket.display(),
-                pid.trim()
-            );
-        }
-    };
-    lock.set_len(0)?;
-    lock.rewind()?;
-    write!(lock, "{}", std::process::id())?;
-
-    replace_stale_socket(socket)?;
-    let listener =
-        UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
-    if let Some(gid) = group {
-        nix::unistd::chown(socket, None, Some(nix::unistd::Gid::from_raw(gid)))?;
-    }
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(socket_mode))?;
-    Ok((listener, lock))
-}
-
-fn replace_stale_socket(socket: &Path) -> anyhow::Result<()> {
-    let meta = match std::fs::symlink_metadata(socket) {
-        Ok(meta) => meta,
-        Err(_) => return Ok(()),
-    };
-    if !meta.file_type().is_socket() {
-        bail!(
-            "{} exists and is not a socket; refusing to replace it",
-            socket.display()
-        );
-    }
-    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-        bail!(
-            "cachewarden is already running on {} (it answers connections)",
-            socket.display()
-        );
-    }
-    tracing::info!("removing stale socket {}", socket.display());
-    std::fs::remove_file(socket)
-        .with_context(|| format!("removing stale socket {}", socket.display()))
 }
 
 #[cfg(test)]

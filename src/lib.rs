@@ -22,6 +22,7 @@ pub mod fsutil;
 pub mod golang;
 pub mod group;
 pub mod index;
+pub mod instance;
 pub mod kinds;
 pub mod metrics;
 pub mod own_files;

@@ -490,8 +490,25 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
 
 /// The socket the CLI asks: the config's, or — for a user without a daemon of their
 /// own and no `--config` — the system daemon's.
+///
+/// A daemon started where the socket path came out otherwise (another
+/// `XDG_RUNTIME_DIR`, another config) but on this config's state directory is found
+/// through that directory's lock (`instance.rs`), with a note saying so.
 fn cli_socket(config: &Config, explicit_config: bool) -> PathBuf {
     let own = config.daemon.socket.clone();
+    if std::os::unix::net::UnixStream::connect(&own).is_err() {
+        let running =
+            (config.daemon.state_dir.as_deref()).and_then(cachewarden::instance::running_on);
+        if let Some((pid, socket)) = running.filter(|(_, s)| *s != own) {
+            eprintln!(
+                "note: the daemon on state directory {} (pid {pid}) listens on {}, not on {} as this config says",
+                config.daemon.state_dir.as_deref().unwrap_or(std::path::Path::new("")).display(),
+                socket.display(),
+                own.display()
+            );
+            return socket;
+        }
+    }
     let system = PathBuf::from(config::SYSTEM_SOCKET);
     if !own.exists() && !explicit_config && system.exists() {
         system

@@ -213,6 +213,22 @@ impl Daemon {
         setpriv: Option<Vec<String>>,
     ) -> Daemon {
         let config = dir.join("config.toml");
+        // A state directory of the test's own, not root's /var/lib/cachewarden: tests
+        // run in parallel, and one daemon per state directory may run (issue #29).
+        let own_state;
+        let config_text = if config_text.contains("state_dir") {
+            config_text
+        } else {
+            own_state = config_text.replacen(
+                "[daemon]\n",
+                &format!(
+                    "[daemon]\nstate_dir = \"{}\"\n",
+                    dir.join("state").display()
+                ),
+                1,
+            );
+            &own_state
+        };
         std::fs::write(&config, config_text).unwrap();
         let socket = PathBuf::from(
             config_text

@@ -242,8 +242,10 @@ fn a_second_daemon_on_the_same_socket_refuses_and_stale_sockets_are_replaced() {
         .unwrap();
     assert_eq!(second.status.code(), Some(2));
     let err = String::from_utf8_lossy(&second.stderr);
+    // (Its state directory is the first's too, which it finds first.)
     assert!(
-        err.contains("already running") && err.contains(&format!("pid {}", daemon.child.id())),
+        (err.contains("already running") || err.contains("uses the state directory"))
+            && err.contains(&format!("pid {}", daemon.child.id())),
         "{err}"
     );
     assert_eq!(
@@ -251,6 +253,77 @@ fn a_second_daemon_on_the_same_socket_refuses_and_stale_sockets_are_replaced() {
         200,
         "the first daemon still answers"
     );
+
+    // Another socket on the same state directory: refused, naming the first (issue
+    // #29: it ran beside the first with no warning).
+    let other_socket = tmp.path().join("run2/cw.sock");
+    let second_config = tmp.path().join("second.toml");
+    std::fs::write(
+        &second_config,
+        std::fs::read_to_string(&daemon.config)
+            .unwrap()
+            .replace(socket.to_str().unwrap(), other_socket.to_str().unwrap()),
+    )
+    .unwrap();
+    let second = Command::new(BIN)
+        .args(["--config", second_config.to_str().unwrap(), "daemon"])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("uses the state directory")
+            && err.contains(&format!("pid {}", daemon.child.id()))
+            && err.contains(socket.to_str().unwrap()),
+        "{err}"
+    );
+    // `status` and `doctor` with that config find the running daemon through the
+    // state directory, and say so.
+    let status = Command::new(BIN)
+        .args([
+            "--config",
+            second_config.to_str().unwrap(),
+            "status",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(String::from_utf8_lossy(&status.stderr)
+        .contains(&format!("listens on {}", socket.display())));
+    assert_eq!(
+        json(&String::from_utf8_lossy(&status.stdout))["pid"],
+        daemon.child.id()
+    );
+
+    // Another state directory too, on the same cache: it runs, and the cache's errors
+    // name the daemon that holds it.
+    let third_config = tmp.path().join("third.toml");
+    std::fs::write(
+        &third_config,
+        std::fs::read_to_string(&second_config)
+            .unwrap()
+            .replace("/state\"", "/state3\""),
+    )
+    .unwrap();
+    let third = Daemon::start(&tmp.path().join("third"), &{
+        std::fs::create_dir(tmp.path().join("third")).unwrap();
+        std::fs::read_to_string(&third_config).unwrap()
+    });
+    let errors = third.cache_status("c")["errors"].to_string();
+    assert!(
+        errors.contains(&format!(
+            "pid {} (cachewarden) holds the lock",
+            daemon.child.id()
+        )),
+        "{errors}"
+    );
+    drop(third);
 
     // SIGTERM stops it cleanly and removes the socket.
     assert_eq!(daemon.stop().code(), Some(0));
