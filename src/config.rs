@@ -144,6 +144,22 @@ pub struct GroupConfig {
     pub name: String,
     pub max_size: Option<SizeLimit>,
     pub min_free: Option<SizeLimit>,
+    /// Who gives first under the group's limits.
+    pub policy: GroupPolicy,
+}
+
+/// How a group's limits choose whose entries go (`group.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupPolicy {
+    /// The members furthest over an equal share of the group's limit give first, each
+    /// its own least recently used entries (the default: any user can make their
+    /// entries look used by touching them, so recency alone cannot be trusted across
+    /// users).
+    #[default]
+    FairShare,
+    /// The least recently used entries of all members together, whoever owns them.
+    Lru,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -211,6 +227,8 @@ struct RawCache {
     /// Limits on all the caches of this table together (`group.rs`).
     group_max_size: Option<SizeLimit>,
     group_min_free: Option<SizeLimit>,
+    #[serde(default)]
+    group_policy: GroupPolicy,
 }
 
 fn default_true() -> bool {
@@ -497,6 +515,7 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                 name: table.clone(),
                 max_size: raw.group_max_size,
                 min_free: raw.group_min_free,
+                policy: raw.group_policy,
             });
         }
         let mut not_yet = 0;

@@ -590,7 +590,7 @@ async fn supervise(
 ) {
     // Watch first, then scan: changes made during the scan are queued and replayed.
     let mut watching = Watching::start(&cache, &stop);
-    let mut _root_lock = claim_root(&cache);
+    let mut root_lock = claim_root(&cache);
     if !restore(&cache, snapshot.as_deref()).await {
         scan(&cache).await;
     }
@@ -605,6 +605,9 @@ async fn supervise(
     let mut last_rescan: Option<Instant> = None;
     let mut rescan_pending: Option<String> = None;
     let mut root_poll = Deadline::default();
+    // Set while the watcher watches only part of the tree (over its budget).
+    let mut partial = Deadline::default();
+    let mut watched_in_part = false;
     loop {
         if held_since.is_some() {
             retry.arm(IN_USE_POLL);
@@ -637,12 +640,25 @@ async fn supervise(
                     let c = cache.clone();
                     let over = blocking(move || { c.apply_changes(&paths); c.over_size_or_free_limit() }).await.unwrap_or(false);
                     enforce_pending |= over;
+                    // `rm -rf` of the root empties it first: our lock must not keep it
+                    // alive, or the watcher never hears it went (`RootLock`).
+                    if root_lock.as_ref().is_some_and(RootLock::removed) {
+                        root_lock = None;
+                    }
                 }
                 Some(Change::Rescan(reason)) => {
                     tracing::info!(cache = %config.name, "rescan needed: {reason}");
                     rescan_pending = Some(reason);
                 }
                 Some(Change::Trouble(trouble)) => cache.record_error(format!("watch: {trouble}"), crate::now()),
+                Some(Change::Partial(why)) => {
+                    // Said once; the watcher says it again at each rescan's restart.
+                    if !watched_in_part {
+                        watched_in_part = true;
+                        cache.record_error(format!("watch: {why}"), crate::now());
+                    }
+                    partial.arm(watch::PARTIAL_RESCAN);
+                }
                 None => {
                     watching.active = false;
                     rescan_pending = Some("the watcher stopped".into());
@@ -669,7 +685,7 @@ async fn supervise(
                 watching.restart(&cache, &stop);
                 if watching.active {
                     tracing::info!(cache = %config.name, "watching the cache directory again");
-                    _root_lock = claim_root(&cache);
+                    root_lock = claim_root(&cache);
                     rescan_pending = None;
                     scan(&cache).await;
                     last_rescan = Some(Instant::now());
@@ -703,6 +719,14 @@ async fn supervise(
                 held_since = enforce(&cache, &audit, "schedule").await;
                 save_snapshot(&cache, snapshot.as_deref()).await;
                 last_enforce = Instant::now();
+            }
+            _ = partial.due(), if partial.at.is_some() => {
+                // Watched in part: what the watcher cannot see, a rescan finds. The
+                // watcher starts anew with it, and says again if it is still over.
+                partial.clear();
+                watching.restart(&cache, &stop);
+                scan(&cache).await;
+                enforce_pending = true;
             }
             _ = sleep_until_opt(next_verify) => verify(&cache, &audit).await,
         }

@@ -112,8 +112,24 @@ pub fn run(
     });
     if let Ok(status) = &daemon {
         out.extend(status.caches.iter().filter_map(working_set));
+        out.extend(status.caches.iter().filter_map(watched_in_part));
     }
     out
+}
+
+/// A cache with more directories than its watch budget: the daemon sees some changes
+/// only at its periodic rescans.
+fn watched_in_part(cache: &CacheStatus) -> Option<Finding> {
+    let error = cache
+        .errors
+        .iter()
+        .find(|e| e.message.contains("directories to watch"))?;
+    Some(finding(
+        "watch",
+        Severity::Warning,
+        format!("cache {} is watched in part: {}", cache.name, error.message),
+        "look for directories someone made in it that its tool never writes (the daemon's log names them), and remove them",
+    ))
 }
 
 /// A `max_size` below what builds use: entries evicted for size come back.
@@ -245,6 +261,7 @@ fn inotify_budget(config: &Config) -> Finding {
                 .iter()
                 .map(|w| count_dirs(&w.path, w.depth))
                 .sum::<u64>()
+                .min(crate::watch::WATCH_BUDGET as u64)
         })
         .sum();
     let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")

@@ -42,10 +42,10 @@ pub struct Instance {
 /// then rescan everything).
 pub fn claim(daemon: &config::DaemonConfig) -> anyhow::Result<Instance> {
     let (state_dir, state_lock) = match prepare_state_dir(daemon.state_dir.as_deref()) {
-        Some(dir) => {
-            let lock = lock_state_dir(&dir, &daemon.socket)?;
-            (Some(dir), Some(lock))
-        }
+        Some(dir) => match lock_state_dir(&dir, &daemon.socket)? {
+            Some(lock) => (Some(dir), Some(lock)),
+            None => (None, None),
+        },
         None => (None, None),
     };
     let (listener, socket_lock) = bind(daemon)?;
@@ -59,11 +59,26 @@ pub fn claim(daemon: &config::DaemonConfig) -> anyhow::Result<Instance> {
 
 const STATE_LOCK: &str = "daemon.lock";
 
-fn lock_state_dir(dir: &Path, socket: &Path) -> anyhow::Result<Flock<File>> {
+/// Locks the state directory: `Ok(None)` if its lock file cannot be opened: the daemon
+/// then runs without snapshots, as with no state directory, rather than not at all.
+/// Held by another daemon: an error naming it. The lock is held on a read-only
+/// descriptor (a file open for writing would keep its file system from being remounted
+/// read-only); the pid and socket are written through another, closed at once.
+fn lock_state_dir(dir: &Path, socket: &Path) -> anyhow::Result<Option<Flock<File>>> {
     let path = dir.join(STATE_LOCK);
-    let file =
-        own_files::open_own_file(&path).with_context(|| format!("opening {}", path.display()))?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    let opened = own_files::open_own_file(&path)
+        .and_then(|rw| Ok((rw, own_files::open_for_reading(&path)?)));
+    let (mut rw, ro) = match opened {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::warn!(
+                "no index snapshots (restarts rescan everything): cannot open {}: {e}",
+                path.display()
+            );
+            return Ok(None);
+        }
+    };
+    let lock = match Flock::lock(ro, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
         Err((mut file, _)) => {
             let mut text = String::new();
@@ -75,10 +90,15 @@ fn lock_state_dir(dir: &Path, socket: &Path) -> anyhow::Result<Flock<File>> {
             );
         }
     };
-    lock.set_len(0)?;
-    lock.rewind()?;
-    writeln!(lock, "{}\n{}", std::process::id(), socket.display())?;
-    Ok(lock)
+    let written = rw
+        .set_len(0)
+        .and_then(|_| writeln!(rw, "{}\n{}", std::process::id(), socket.display()));
+    if let Err(e) = written {
+        // Still held, so no second daemon starts here; only `status` cannot find this
+        // one through it.
+        tracing::warn!("cannot write {}: {e}", path.display());
+    }
+    Ok(Some(lock))
 }
 
 fn parse_state_lock(text: &str) -> (String, String) {
@@ -105,7 +125,19 @@ pub fn running_on(state_dir: &Path) -> Option<(u32, PathBuf)> {
 }
 
 /// A cache root locked by this daemon (see the module doc).
-pub struct RootLock(#[allow(dead_code)] Flock<File>);
+///
+/// The lock's descriptor keeps a removed root's inode alive, and the kernel sends the
+/// watcher's `IN_DELETE_SELF` only once the last reference goes: the daemon drops the
+/// lock of a root it finds removed ([`RootLock::removed`]), so that `rm -rf` of a root
+/// is seen as before.
+pub struct RootLock(Flock<File>);
+
+impl RootLock {
+    /// The locked directory has been removed (it has no links left).
+    pub fn removed(&self) -> bool {
+        nix::sys::stat::fstat(&*self.0).is_ok_and(|st| st.st_nlink == 0)
+    }
+}
 
 /// Locks the directory `root`; `Err` says which process holds it, or why it could
 /// not be opened.

@@ -41,11 +41,12 @@
 //!   no progress for [`WRITE_TIMEOUT`] ends the connection.
 //! * **Bounded memory per request.** `status` and `/metrics` are O(1) in the size of
 //!   the index (`index.rs`, Totals) and take no long-held lock. Listings are capped at
-//!   [`MAX_ENTRIES_LISTED`], at most [`LISTINGS_AT_ONCE`] are built or sent at a time,
+//!   [`MAX_ENTRIES_LISTED`], at most [`LISTINGS_AT_ONCE`] are built or sent at a time (each uid one, taking turns: `server/listings.rs`),
 //!   each within [`LISTING_DEADLINE`], and their memory is handed back afterwards.
 
 mod access;
 mod connections;
+mod listings;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,7 +64,6 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use connections::{ConnectionLimits, Peer, DRAIN_TIMEOUT, HEAD_TIMEOUT, WRITE_TIMEOUT};
@@ -82,7 +82,7 @@ pub const LISTINGS_AT_ONCE: usize = 2;
 /// A listing not sent within this is cut off, so a client reading slowly cannot keep
 /// its memory and its turn.
 pub const LISTING_DEADLINE: Duration = Duration::from_secs(60);
-static LISTINGS: Semaphore = Semaphore::const_new(LISTINGS_AT_ONCE);
+static LISTINGS: listings::Turns = listings::Turns::new(LISTINGS_AT_ONCE);
 
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
@@ -239,10 +239,9 @@ async fn entries(
         .map_err(|e| bad_request(format!("invalid query: {}", e.body_text())))?
         .0;
     let limit = q.limit.unwrap_or(100).min(MAX_ENTRIES_LISTED);
-    let turn = tokio::time::timeout(LISTING_DEADLINE, LISTINGS.acquire())
+    let turn = LISTINGS
+        .acquire(peer.uid, LISTING_DEADLINE)
         .await
-        .ok()
-        .and_then(Result::ok)
         .ok_or_else(|| {
             ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -277,9 +276,9 @@ async fn entries(
 /// (or the client is gone), then hands the memory back.
 fn listing_stream(
     json: Vec<u8>,
-    turn: tokio::sync::SemaphorePermit<'static>,
+    turn: listings::Turn,
 ) -> impl futures_util::Stream<Item = std::io::Result<hyper::body::Bytes>> {
-    struct Turn(#[allow(dead_code)] tokio::sync::SemaphorePermit<'static>);
+    struct Turn(#[allow(dead_code)] listings::Turn);
     impl Drop for Turn {
         fn drop(&mut self) {
             crate::parallel::release_freed_memory();

@@ -23,6 +23,7 @@
 //! rescan of this cache only.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::fsutil::{self, Walked};
+use crate::fsutil;
 use crate::kinds::WatchDir;
 
 const QUIET: Duration = Duration::from_millis(20);
@@ -47,7 +48,20 @@ pub enum Change {
     Rescan(String),
     /// Part of the tree is not watched; worth an error in `status`.
     Trouble(String),
+    /// More directories than [`WATCH_BUDGET`]: changes below some are seen only by
+    /// rescans, which the caller now makes now and then.
+    Partial(String),
 }
+
+fn over_budget_text() -> String {
+    format!(
+        "more than {WATCH_BUDGET} directories to watch (the per-cache budget of inotify watches, shared by every process of the daemon's user): some changes are seen only by the rescan every {:?}",
+        PARTIAL_RESCAN
+    )
+}
+
+/// How often a cache watched in part is rescanned.
+pub const PARTIAL_RESCAN: Duration = Duration::from_secs(300);
 
 /// The path inotify resolves to exactly the directory `fd` is open on (a magic link,
 /// followed by the kernel without resolving any name again).
@@ -70,35 +84,94 @@ fn mask() -> WatchMask {
 }
 
 struct Watched {
-    path: PathBuf,
+    /// The directory it is in (`None` for a root), and its name there (a root: its
+    /// whole path). Paths are rebuilt from these when an event comes, so memory stays
+    /// a name per watch, however deep the tree (issue #29).
+    parent: Option<WatchDescriptor>,
+    name: OsString,
     /// Levels of new subdirectories to watch below this one.
     depth: u32,
     is_root: bool,
 }
 
+/// The most directories one cache's watcher watches. Watches are a per-user kernel
+/// resource (`fs.inotify.max_user_watches`) every root process shares: one user's
+/// 20,000 `mkdir`s in their module cache took 20,000 of root's (issue #29). Past this,
+/// the cache is rescanned now and then instead ([`Change::Partial`]). A GOCACHE needs
+/// 257; a module cache about one per module path element.
+pub const WATCH_BUDGET: usize = 8192;
+
 struct Tree {
     root: PathBuf,
     watches: Watches,
     dirs: HashMap<WatchDescriptor, Watched>,
-    /// The paths of `dirs`: a directory whose permissions change (`ATTRIB`) and is not
-    /// among them could not be watched before (`EACCES`) and is tried again.
-    watched_paths: HashSet<PathBuf>,
+    /// (parent, name) of `dirs`: a directory whose permissions change (`ATTRIB`) and is
+    /// not among them could not be watched before (`EACCES`) and is tried again.
+    watched_names: HashSet<(WatchDescriptor, OsString)>,
+    /// Directories with this name are watched, never what is below them (`@v`).
+    leaf: Option<&'static str>,
+    /// The budget was reached: some directories are not watched.
+    over_budget: bool,
     /// Problems to report (directories that could not be watched or listed).
     trouble: Vec<String>,
 }
 
 impl Tree {
-    /// Watches `dir` and `depth` levels of directories below it. Returns the files found
-    /// in newly watched directories below the roots, which may predate their watch.
-    /// Listing uses the directory entries' types: no per-file `stat`. Directories that
-    /// cannot be watched or read are noted in `self.trouble`.
-    fn add(
+    /// The path of the watched directory `wd`.
+    fn path_of(&self, wd: &WatchDescriptor) -> Option<PathBuf> {
+        let mut names = Vec::new();
+        let mut at = self.dirs.get(wd)?;
+        while let Some(parent) = &at.parent {
+            names.push(at.name.as_os_str());
+            at = self.dirs.get(parent)?;
+        }
+        let mut path = PathBuf::from(&at.name);
+        path.extend(names.iter().rev());
+        Some(path)
+    }
+
+    /// Watches one directory through its descriptor; `Ok(None)` past the budget.
+    fn watch(
         &mut self,
-        dir: &Path,
+        fd: &std::os::fd::OwnedFd,
+        parent: Option<&WatchDescriptor>,
+        name: &OsStr,
         depth: u32,
         is_root: bool,
+    ) -> io::Result<Option<WatchDescriptor>> {
+        if self.dirs.len() >= WATCH_BUDGET && !is_root {
+            self.over_budget = true;
+            return Ok(None);
+        }
+        let wd = self.watches.add(fd_path(fd), mask())?;
+        if let Some(parent) = parent {
+            self.watched_names
+                .insert((parent.clone(), name.to_os_string()));
+        }
+        self.dirs.insert(
+            wd.clone(),
+            Watched {
+                parent: parent.cloned(),
+                name: name.to_os_string(),
+                depth,
+                is_root,
+            },
+        );
+        Ok(Some(wd))
+    }
+
+    /// Watches `dir` (a root, or `name` in the watched `parent`) and `depth` levels of
+    /// directories below it. Returns the files found in newly watched directories below
+    /// the roots, which may predate their watch. Directories that cannot be watched or
+    /// read are noted in `self.trouble`.
+    fn add(
+        &mut self,
+        parent: Option<&WatchDescriptor>,
+        dir: &Path,
+        depth: u32,
         found: &mut Vec<PathBuf>,
     ) -> io::Result<()> {
+        let is_root = parent.is_none();
         // Opened without following any symlink (from `/` for the cache root, fd-relative
         // below it), then watched through its descriptor: a directory swapped for a
         // symlink in a race is never watched nor listed.
@@ -111,61 +184,71 @@ impl Tree {
                 ))
             }
         };
-        let wd = self.watches.add(fd_path(&fd), mask())?;
-        self.watched_paths.insert(dir.to_path_buf());
-        self.dirs.insert(
-            wd,
-            Watched {
-                path: dir.to_path_buf(),
-                depth,
-                is_root,
-            },
-        );
-        if is_root && depth == 0 {
+        let name = match parent {
+            None => dir.as_os_str(),
+            Some(_) => dir.file_name().unwrap_or_default(),
+        };
+        let Some(wd) = self.watch(&fd, parent, name, depth, is_root)? else {
+            return Ok(());
+        };
+        let is_leaf = !is_root && self.leaf.is_some_and(|l| name == l);
+        if (is_root && depth == 0) || is_leaf {
             return Ok(());
         }
-        // A directory created after the start may already hold files.
-        let (mut errors, mut unwatched) = (Vec::new(), Vec::new());
-        let mut subdirs = Vec::new();
-        fsutil::walk_beneath(
-            fd,
-            depth.max(1),
-            &mut |item| match item {
-                Walked::Dir(rel, sub) => match self.watches.add(fd_path(sub), mask()) {
-                    Ok(wd) => subdirs.push((wd, rel.to_path_buf())),
-                    Err(e) => unwatched.push(format!(
-                        "cannot watch {}: {e}; changes below it are seen only at the next scan",
-                        dir.join(rel).display()
-                    )),
-                },
-                Walked::Other(rel, _) if !is_root => found.push(dir.join(rel)),
-                Walked::Other(..) => {}
-            },
-            &mut errors,
-        );
-        for (wd, rel) in subdirs {
-            let level = rel.components().count() as u32;
-            let below = if depth == u32::MAX {
-                u32::MAX
-            } else {
-                depth.saturating_sub(level)
-            };
-            self.watched_paths.insert(dir.join(&rel));
-            self.dirs.insert(
-                wd,
-                Watched {
-                    path: dir.join(rel),
-                    depth: below,
-                    is_root: false,
-                },
-            );
+        // A directory created after the start may already hold files. Its directories
+        // are watched as they are met (the walk goes depth first, so a directory's
+        // parent is always watched before it).
+        let how = fsutil::Walk {
+            max_depth: depth.max(1),
+            make_writable: false,
+            leaf_name: self.leaf,
+        };
+        let mut by_rel: HashMap<PathBuf, WatchDescriptor> = HashMap::new();
+        let mut unwatched = Vec::new();
+        let walked = fsutil::walk_tree(fd, how, &mut |item| {
+            match item {
+                fsutil::Visit::Dir { rel, fd: sub, .. } => {
+                    let level = rel.components().count() as u32;
+                    if level > depth {
+                        return Ok(());
+                    }
+                    let up = match rel.parent() {
+                        Some(p) if !p.as_os_str().is_empty() => by_rel.get(p).cloned(),
+                        _ => Some(wd.clone()),
+                    };
+                    let Some(up) = up else {
+                        return Ok(()); // below a directory not watched
+                    };
+                    let below = if depth == u32::MAX {
+                        u32::MAX
+                    } else {
+                        depth - level
+                    };
+                    let sub_name = rel.file_name().unwrap_or_default();
+                    match self.watch(sub, Some(&up), sub_name, below, false) {
+                        Ok(Some(sub_wd)) => {
+                            by_rel.insert(rel.to_path_buf(), sub_wd);
+                        }
+                        Ok(None) => {}
+                        Err(e) => unwatched.push(format!(
+                            "cannot watch {}: {e}; changes below it are seen only at the next scan",
+                            dir.join(rel).display()
+                        )),
+                    }
+                }
+                fsutil::Visit::Other { rel, .. } if !is_root => found.push(dir.join(rel)),
+                fsutil::Visit::Other { .. } | fsutil::Visit::Left { .. } => {}
+                fsutil::Visit::Error { rel, error } => self
+                    .trouble
+                    .push(format!("cannot list {}: {error}", dir.join(rel).display())),
+            }
+            Ok(())
+        });
+        if let Err(e) = walked {
+            self.trouble
+                .push(format!("cannot list {}: {e}", dir.display()));
         }
         self.trouble.extend(unwatched);
-        self.trouble.extend(
-            errors
-                .into_iter()
-                .map(|e| format!("cannot list {}: {e}", dir.display())),
-        );
         Ok(())
     }
 
@@ -188,16 +271,21 @@ pub fn start(
         root: root.to_path_buf(),
         watches: inotify.watches(),
         dirs: HashMap::new(),
-        watched_paths: HashSet::new(),
+        watched_names: HashSet::new(),
+        leaf: dirs.iter().find_map(|d| d.leaf),
+        over_budget: false,
         trouble: Vec::new(),
     };
     let mut ignored = Vec::new();
     for dir in dirs {
-        tree.add(&dir.path, dir.depth, true, &mut ignored)?;
+        tree.add(None, &dir.path, dir.depth, &mut ignored)?;
     }
     for trouble in tree.trouble.drain(..) {
         // Buffered channel, nothing read yet: this cannot block for long.
         let _ = tx.try_send(Change::Trouble(trouble));
+    }
+    if tree.over_budget {
+        let _ = tx.try_send(Change::Partial(over_budget_text()));
     }
     let stream = inotify.into_event_stream(vec![0u8; 64 * 1024])?;
     Ok(tokio::spawn(run(tree, stream, tx, cancel)))
@@ -234,11 +322,17 @@ async fn run(
                     batch_started = Instant::now();
                 }
                 last_event = Instant::now();
+                let was_over = tree.over_budget;
                 let rescan = handle(&mut tree, event, &mut batch);
                 for trouble in tree.trouble.drain(..).collect::<Vec<_>>() {
                     if tx.send(Change::Trouble(trouble)).await.is_err() {
                         return;
                     }
+                }
+                if tree.over_budget && !was_over
+                    && tx.send(Change::Partial(over_budget_text())).await.is_err()
+                {
+                    return;
                 }
                 if let Some(rescan) = rescan {
                     batch.clear();
@@ -262,11 +356,14 @@ fn handle(
     }
     if event.mask.contains(EventMask::IGNORED) {
         if let Some(gone) = tree.dirs.remove(&event.wd) {
-            tree.watched_paths.remove(&gone.path);
+            if let Some(parent) = gone.parent {
+                tree.watched_names.remove(&(parent, gone.name));
+            }
         }
         return None;
     }
     let watched = tree.dirs.get(&event.wd)?;
+    let dir_path = tree.path_of(&event.wd)?;
     if event
         .mask
         .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
@@ -274,17 +371,24 @@ fn handle(
         return watched.is_root.then(|| {
             format!(
                 "watched directory {} was removed or moved",
-                watched.path.display()
+                dir_path.display()
             )
         });
     }
     let name = event.name?;
-    let path = watched.path.join(&name);
+    let path = dir_path.join(&name);
     let depth = watched.depth;
+    let is_leaf = !watched.is_root && tree.leaf.is_some_and(|l| watched.name == l);
     if event.mask.contains(EventMask::ISDIR) {
+        if is_leaf {
+            return None; // nothing below a leaf is the tool's
+        }
         // A new directory, or one whose permissions changed that could not be watched
         // before (it was closed to the daemon): watch it and what it holds.
-        let retry = event.mask.contains(EventMask::ATTRIB) && !tree.watched_paths.contains(&path);
+        let retry = event.mask.contains(EventMask::ATTRIB)
+            && !tree
+                .watched_names
+                .contains(&(event.wd.clone(), name.clone()));
         if depth > 0
             && (retry
                 || event
@@ -297,7 +401,7 @@ fn handle(
             } else {
                 depth - 1
             };
-            if let Err(e) = tree.add(&path, below, false, &mut found) {
+            if let Err(e) = tree.add(Some(&event.wd), &path, below, &mut found) {
                 // Gone again, or swapped for a symlink or a file: not a directory to
                 // watch (a symlink is never followed).
                 let replaced = matches!(

@@ -120,19 +120,11 @@ impl<K: Kind> CacheOf<K> {
                 }
             }
             index.remove_many(gone);
-            if !left_behind.is_empty() {
-                left_behind.sort_unstable();
-                left_behind.dedup();
-                let heirs: Vec<K::Id> = index
-                    .iter()
-                    .filter(|(_, m)| left_behind.binary_search(&m.aux).is_ok())
-                    .map(|(id, m)| (m.aux, id.clone()))
-                    .collect::<std::collections::BTreeMap<u64, K::Id>>()
-                    .into_values()
-                    .collect();
-                for heir in heirs {
-                    let _ = self.apply_one(&mut index, heir);
-                }
+            // What stays of a removed entry's shared part goes to the namer a full scan
+            // would give it (the last used), not to any one of them.
+            let left_behind: HashSet<u64> = left_behind.into_iter().collect();
+            for e in self.settle_shared(&mut index, &left_behind) {
+                failures.push(e);
             }
             report.bytes_after = if dry_run {
                 plan.bytes_after

@@ -274,6 +274,33 @@ impl<K: Kind> CacheOf<K> {
         }
     }
 
+    /// Times after now count as now. A file's times are its owner's to set, and
+    /// `touch -d 2100-01-01` would otherwise make entries the newest for ever (issue
+    /// #29); the log says how many and names one. (Removal re-checks ignore them too:
+    /// [`crate::kinds::used_after`].)
+    fn clamp_future_times<'a>(
+        &self,
+        entries: impl Iterator<Item = (&'a K::Id, &'a mut EntryMeta)>,
+        now: UnixTime,
+    ) {
+        let mut future = 0u64;
+        let mut example = None;
+        for (id, meta) in entries {
+            if meta.last_use > now + crate::kinds::CLOCK_SLACK_SECS {
+                future += 1;
+                example.get_or_insert_with(|| (self.kind.path_of(id), meta.last_use));
+                meta.last_use = now;
+            }
+        }
+        if let Some((path, at)) = example {
+            tracing::warn!(
+                cache = %self.cfg().name,
+                "{future} entries last used in the future (e.g. {path} at {}): counted as used now",
+                crate::units::local_time(at)
+            );
+        }
+    }
+
     fn start_progress(&self, total: usize) {
         self.progress.0.store(0, Ordering::Relaxed);
         self.progress.1.store(total as u64, Ordering::Relaxed);
@@ -362,7 +389,8 @@ impl<K: Kind> CacheOf<K> {
         }
         let mut errors = Vec::new();
         for (aux, ids) in namers {
-            if ids.len() > 1 && self.kind.named_by_several(aux, &ids) {
+            if (ids.len() > 1 || self.kind.is_shared(aux)) && self.kind.named_by_several(aux, &ids)
+            {
                 for id in ids {
                     if let Err(e) = self.apply_one(index, id) {
                         errors.push(e);
@@ -374,23 +402,29 @@ impl<K: Kind> CacheOf<K> {
     }
 
     /// Brings one entry of the index up to date with the disk. `Some(aux)` when the
-    /// entry now names an `aux` it did not before (new, or naming something else), for
-    /// [`Self::settle_shared`].
+    /// entry now names an `aux` it did not before (new, or naming something else), or
+    /// was used or removed while naming a shared one, for [`Self::settle_shared`].
     fn apply_one(&self, index: &mut Index<K::Id>, id: K::Id) -> Result<Option<u64>, String> {
+        let before = index.get(&id).map(|m| (m.aux, m.last_use));
         match self.kind.stat(&id) {
-            Ok(Some(meta)) => {
+            Ok(Some(mut meta)) => {
+                self.clamp_future_times(std::iter::once((&id, &mut meta)), crate::now());
                 self.check_entry_size(&id, &meta, crate::now());
-                let before = index.get(&id).map(|m| m.aux);
                 if before.is_none() {
                     let key = crate::churn::key_of(&id);
                     (self.churn.lock().unwrap()).appeared(key, meta.disk_bytes, crate::now());
                 }
                 index.upsert(id, meta);
-                Ok((meta.aux != 0 && before != Some(meta.aux)).then_some(meta.aux))
+                let named_anew = before.map(|b| b.0) != Some(meta.aux);
+                let used_shared =
+                    before.is_some_and(|b| b.1 != meta.last_use) && self.kind.is_shared(meta.aux);
+                Ok((meta.aux != 0 && (named_anew || used_shared)).then_some(meta.aux))
             }
             Ok(None) => {
                 index.remove(&id);
-                Ok(None)
+                Ok(before
+                    .map(|b| b.0)
+                    .filter(|&aux| aux != 0 && self.kind.is_shared(aux)))
             }
             Err(e) => Err(format!("{}: {e}", self.kind.path_of(&id))),
         }
@@ -415,6 +449,8 @@ impl<K: Kind> CacheOf<K> {
                 }
             }
         }
+        let mut result = result;
+        self.clamp_future_times(result.entries.iter_mut().map(|(id, m)| (&*id, m)), now);
         for (id, m) in &result.entries {
             self.check_entry_size(id, m, now);
         }

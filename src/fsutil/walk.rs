@@ -73,12 +73,15 @@ pub struct Walk {
     /// listing them, as go's `RemoveAll` does for module trees (read-only by design):
     /// for removal only.
     pub make_writable: bool,
+    /// Directories of this name are reported but not listed.
+    pub leaf_name: Option<&'static str>,
 }
 
 impl Walk {
     pub const WHOLE_TREE: Walk = Walk {
         max_depth: u32::MAX,
         make_writable: false,
+        leaf_name: None,
     };
 }
 
@@ -219,7 +222,10 @@ pub fn walk_tree(
             fd: &fd,
             st: &st,
         })?;
-        let pending = if depth >= how.max_depth {
+        let is_leaf = how
+            .leaf_name
+            .is_some_and(|l| name.as_bytes() == l.as_bytes());
+        let pending = if depth >= how.max_depth || is_leaf {
             Vec::new()
         } else {
             match list(&fd) {

@@ -81,6 +81,7 @@ impl Kind for DirKind {
         vec![WatchDir {
             path: self.root.clone(),
             depth: u32::MAX,
+            leaf: None,
         }]
     }
 
@@ -147,7 +148,7 @@ impl Kind for DirKind {
             if !fsutil::is_file_type(&st, libc::S_IFREG) {
                 return Ok(Removal::Skipped("no longer a regular file".into()));
             }
-            if fsutil::last_use_stat(&st) > used_before {
+            if super::used_after(fsutil::last_use_stat(&st), used_before) {
                 return Ok(Removal::Skipped(
                     "used since the eviction was planned".into(),
                 ));

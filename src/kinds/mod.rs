@@ -69,6 +69,21 @@ pub struct WatchDir {
     /// How many levels of subdirectories to watch too, including ones created later:
     /// 0 for the directory alone, `u32::MAX` for the whole tree.
     pub depth: u32,
+    /// Directories of this name are watched, never what is below them (a tool that
+    /// writes only files there: go's `@v`).
+    pub leaf: Option<&'static str>,
+}
+
+/// How far in the future a time may be and still be taken as a use now (clocks of
+/// machines sharing a file system differ a little).
+pub const CLOCK_SLACK_SECS: i64 = 60;
+
+/// Whether an entry last used at `last_use` (read just before removing it) was used
+/// after `used_before` (when the plan saw it): then it stays. A time in the future is
+/// no use at all but a file's times set by hand (`touch -d 2100-01-01`): it would make
+/// the entry impossible to remove (issue #29).
+pub fn used_after(last_use: UnixTime, used_before: UnixTime) -> bool {
+    last_use > used_before && last_use <= crate::now() + CLOCK_SLACK_SECS
 }
 
 /// Why an entry is being removed.
@@ -259,6 +274,13 @@ pub trait Kind: Send + Sync + 'static {
     /// carries the shared part as a full scan would; `true` if each must then be stat'ed
     /// again ([`Kind::stat`] accounts by that settlement).
     fn named_by_several(&self, _aux: u64, _namers: &[Self::Id]) -> bool {
+        false
+    }
+    /// Whether several entries share what `aux` names now: then a change of one of them
+    /// (used, removed) can move the shared part to another, and the engine settles it
+    /// with [`Kind::named_by_several`] (a full scan gives it to the last used; events
+    /// must too, or the per-entry sizes drift from a scan's).
+    fn is_shared(&self, _aux: u64) -> bool {
         false
     }
     fn encode_id(&self, _id: &Self::Id, _out: &mut Vec<u8>) {}

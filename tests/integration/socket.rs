@@ -209,6 +209,44 @@ fn a_refused_client_reads_its_503() {
     assert_eq!(daemon.stop().code(), Some(0));
 }
 
+/// One user's slow readers of a large listing do not make another user's listing wait
+/// for them (issue #29: six of them made another user wait 28 s; listings went first
+/// come, first served).
+#[test]
+fn one_users_slow_listings_leave_another_users_listing_its_turn() {
+    if !running_as_root("one_users_slow_listings_leave_another_users_listing_its_turn") {
+        return;
+    }
+    let tmp = open_tempdir();
+    let cache = dir_cache(tmp.path(), 40_000);
+    let socket = tmp.path().join("run/cw.sock");
+    let config = config_text(&socket, &[("c", &cache, "")])
+        .replace("[daemon]\n", "[daemon]\nsocket_group = \"nogroup\"\n");
+    let daemon = Daemon::start(tmp.path(), &config);
+    let s = socket.clone();
+    let slow: Vec<UnixStream> = on_thread_as(NOBODY, NOGROUP, move || {
+        (0..6)
+            .map(|_| {
+                let mut c = UnixStream::connect(&s).unwrap();
+                c.write_all(b"GET /v1/caches/c/entries?limit=100000 HTTP/1.1\r\nhost: x\r\n\r\n")
+                    .unwrap();
+                c
+            })
+            .collect()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500)); // their turns are taken
+    let (code, listing) = http(&socket, "GET", "/v1/caches/c/entries?limit=100000", "");
+    assert_eq!(code, 200);
+    assert_eq!(json(&listing).as_array().unwrap().len(), 40_000);
+    assert_eq!(
+        daemon.log_text().matches("read nothing for").count(),
+        0,
+        "root's listing waited until the daemon gave up on a slow reader"
+    );
+    drop(slow);
+    assert_eq!(daemon.stop().code(), Some(0));
+}
+
 /// Runs `f` on a thread whose credentials are `uid`/`gid` (raw syscalls change only the
 /// calling thread's credentials; glibc's wrappers would change the whole process's).
 fn on_thread_as<T: Send + 'static>(

@@ -102,6 +102,8 @@ struct OutputBook {
     /// with it); the others carry only their own. `None`: its carrier was removed while
     /// others still name it — the next of them to be looked at takes it over.
     shared: HashMap<[u8; 32], Option<[u8; 32]>>,
+    /// The fingerprints (`aux`) of `shared`'s outputs, for [`Kind::is_shared`].
+    shared_aux: std::collections::HashSet<u64>,
     /// Outputs named by no action (old enough not to be in the middle of a `put`).
     orphans: std::collections::HashSet<[u8; 32]>,
 }
@@ -471,6 +473,7 @@ impl Kind for GoBuildKind {
         for (((id, meta), &count), carrier) in outputs.iter().zip(&refs).zip(carriers) {
             if count > 1 {
                 book.shared.insert(id.hash, carrier);
+                book.shared_aux.insert(fingerprint(&id.hash));
             } else if count == 0 && meta.last_use < grace_before && !named_elsewhere(meta.aux) {
                 book.orphans.insert(id.hash);
                 result.entries.push((*id, *meta));
@@ -487,6 +490,7 @@ impl Kind for GoBuildKind {
                 .retain(|fp, _| with_prefix(&fp.to_le_bytes()).0);
         } else {
             known_outputs.shared.extend(book.shared);
+            known_outputs.shared_aux.extend(book.shared_aux);
             known_outputs.orphans.extend(book.orphans);
         }
         drop(known_outputs);
@@ -521,9 +525,10 @@ impl Kind for GoBuildKind {
         true
     }
 
-    /// Several entries name one output fingerprint: the actions that really name that
-    /// output share it, carried by the last used (ties: the greatest id), as
-    /// [`Kind::complete`] decides; an orphan entry of it is one no longer.
+    /// Several entries name one output fingerprint (or named it: one may be left): the
+    /// actions that really name that output share it, carried by the last used (ties:
+    /// the greatest id), as [`Kind::complete`] decides; an orphan entry of it is one no
+    /// longer; a single action left carries it as its own.
     fn named_by_several(&self, aux: u64, namers: &[GoId]) -> bool {
         let mut output = namers
             .iter()
@@ -556,8 +561,17 @@ impl Kind for GoBuildKind {
         book.orphans.remove(&output);
         if actions.len() > 1 {
             book.shared.insert(output, Some(carrier));
+            book.shared_aux.insert(aux);
+        } else {
+            // One action left naming it: its own output again, as a scan counts it.
+            book.shared.remove(&output);
+            book.shared_aux.remove(&aux);
         }
         true
+    }
+
+    fn is_shared(&self, aux: u64) -> bool {
+        self.outputs.lock().unwrap().shared_aux.contains(&aux)
     }
 
     fn encode_id(&self, id: &GoId, out: &mut Vec<u8>) {
@@ -584,6 +598,7 @@ impl Kind for GoBuildKind {
         vec![WatchDir {
             path: self.root.clone(),
             depth: 1,
+            leaf: None,
         }]
     }
 
@@ -766,7 +781,7 @@ impl Kind for GoBuildKind {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removal::Gone),
                 Err(e) => return Err(e),
             };
-            if st.st_mtime > used_before {
+            if super::used_after(st.st_mtime, used_before) {
                 return Ok(Removal::Skipped(
                     "used since the eviction was planned".into(),
                 ));
@@ -815,7 +830,7 @@ impl Kind for GoBuildKind {
                     match fsutil::stat_at(&out_dir, OsStr::new(&out_name)) {
                         Ok(out_st) => {
                             let corrupt = matches!(how, Removing::Repair(_));
-                            if !corrupt && out_st.st_mtime > used_before {
+                            if !corrupt && super::used_after(out_st.st_mtime, used_before) {
                                 return Ok(Removal::Skipped(
                                     "its output was used since the eviction was planned".into(),
                                 ));
@@ -855,6 +870,7 @@ impl Kind for GoBuildKind {
                 self.verified.lock().unwrap().remove(&fingerprint(&out));
                 let mut book = self.outputs.lock().unwrap();
                 book.shared.remove(&out);
+                book.shared_aux.remove(&fingerprint(&out));
                 book.orphans.remove(&out);
             }
             Ok(Removal::Removed { disk_bytes: freed })

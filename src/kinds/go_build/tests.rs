@@ -801,3 +801,50 @@ fn a_restore_counts_an_output_named_anew_across_shards_once() {
     fresh.scan(crate::now());
     assert_eq!(listing(&restored), listing(&fresh));
 }
+
+/// An output three actions share is carried by the last used of them, as a scan
+/// decides it, also after a use moves that, after its carrier is removed behind the
+/// daemon's back, and after the daemon evicts the next carrier ("carrier drift": the
+/// live index's per-entry sizes differed from a fresh scan's, found by the invariant
+/// of issue #29).
+#[test]
+fn a_shared_output_stays_with_the_last_used_action_through_uses_and_removals() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("gocache");
+    fill(&root, 5);
+    let old = crate::now() - 86400;
+    let big = vec![5u8; 1 << 16];
+    let (a1, _) = put(&root, 300, &big, old);
+    let (_a2, _) = put(&root, 301, &big, old + 60);
+    let (a3, _) = put(&root, 302, &big, old + 120);
+    let cache = cache_at(&root);
+    cache.scan(crate::now());
+    let rel = |hash: &[u8; 32]| PathBuf::from(format!("{:02x}/{}-a", hash[0], to_hex(hash)));
+    let fresh = || {
+        let f = cache_at(&root);
+        f.scan(crate::now());
+        listing(&f)
+    };
+    assert_eq!(listing(&cache), fresh());
+    // The oldest is used: it carries the output now.
+    let used = filetime::FileTime::from_unix_time(crate::now() - 10, 0);
+    filetime::set_file_mtime(root.join(rel(&a1)), used).unwrap();
+    cache.apply_changes(&[rel(&a1)]);
+    assert_eq!(listing(&cache), fresh(), "after a use");
+    // Its action goes behind the daemon's back: the next last used takes it over.
+    std::fs::remove_file(root.join(rel(&a1))).unwrap();
+    cache.apply_changes(&[rel(&a1)]);
+    assert_eq!(listing(&cache), fresh(), "after its carrier went");
+    // The daemon evicts that one too: the last one left carries it as its own.
+    let selection = crate::cache::Selection {
+        entries: vec![format!("{}-a", to_hex(&a3))],
+        modules: Vec::new(),
+    };
+    let report = cache.evict_selected(&selection, false, crate::now());
+    assert_eq!(report.removed_entries, 1, "{report:?}");
+    assert_eq!(
+        listing(&cache),
+        fresh(),
+        "after the daemon evicted a carrier"
+    );
+}

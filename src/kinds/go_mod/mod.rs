@@ -369,19 +369,25 @@ impl Kind for GoModKind {
         result
     }
 
-    /// `cache/download` recursively (every version change touches its `@v` directory,
-    /// extraction included: `.partial` comes and goes there) and `cache/vcs` itself when
-    /// it exists. Trees are not watched: they change only under `.partial`.
+    /// `cache/download` down to each module's `@v` (every version change touches it,
+    /// extraction included: `.partial` comes and goes there) and `cache/vcs` itself
+    /// when it exists. Only the levels go writes: module path elements, then `@v`,
+    /// which holds files only; nothing below `@v` and nothing deeper than a module
+    /// path ([`layout::MAX_PATH_ELEMENTS`]) is watched, so a user's directories there
+    /// cost no watches (issue #29). Trees are not watched: they change only under
+    /// `.partial`.
     fn watch_dirs(&self) -> Vec<WatchDir> {
         let mut dirs = vec![WatchDir {
             path: self.root.join("cache/download"),
-            depth: u32::MAX,
+            depth: layout::MAX_PATH_ELEMENTS as u32 + 1,
+            leaf: Some("@v"),
         }];
         let vcs = self.root.join("cache/vcs");
         if vcs.is_dir() {
             dirs.push(WatchDir {
                 path: vcs,
                 depth: 0,
+                leaf: None,
             });
         }
         dirs

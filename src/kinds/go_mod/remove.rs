@@ -318,7 +318,7 @@ impl GoModKind {
 
 /// The entry was used after the plan that chose it was made: it stays, retried later.
 fn used_since_planned(last_use: UnixTime, used_before: UnixTime) -> Option<Removal> {
-    (last_use > used_before).then(|| {
+    crate::kinds::used_after(last_use, used_before).then(|| {
         Removal::Skipped(format!(
             "used since the plan was made (last use {last_use})"
         ))
