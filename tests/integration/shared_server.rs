@@ -228,7 +228,7 @@ fn one_root_daemon_keeps_every_users_caches_fair_and_no_user_can_turn_it_against
     let socket = run.join("cachewarden.sock");
     let config = |limit: &str| {
         format!(
-            "[daemon]\nsocket = \"{}\"\nstate_dir = \"{}\"\nsocket_group = \"*\"\n\n[[cache]]\nname = \"go-build\"\nkind = \"go-build\"\nusers = [\"{}\", \"{}\", \"{}\"]\npath = \"auto\"\ngroup_max_size = \"{limit}\"\n",
+            "[daemon]\nsocket = \"{}\"\nstate_dir = \"{}\"\nsocket_group = \"*\"\n\n[[cache]]\nname = \"go-build\"\nkind = \"go-build\"\nusers = [\"{}\", \"{}\", \"{}\"]\npath = \"auto\"\ngroup_max_size = \"{limit}\"\ngroup_policy = \"lru\"\n",
             socket.display(),
             tmp.path().join("state").display(),
             alice.name,
