@@ -31,6 +31,7 @@ use crate::cache::Cache;
 use crate::config::{self, CacheConfig, Config, Env, OnProblem};
 use crate::instance::{self, RootLock};
 use crate::shared::{record_removals, Control, Running, Shared};
+use crate::slots::Slot;
 use crate::units::format_bytes;
 use crate::watch::{self, Change};
 
@@ -477,11 +478,19 @@ async fn verify(cache: &Arc<dyn Cache>, audit: &AuditLog) {
     tracing::info!(cache = %report.cache, checked = report.checked, problems = report.problems.len(), ms = report.duration_ms, "verified");
 }
 
-fn next_fire(schedule: Option<&crate::schedule::CronSchedule>) -> Option<Instant> {
-    let now = chrono::Local::now();
-    let next = schedule?.next_after(now)?;
-    let wait = (next - now).to_std().unwrap_or_default();
-    Some(Instant::now() + wait)
+/// Logs a slot that fired late (the supervisor was busy when it came).
+fn slot_fired(
+    cache: &str,
+    which: &str,
+    fired: Option<(chrono::DateTime<chrono::Local>, Duration)>,
+) {
+    if let Some((slot, late)) = fired.filter(|(_, late)| *late > crate::slots::LATE) {
+        tracing::info!(
+            cache,
+            "the {which} slot of {} ran {late:.0?} late",
+            slot.format("%H:%M")
+        );
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -608,6 +617,9 @@ async fn supervise(
     // Set while the watcher watches only part of the tree (over its budget).
     let mut partial = Deadline::default();
     let mut watched_in_part = false;
+    // Every slot of the two schedules fires, late if the loop was busy (`slots.rs`).
+    let (mut enforce_slot, mut verify_slot) = (Slot::default(), Slot::default());
+    let mut root_check = Deadline::default();
     loop {
         if held_since.is_some() {
             retry.arm(IN_USE_POLL);
@@ -618,8 +630,9 @@ async fn supervise(
             root_poll.arm(ROOT_POLL);
         }
         let config = cache.config();
-        let next_enforce = next_fire(Some(&config.schedule));
-        let next_verify = next_fire(config.verify_schedule.as_ref());
+        let (wall, now) = (chrono::Local::now(), Instant::now());
+        enforce_slot.plan(Some(&config.schedule), wall, now);
+        verify_slot.plan(config.verify_schedule.as_ref(), wall, now);
         let enforce_at = last_enforce + ENFORCE_INTERVAL;
         let rescan_at = last_rescan.map_or_else(Instant::now, |t| t + RESCAN_INTERVAL);
         tokio::select! {
@@ -635,15 +648,39 @@ async fn supervise(
                 held_since = enforce(&cache, &audit, "config reloaded").await;
                 last_enforce = Instant::now();
             }
+            // The scheduled slots before watch events: a steady stream of events must
+            // not starve them.
+            _ = enforce_slot.due() => {
+                slot_fired(&config.name, "schedule", enforce_slot.fire(Instant::now()));
+                if root_lock.as_ref().is_some_and(RootLock::removed) {
+                    root_lock = None; // removed while empty: no change announced it
+                }
+                // Once a day the index is rebuilt from the disk, so whatever events
+                // cannot tell (a file changed while unwatched, an output orphaned by a
+                // removal nobody announced) is set right.
+                if last_full_scan.elapsed() >= FULL_RESCAN_INTERVAL || !watching.active {
+                    watching.restart(&cache, &stop);
+                    scan(&cache).await;
+                    last_full_scan = Instant::now();
+                }
+                held_since = enforce(&cache, &audit, "schedule").await;
+                save_snapshot(&cache, snapshot.as_deref()).await;
+                last_enforce = Instant::now();
+            }
+            _ = verify_slot.due() => {
+                slot_fired(&config.name, "verify_schedule", verify_slot.fire(Instant::now()));
+                verify(&cache, &audit).await;
+            }
             change = watching.changes.recv(), if watching.active => match change {
                 Some(Change::Paths(paths)) => {
                     let c = cache.clone();
                     let over = blocking(move || { c.apply_changes(&paths); c.over_size_or_free_limit() }).await.unwrap_or(false);
                     enforce_pending |= over;
-                    // `rm -rf` of the root empties it first: our lock must not keep it
-                    // alive, or the watcher never hears it went (`RootLock`).
-                    if root_lock.as_ref().is_some_and(RootLock::removed) {
-                        root_lock = None;
+                    // `rm -rf` of the root empties it first, then removes it, which no
+                    // watch reports while our lock keeps it alive (`RootLock`): look
+                    // again a moment after changes, and let go of a removed root.
+                    if root_lock.is_some() {
+                        root_check.arm(ROOT_POLL);
                     }
                 }
                 Some(Change::Rescan(reason)) => {
@@ -707,18 +744,11 @@ async fn supervise(
                 }
                 retry.clear();
             }
-            _ = sleep_until_opt(next_enforce) => {
-                // Once a day the index is rebuilt from the disk, so whatever events
-                // cannot tell (a file changed while unwatched, an output orphaned by a
-                // removal nobody announced) is set right.
-                if last_full_scan.elapsed() >= FULL_RESCAN_INTERVAL || !watching.active {
-                    watching.restart(&cache, &stop);
-                    scan(&cache).await;
-                    last_full_scan = Instant::now();
+            _ = root_check.due(), if root_check.at.is_some() => {
+                root_check.clear();
+                if root_lock.as_ref().is_some_and(RootLock::removed) {
+                    root_lock = None;
                 }
-                held_since = enforce(&cache, &audit, "schedule").await;
-                save_snapshot(&cache, snapshot.as_deref()).await;
-                last_enforce = Instant::now();
             }
             _ = partial.due(), if partial.at.is_some() => {
                 // Watched in part: what the watcher cannot see, a rescan finds. The
@@ -728,7 +758,6 @@ async fn supervise(
                 scan(&cache).await;
                 enforce_pending = true;
             }
-            _ = sleep_until_opt(next_verify) => verify(&cache, &audit).await,
         }
     }
 }

@@ -109,19 +109,18 @@ fn parse_state_lock(text: &str) -> (String, String) {
 }
 
 /// The daemon running on `state_dir`, if one holds its lock: (pid, socket path).
-/// Readable by the daemon's own user (the directory is private).
+/// Readable by the daemon's own user (the directory is private). The holder is looked
+/// up in `/proc/locks`, not by trying the lock: a probe could make a daemon starting
+/// at that instant refuse to.
 pub fn running_on(state_dir: &Path) -> Option<(u32, PathBuf)> {
     let path = state_dir.join(STATE_LOCK);
     let mut file = own_files::open_for_reading(&path).ok()?;
+    let st = nix::sys::stat::fstat(&file).ok()?;
+    let pid = flock_holder(st.st_dev, st.st_ino)?;
     let mut text = String::new();
     file.read_to_string(&mut text).ok()?;
-    // A lock we can take is no daemon's.
-    if let Ok(free) = Flock::lock(file, FlockArg::LockSharedNonblock) {
-        drop(free);
-        return None;
-    }
-    let (pid, socket) = parse_state_lock(&text);
-    Some((pid.parse().ok()?, PathBuf::from(socket)))
+    let (_, socket) = parse_state_lock(&text);
+    Some((pid, PathBuf::from(socket)))
 }
 
 /// A cache root locked by this daemon (see the module doc).

@@ -33,6 +33,7 @@ pub mod roots;
 pub mod schedule;
 pub mod server;
 pub mod shared;
+pub mod slots;
 pub mod snapshot;
 pub mod units;
 pub mod users;

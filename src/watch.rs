@@ -60,6 +60,9 @@ fn over_budget_text() -> String {
     )
 }
 
+/// Why a watch walk stopped early (not an error).
+const OVER_BUDGET: &str = "over the watch budget";
+
 /// How often a cache watched in part is rescanned.
 pub const PARTIAL_RESCAN: Duration = Duration::from_secs(300);
 
@@ -203,37 +206,46 @@ impl Tree {
             make_writable: false,
             leaf_name: self.leaf,
         };
-        let mut by_rel: HashMap<PathBuf, WatchDescriptor> = HashMap::new();
+        // The watches on the way down to the directory being visited, by level (`None`:
+        // not watched, past the budget): its parent's is at its level less one.
+        let mut on_path: Vec<Option<WatchDescriptor>> = Vec::new();
         let mut unwatched = Vec::new();
         let walked = fsutil::walk_tree(fd, how, &mut |item| {
             match item {
-                fsutil::Visit::Dir { rel, fd: sub, .. } => {
-                    let level = rel.components().count() as u32;
-                    if level > depth {
-                        return Ok(());
-                    }
-                    let up = match rel.parent() {
-                        Some(p) if !p.as_os_str().is_empty() => by_rel.get(p).cloned(),
-                        _ => Some(wd.clone()),
-                    };
-                    let Some(up) = up else {
-                        return Ok(()); // below a directory not watched
+                fsutil::Visit::Dir {
+                    rel,
+                    fd: sub,
+                    level,
+                    ..
+                } => {
+                    on_path.truncate(level as usize - 1);
+                    let up = match level {
+                        1 => Some(wd.clone()),
+                        _ => on_path.last().cloned().flatten(),
                     };
                     let below = if depth == u32::MAX {
                         u32::MAX
                     } else {
-                        depth - level
+                        depth.saturating_sub(level)
                     };
                     let sub_name = rel.file_name().unwrap_or_default();
-                    match self.watch(sub, Some(&up), sub_name, below, false) {
-                        Ok(Some(sub_wd)) => {
-                            by_rel.insert(rel.to_path_buf(), sub_wd);
-                        }
-                        Ok(None) => {}
-                        Err(e) => unwatched.push(format!(
-                            "cannot watch {}: {e}; changes below it are seen only at the next scan",
-                            dir.join(rel).display()
-                        )),
+                    let watched = match up {
+                        None => None, // below a directory not watched
+                        Some(up) => match self.watch(sub, Some(&up), sub_name, below, false) {
+                            Ok(watched) => watched,
+                            Err(e) => {
+                                unwatched.push(format!(
+                                    "cannot watch {}: {e}; changes below it are seen only at the next scan",
+                                    dir.join(rel).display()
+                                ));
+                                None
+                            }
+                        },
+                    };
+                    on_path.push(watched);
+                    if self.over_budget {
+                        // Stop here: the rest is for the periodic rescans.
+                        return Err(io::Error::other(OVER_BUDGET));
                     }
                 }
                 fsutil::Visit::Other { rel, .. } if !is_root => found.push(dir.join(rel)),
@@ -243,6 +255,10 @@ impl Tree {
                     .push(format!("cannot list {}: {error}", dir.join(rel).display())),
             }
             Ok(())
+        });
+        let walked = walked.or_else(|e| match e.to_string() == OVER_BUDGET {
+            true => Ok(()),
+            false => Err(e),
         });
         if let Err(e) = walked {
             self.trouble

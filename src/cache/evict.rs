@@ -73,12 +73,14 @@ impl<K: Kind> CacheOf<K> {
                         reason: planned.reason,
                     }),
                     Some(Removal::Removed { disk_bytes }) => {
-                        if disk_bytes < planned.disk_bytes {
-                            // Part of it stays (go-build: an output others still name):
-                            // one of them is re-read below to take those bytes over.
-                            if let Some(m) = index.get(&planned.id).filter(|m| m.aux != 0) {
-                                left_behind.push(m.aux);
-                            }
+                        // Part of it stays (go-build: an output others still name), or
+                        // it named a shared part without carrying it: those others are
+                        // settled below, as a scan would count them.
+                        if let Some(m) = index.get(&planned.id).filter(|m| {
+                            m.aux != 0
+                                && (disk_bytes < planned.disk_bytes || self.kind.is_shared(m.aux))
+                        }) {
+                            left_behind.push(m.aux);
                         }
                         removed_by_reason.push((planned.reason, disk_bytes));
                         if matches!(
@@ -100,7 +102,9 @@ impl<K: Kind> CacheOf<K> {
                     Some(Removal::Skipped(why) | Removal::LockBusy(why) | Removal::InUse(why)) => {
                         // Used since planning, or busy: refresh its metadata so the next
                         // plan sees the truth.
-                        let _ = self.apply_one(&mut index, planned.id.clone());
+                        if let Ok(Some(aux)) = self.apply_one(&mut index, planned.id.clone()) {
+                            left_behind.push(aux);
+                        }
                         report.skipped.push(SkippedView {
                             entry: view.entry,
                             path: view.path,

@@ -274,31 +274,30 @@ impl<K: Kind> CacheOf<K> {
         }
     }
 
-    /// Times after now count as now. A file's times are its owner's to set, and
-    /// `touch -d 2100-01-01` would otherwise make entries the newest for ever (issue
-    /// #29); the log says how many and names one. (Removal re-checks ignore them too:
-    /// [`crate::kinds::used_after`].)
+    /// A last use in the future counts as the time the index first saw it: a file's
+    /// times are its owner's to set, and `touch -d 2100-01-01` would otherwise make
+    /// entries the newest for ever (issue #29). Counting them as *now* at every look
+    /// would do the same (always within `min_age`), so an entry already indexed keeps
+    /// the time it had, and a new one gets now. (Removal re-checks ignore such times
+    /// too: [`crate::kinds::used_after`].) Returns how many, and one of them.
     fn clamp_future_times<'a>(
         &self,
         entries: impl Iterator<Item = (&'a K::Id, &'a mut EntryMeta)>,
+        previous: &dyn Fn(&K::Id) -> Option<UnixTime>,
         now: UnixTime,
-    ) {
+    ) -> (u64, Option<(String, UnixTime)>) {
         let mut future = 0u64;
         let mut example = None;
         for (id, meta) in entries {
             if meta.last_use > now + crate::kinds::CLOCK_SLACK_SECS {
                 future += 1;
                 example.get_or_insert_with(|| (self.kind.path_of(id), meta.last_use));
-                meta.last_use = now;
+                meta.last_use = previous(id)
+                    .filter(|t| *t <= now + crate::kinds::CLOCK_SLACK_SECS)
+                    .unwrap_or(now);
             }
         }
-        if let Some((path, at)) = example {
-            tracing::warn!(
-                cache = %self.cfg().name,
-                "{future} entries last used in the future (e.g. {path} at {}): counted as used now",
-                crate::units::local_time(at)
-            );
-        }
+        (future, example)
     }
 
     fn start_progress(&self, total: usize) {
@@ -408,7 +407,10 @@ impl<K: Kind> CacheOf<K> {
         let before = index.get(&id).map(|m| (m.aux, m.last_use));
         match self.kind.stat(&id) {
             Ok(Some(mut meta)) => {
-                self.clamp_future_times(std::iter::once((&id, &mut meta)), crate::now());
+                // Silent here (a scan logs them): a user touching files must not be
+                // able to flood the log, one line per event.
+                let was = before.map(|b| b.1);
+                self.clamp_future_times(std::iter::once((&id, &mut meta)), &|_| was, crate::now());
                 self.check_entry_size(&id, &meta, crate::now());
                 if before.is_none() {
                     let key = crate::churn::key_of(&id);
@@ -450,7 +452,19 @@ impl<K: Kind> CacheOf<K> {
             }
         }
         let mut result = result;
-        self.clamp_future_times(result.entries.iter_mut().map(|(id, m)| (&*id, m)), now);
+        let previous = |id: &K::Id| self.index.lock().unwrap().get(id).map(|m| m.last_use);
+        let (future, example) = self.clamp_future_times(
+            result.entries.iter_mut().map(|(id, m)| (&*id, m)),
+            &previous,
+            now,
+        );
+        if let Some((path, at)) = example {
+            tracing::warn!(
+                cache = %self.cfg().name,
+                "{future} entries last used in the future (e.g. {path} at {}): counted as used when first seen",
+                crate::units::local_time(at)
+            );
+        }
         for (id, m) in &result.entries {
             self.check_entry_size(id, m, now);
         }
@@ -551,7 +565,13 @@ impl<K: Kind> Cache for CacheOf<K> {
         // from reading them again.
         let first = !self.history.lock().unwrap().scanned;
         if first {
-            *self.index_mut() = Index::from_entries(walked.entries.iter().cloned());
+            let mut provisional = walked.entries.clone();
+            self.clamp_future_times(
+                provisional.iter_mut().map(|(id, m)| (&*id, m)),
+                &|_| None,
+                now,
+            );
+            *self.index_mut() = Index::from_entries(provisional);
             self.history.lock().unwrap().walked = true;
         }
         let walk_ms = started.elapsed().as_millis() as u64;

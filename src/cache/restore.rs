@@ -112,7 +112,24 @@ impl<K: Kind> CacheOf<K> {
             })
             .collect();
         let record = self.install(result, kept, started, walk_ms, now, Some(rescanned as u64));
-        let errors = self.settle_shared(&mut self.index_mut(), &named_across);
+        // And what the kept partitions' entries share was never read this run (the kind
+        // learns it by reading the namers): settle every aux several entries name, so
+        // that a later use of one of them moves the shared part as a scan would.
+        let mut index = self.index_mut();
+        let mut named: Vec<u64> = match self.kind.aux_can_be_shared() {
+            true => index
+                .iter()
+                .map(|(_, m)| m.aux)
+                .filter(|&a| a != 0)
+                .collect(),
+            false => Vec::new(),
+        };
+        named.sort_unstable();
+        let mut settle = named_across;
+        settle.extend(named.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]));
+        drop(named);
+        let errors = self.settle_shared(&mut index, &settle);
+        drop(index);
         for e in errors {
             self.record_error(format!("restore: {e}"), now);
         }

@@ -298,3 +298,38 @@ fn a_dir_cache_repairs_only_past_min_age_and_every_unrepaired_problem_says_why()
     );
     assert_eq!(cache.status(now).problems.open, 2);
 }
+
+/// A file dated 2100 (its owner's doing) counts as used when the index first saw it,
+/// and stays so at later scans and events: it ages past `min_age` like any entry,
+/// instead of being the newest for ever (issue #29).
+#[test]
+fn a_last_use_in_the_future_counts_from_when_it_was_first_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("touched");
+    std::fs::write(&file, vec![1u8; 4096]).unwrap();
+    let year_2100 = filetime::FileTime::from_unix_time(4_102_444_800, 0);
+    filetime::set_file_times(&file, year_2100, year_2100).unwrap();
+    let text = format!(
+        "[[cache]]\nname = \"c\"\nkind = \"dir\"\npath = \"{}\"\n",
+        dir.path().display()
+    );
+    let cache = CacheOf::open(
+        DirKind::new(dir.path().to_path_buf()),
+        crate::config::first_cache_for_test(&text),
+    );
+    let last_use = |c: &Arc<dyn Cache>| c.entries(EntryOrder::Oldest, 10, crate::now())[0].last_use;
+    let before = crate::now();
+    cache.scan(crate::now());
+    let seen = last_use(&cache);
+    assert!((before..=crate::now()).contains(&seen), "{seen}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    cache.scan(crate::now());
+    assert_eq!(last_use(&cache), seen, "a rescan keeps it");
+    filetime::set_file_times(&file, year_2100, year_2100).unwrap();
+    cache.apply_changes(&[PathBuf::from("touched")]);
+    assert_eq!(
+        last_use(&cache),
+        seen,
+        "touched again: still when first seen"
+    );
+}

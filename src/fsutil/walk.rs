@@ -39,11 +39,13 @@ pub const KEEP_OPEN: usize = 32;
 
 /// What the walk meets, in depth-first order. `rel` is relative to the walk's start.
 pub enum Visit<'a> {
-    /// A directory, just opened (before what is below it).
+    /// A directory, just opened (before what is below it), `level` levels below the
+    /// start (1: one of its own entries).
     Dir {
         rel: &'a Path,
         fd: &'a OwnedFd,
         st: &'a FileStat,
+        level: u32,
     },
     /// Anything that is not a directory (file, symlink, FIFO…), with its `lstat`.
     Other {
@@ -221,6 +223,7 @@ pub fn walk_tree(
             rel: as_path(&rel),
             fd: &fd,
             st: &st,
+            level: depth,
         })?;
         let is_leaf = how
             .leaf_name

@@ -5,14 +5,18 @@
 //! run at a time. First come, first served let one user's slow readers hold every turn:
 //! six of them on a 40k-entry listing made another user's listing wait 28 s (issue
 //! #29). So each uid holds at most one turn at a time, and a freed turn goes to the
-//! longest waiting request of a uid that holds none: users take turns, and one
-//! user's many requests queue behind each other, not in front of everyone else.
+//! waiting uid that holds none and was served longest ago (a uid never served first),
+//! to its oldest request: users take turns in rotation, and one user's many requests
+//! queue behind each other, not in front of everyone else.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+
+/// How many uids' last turns are remembered for the rotation.
+const REMEMBERED_UIDS: usize = 1024;
 
 /// The turns to build and send listings.
 pub struct Turns {
@@ -25,6 +29,10 @@ struct Inner {
     holding: Vec<u32>,
     /// Requests waiting, oldest first.
     waiting: VecDeque<(u32, oneshot::Sender<Turn>)>,
+    /// When each uid was last given a turn (a counter of turns given), for rotation;
+    /// at most [`REMEMBERED_UIDS`].
+    served: Vec<(u32, u64)>,
+    turns_given: u64,
 }
 
 /// One listing's turn; the next waiting request gets it when this is dropped.
@@ -40,6 +48,8 @@ impl Turns {
                 free: at_once,
                 holding: Vec::new(),
                 waiting: VecDeque::new(),
+                served: Vec::new(),
+                turns_given: 0,
             }),
         }
     }
@@ -60,17 +70,39 @@ impl Turns {
             let mut inner = self.inner.lock().unwrap();
             inner.waiting.retain(|(_, tx)| !tx.is_closed());
             while inner.free > 0 {
-                let holding = &inner.holding;
-                let Some(next) = inner
-                    .waiting
-                    .iter()
-                    .position(|(uid, _)| !holding.contains(uid))
+                let (holding, served) = (&inner.holding, &inner.served);
+                let last_served = |uid: u32| {
+                    served
+                        .iter()
+                        .find(|(u, _)| *u == uid)
+                        .map_or(0, |(_, at)| *at)
+                };
+                // The oldest request of the uid served longest ago that holds no turn.
+                let Some(next) = (0..inner.waiting.len())
+                    .filter(|&i| !holding.contains(&inner.waiting[i].0))
+                    .min_by_key(|&i| (last_served(inner.waiting[i].0), i))
                 else {
                     break;
                 };
                 let (uid, tx) = inner.waiting.remove(next).expect("found above");
                 inner.free -= 1;
                 inner.holding.push(uid);
+                inner.turns_given += 1;
+                let given = inner.turns_given;
+                match inner.served.iter_mut().find(|(u, _)| *u == uid) {
+                    Some(entry) => entry.1 = given,
+                    None => {
+                        if inner.served.len() >= REMEMBERED_UIDS {
+                            // The uid served longest ago is forgotten (it counts as
+                            // served long ago anyway).
+                            let oldest = (0..inner.served.len())
+                                .min_by_key(|&i| inner.served[i].1)
+                                .expect("not empty");
+                            inner.served.swap_remove(oldest);
+                        }
+                        inner.served.push((uid, given));
+                    }
+                }
                 if let Err(turn) = tx.send(Turn { turns: self, uid }) {
                     // It stopped waiting in between: released once the lock is free.
                     refused.push(turn);
@@ -126,6 +158,30 @@ mod tests {
         drop(bob);
         for q in queued {
             q.abort();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn uids_take_turns_in_rotation() {
+        static TURNS: Turns = Turns::new(1);
+        let first = TURNS.acquire(1, LONG).await.unwrap();
+        // Alice (1) queues two more, then carol (3) one: carol is next, not alice.
+        let alice: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(TURNS.acquire(1, LONG)))
+            .collect();
+        tokio::task::yield_now().await;
+        let carol = tokio::spawn(TURNS.acquire(3, LONG));
+        tokio::task::yield_now().await;
+        drop(first);
+        let carols = carol.await.unwrap();
+        assert!(
+            carols.is_some(),
+            "carol was served before alice's older requests"
+        );
+        assert_eq!(TURNS.waiting(), 2);
+        drop(carols);
+        for a in alice {
+            assert!(a.await.unwrap().is_some());
         }
     }
 

@@ -54,6 +54,7 @@ fn status_follows_watch_events_without_a_rescan() {
     assert_eq!(code, 200);
     assert_eq!(list[0]["entry"], "new");
     assert_eq!(list.as_array().unwrap().len(), 1);
+    daemon.assert_index_is_fresh_scan("c");
     assert_eq!(daemon.stop().code(), Some(0));
 }
 
@@ -209,12 +210,12 @@ fn a_deleted_and_recreated_root_is_watched_again() {
     wait_for("the recreated root's file", DEADLINE / 2, || {
         (daemon.cache_status("c")["entries"] == 1).then_some(())
     });
+    // Back through the root poll, or (recreated before the daemon let go of the removed
+    // root it had locked, `instance::RootLock`) through the rescan its removal asked for.
+    let log = daemon.log_text();
     assert!(
-        daemon
-            .log_text()
-            .contains("watching the cache directory again"),
-        "{}",
-        daemon.log_text()
+        log.contains("watching the cache directory again") || log.contains("was removed or moved"),
+        "{log}"
     );
     // And it is watched again, not just rescanned once.
     std::fs::write(cache.join("c"), b"c").unwrap();
@@ -299,6 +300,15 @@ fn a_second_daemon_on_the_same_socket_refuses_and_stale_sockets_are_replaced() {
     assert_eq!(
         json(&String::from_utf8_lossy(&status.stdout))["pid"],
         daemon.child.id()
+    );
+    let doctor = Command::new(BIN)
+        .args(["--config", second_config.to_str().unwrap(), "doctor"])
+        .output()
+        .unwrap();
+    let advice = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        advice.contains(&format!("running (pid {})", daemon.child.id())),
+        "doctor finds the running daemon, not advise starting one: {advice}"
     );
 
     // Another state directory too, on the same cache: it runs, and the cache's errors
@@ -806,4 +816,25 @@ fn a_redirected_log_carries_no_colour_codes() {
         !log.contains('\u{1b}'),
         "escape codes in a log file: {log:?}"
     );
+}
+
+/// `schedule` and `verify_schedule` firing at the same minute: both run (issue #31: the
+/// verify slot was lost every time, `last_verify` stayed null).
+#[test]
+fn coinciding_schedules_both_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    file_aged(&cache.join("a"), 100, HOUR);
+    let socket = tmp.path().join("run/cw.sock");
+    let every_minute = "schedule = \"* * * * *\"\nverify_schedule = \"* * * * *\"";
+    let daemon = Daemon::start(
+        tmp.path(),
+        &config_text(&socket, &[("c", &cache, every_minute)]),
+    );
+    let status = wait_for("a scheduled sweep", Duration::from_secs(150), || {
+        let s = daemon.cache_status("c");
+        (!s["problems"]["last_verify"].is_null()).then_some(s)
+    });
+    assert!(status["last_enforcement"].as_i64().is_some(), "{status}");
+    daemon.assert_index_is_fresh_scan("c");
 }

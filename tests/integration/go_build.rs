@@ -525,6 +525,7 @@ fn eviction_waits_for_a_running_go_command() {
         "{}",
         daemon.log_text()
     );
+    daemon.assert_index_is_fresh_scan("gb");
 }
 
 /// Fresh damage (mtime now) is repaired at once — unless a go command that may use the
@@ -611,6 +612,7 @@ fn a_cache_that_does_not_exist_yet_is_managed_once_go_creates_it() {
         "{}",
         daemon.log_text()
     );
+    daemon.assert_index_is_fresh_scan("gb");
     assert_eq!(daemon.stop().code(), Some(0));
 }
 

@@ -853,5 +853,6 @@ fn a_root_go_clean_is_halfway_through_waits_instead_of_stopping_the_daemon() {
         (s["state"] == "ready").then_some(s)
     });
     assert!(gm["entries"].as_u64().unwrap() >= 1, "{gm}");
+    daemon.assert_index_is_fresh_scan("gm");
     assert_eq!(daemon.stop().code(), Some(0));
 }

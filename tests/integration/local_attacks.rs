@@ -298,3 +298,35 @@ for i in range(9000):
     let text = String::from_utf8_lossy(&doctor.stdout);
     assert!(text.contains("watched in part"), "{text}");
 }
+
+/// The same 100,000 levels in a `dir` cache, which is watched at every depth: walked,
+/// watched only up to the budget (not 100,000 watches), its bottom file evicted for
+/// size.
+#[test]
+fn a_hundred_thousand_levels_in_a_dir_cache_are_walked_watched_and_evicted() {
+    if !running_as_root("a_hundred_thousand_levels_in_a_dir_cache") {
+        return;
+    }
+    let tmp = open_tempdir();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    nix::unistd::chown(&cache, Some(65534.into()), Some(65534.into())).unwrap();
+    let _deep = DeepTree(cache.clone());
+    python_as_nobody(DEEP_CHAIN, &[cache.to_str().unwrap(), LEVELS]);
+    std::thread::sleep(Duration::from_secs(2)); // past min_age
+    let socket = tmp.path().join("run/cw.sock");
+    let rules = "max_size = \"1 B\"\nmin_age = \"1s\"\nunsafe_allow_short_min_age = true";
+    let daemon = Daemon::start(tmp.path(), &config_text(&socket, &[("c", &cache, rules)]));
+    let watches = watches_of(daemon.child.id());
+    assert!(
+        watches <= cachewarden::watch::WATCH_BUDGET + 2,
+        "{watches} watches"
+    );
+    let status = wait_for("the bottom file evicted", DEADLINE, || {
+        let s = daemon.cache_status("c");
+        (s["evicted_entries_total"] == 1).then_some(s)
+    });
+    assert_eq!(status["entries"], 0, "{status}");
+    assert_eq!(status["state"], "ready");
+    daemon.assert_index_is_fresh_scan("c");
+}

@@ -848,3 +848,30 @@ fn a_shared_output_stays_with_the_last_used_action_through_uses_and_removals() {
         "after the daemon evicted a carrier"
     );
 }
+
+/// After a restart from a snapshot, an output two actions of unchanged shards share is
+/// known as shared again: the use of the one not carrying it moves it, as a scan would
+/// (found by the soak's live-index invariant: the restored daemon counted it twice).
+#[test]
+fn a_restored_index_knows_what_its_kept_entries_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("gocache");
+    fill(&root, 5);
+    let old = crate::now() - 86400;
+    let big = vec![3u8; 1 << 16];
+    let (a1, _) = put(&root, 400, &big, old);
+    put(&root, 401, &big, old + 60);
+    let snap = dir.path().join("gb.snapshot");
+    let cache = cache_at(&root);
+    cache.scan(crate::now());
+    assert!(cache.save_snapshot(&snap).unwrap());
+    let restored = cache_at(&root);
+    assert!(restored.restore(&snap, crate::now()).is_some());
+    let rel = PathBuf::from(format!("{:02x}/{}-a", a1[0], to_hex(&a1)));
+    let used = filetime::FileTime::from_unix_time(crate::now() - 10, 0);
+    filetime::set_file_mtime(root.join(&rel), used).unwrap();
+    restored.apply_changes(&[rel]);
+    let fresh = cache_at(&root);
+    fresh.scan(crate::now());
+    assert_eq!(listing(&restored), listing(&fresh));
+}
