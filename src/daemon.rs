@@ -546,7 +546,20 @@ impl Watching {
         let stop = parent.child_token();
         let root = cache.config().path;
         let active = match watch::start(&root, &cache.watch_dirs(), tx, stop.clone()) {
-            Ok(_) => true,
+            Ok(_) => {
+                cache.set_condition(GONE, None, crate::now());
+                true
+            }
+            // Gone: `go clean -modcache`, `rm -rf`, or not made yet. Go's own doing, so
+            // a state, not an error (issue #31: it counted in errors_total for ever).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let message = format!(
+                    "{} is not there (removed by go clean or by hand, or not made yet): watched again within {ROOT_POLL:?} of its return",
+                    root.display()
+                );
+                cache.set_condition(GONE, Some(message), crate::now());
+                false
+            }
             Err(e) => {
                 if report {
                     cache.record_error(
@@ -575,14 +588,22 @@ impl Watching {
     }
 }
 
+/// Conditions a supervisor sets and clears ([`Cache::set_condition`]).
+const GONE: &str = "gone";
+const LOCKED: &str = "locked";
+const IN_PART: &str = "watched in part";
+
 /// Locks the cache's root for this daemon (`instance.rs`). A root another process
-/// holds is managed anyway, and the holder named in the cache's errors.
+/// holds is managed anyway, and the holder named in the cache's conditions.
 fn claim_root(cache: &Arc<dyn Cache>) -> Option<RootLock> {
     match instance::lock_root(&cache.config().path) {
-        Ok(lock) => Some(lock),
+        Ok(lock) => {
+            cache.set_condition(LOCKED, None, crate::now());
+            Some(lock)
+        }
         Err(e) => {
             if cache.config().path.exists() {
-                cache.record_error(e, crate::now());
+                cache.set_condition(LOCKED, Some(e), crate::now());
             }
             None
         }
@@ -616,7 +637,6 @@ async fn supervise(
     let mut root_poll = Deadline::default();
     // Set while the watcher watches only part of the tree (over its budget).
     let mut partial = Deadline::default();
-    let mut watched_in_part = false;
     // Every slot of the two schedules fires, late if the loop was busy (`slots.rs`).
     let (mut enforce_slot, mut verify_slot) = (Slot::default(), Slot::default());
     let mut root_check = Deadline::default();
@@ -689,11 +709,7 @@ async fn supervise(
                 }
                 Some(Change::Trouble(trouble)) => cache.record_error(format!("watch: {trouble}"), crate::now()),
                 Some(Change::Partial(why)) => {
-                    // Said once; the watcher says it again at each rescan's restart.
-                    if !watched_in_part {
-                        watched_in_part = true;
-                        cache.record_error(format!("watch: {why}"), crate::now());
-                    }
+                    cache.set_condition(IN_PART, Some(format!("watch: {why}")), crate::now());
                     partial.arm(watch::PARTIAL_RESCAN);
                 }
                 None => {
@@ -754,6 +770,8 @@ async fn supervise(
                 // Watched in part: what the watcher cannot see, a rescan finds. The
                 // watcher starts anew with it, and says again if it is still over.
                 partial.clear();
+                // The new watcher says again at once if it is still over its budget.
+                cache.set_condition(IN_PART, None, crate::now());
                 watching.restart(&cache, &stop);
                 scan(&cache).await;
                 enforce_pending = true;

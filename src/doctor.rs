@@ -121,7 +121,7 @@ pub fn run(
 /// only at its periodic rescans.
 fn watched_in_part(cache: &CacheStatus) -> Option<Finding> {
     let error = cache
-        .errors
+        .conditions
         .iter()
         .find(|e| e.message.contains("directories to watch"))?;
     Some(finding(

@@ -705,6 +705,24 @@ fn print_notes_and_errors(status: &StatusReport) {
         println!("note: {note}");
     }
     for cache in &status.caches {
+        let unmanaged = cache.last_scan.iter().flat_map(|s| &s.unmanaged);
+        for u in unmanaged.filter(|u| u.disk_bytes > 0) {
+            println!(
+                "not managed in {}: {}, {}: {}",
+                cache.name,
+                u.what,
+                cachewarden::units::format_bytes(u.disk_bytes),
+                u.why
+            );
+        }
+        for c in &cache.conditions {
+            println!(
+                "now in {}: {} (since {})",
+                cache.name,
+                c.message,
+                cachewarden::units::local_time(c.at)
+            );
+        }
         for e in &cache.errors {
             println!("error in {}: {}", cache.name, e.message);
         }

@@ -68,8 +68,13 @@ pub struct CacheStatus {
     #[serde(default)]
     pub evicted_by_reason: Vec<EvictedByReason>,
     pub problems: ProblemsView,
+    /// Errors: things that went wrong (counted, the latest kept), not go's own races.
     pub errors_total: u64,
     pub errors: Vec<ErrorRecord>,
+    /// What is wrong *now* and goes away by itself once it is not (the root gone, the
+    /// cache watched in part, its lock held by another daemon), each since when.
+    #[serde(default)]
+    pub conditions: Vec<ErrorRecord>,
 }
 
 impl CacheStatus {
@@ -110,6 +115,7 @@ impl CacheStatus {
             problems: ProblemsView::default(),
             errors_total: 0,
             errors: Vec::new(),
+            conditions: Vec::new(),
         }
     }
 }
@@ -158,6 +164,17 @@ pub struct ScanRecord {
     /// had to be rescanned.
     pub partitions_rescanned: Option<u64>,
     pub partitions: Option<u64>,
+    /// Counted beside the entries, never removed (see [`Unmanaged`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmanaged: Vec<Unmanaged>,
+}
+
+/// Part of a cache's root that is counted but never removed, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unmanaged {
+    pub what: String,
+    pub disk_bytes: u64,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

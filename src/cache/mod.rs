@@ -154,6 +154,10 @@ pub trait Cache: Send + Sync {
         -> EvictionReport;
     fn verify(&self, repair: bool, now: UnixTime) -> VerifyReport;
     fn record_error(&self, message: String, now: UnixTime);
+    /// Says that something is wrong now (`what` names the kind of condition; a new
+    /// message replaces the old, keeping since when), or with `None` that it is over.
+    /// Conditions are states, not errors: they are not counted.
+    fn set_condition(&self, what: &'static str, message: Option<String>, now: UnixTime);
     /// How far the running eviction or sweep is: (entries done, entries to do).
     fn progress(&self) -> (u64, u64);
     /// Entries used at or after this may still be opened by a running tool.
@@ -184,6 +188,8 @@ pub struct CacheOf<K: Kind> {
     /// Per partition, its directory's mtime when last scanned (see `snapshot.rs`).
     stamps: Mutex<Vec<Option<Stamp>>>,
     work: Mutex<()>,
+    /// What is wrong now, by kind: since when, and what ([`Cache::set_condition`]).
+    conditions: Mutex<std::collections::BTreeMap<&'static str, (UnixTime, String)>>,
 }
 
 #[derive(Default)]
@@ -242,6 +248,7 @@ impl<K: Kind> CacheOf<K> {
             stamps: Mutex::new(vec![None; kind.partitions()]),
             kind,
             work: Mutex::new(()),
+            conditions: Mutex::new(Default::default()),
         }
     }
 
@@ -481,6 +488,7 @@ impl<K: Kind> CacheOf<K> {
             errors: result.errors.len() as u64,
             partitions_rescanned,
             partitions: partitions_rescanned.map(|_| self.kind.partitions() as u64),
+            unmanaged: result.unmanaged.clone(),
         };
         *self.index_mut() = fresh;
         parallel::release_freed_memory();
@@ -719,6 +727,12 @@ impl<K: Kind> Cache for CacheOf<K> {
             },
             errors_total: history.errors_total,
             errors: history.errors.iter().cloned().collect(),
+            conditions: (self.conditions.lock().unwrap().values())
+                .map(|(at, message)| ErrorRecord {
+                    at: *at,
+                    message: message.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -801,6 +815,26 @@ impl<K: Kind> Cache for CacheOf<K> {
 
     fn verify(&self, repair: bool, now: UnixTime) -> VerifyReport {
         self.verify_all(repair, now)
+    }
+
+    fn set_condition(&self, what: &'static str, message: Option<String>, now: UnixTime) {
+        let mut conditions = self.conditions.lock().unwrap();
+        match message {
+            None => {
+                if conditions.remove(what).is_some() {
+                    tracing::info!(cache = %self.cfg().name, "no longer: {what}");
+                }
+            }
+            Some(message) => {
+                let since = match conditions.get(what) {
+                    Some((_, old)) if *old == message => return,
+                    Some((since, _)) => *since,
+                    None => now,
+                };
+                tracing::warn!(cache = %self.cfg().name, "{message}");
+                conditions.insert(what, (since, message));
+            }
+        }
     }
 
     fn record_error(&self, message: String, now: UnixTime) {

@@ -75,7 +75,8 @@ pub struct Walk {
     /// listing them, as go's `RemoveAll` does for module trees (read-only by design):
     /// for removal only.
     pub make_writable: bool,
-    /// Directories of this name are reported but not listed.
+    /// Directories of this name are listed, but no directory in them is entered (a
+    /// tool that writes only files there: go's `@v`).
     pub leaf_name: Option<&'static str>,
 }
 
@@ -98,6 +99,8 @@ struct Frame {
     name: OsString,
     /// The length of the relative path up to and including this directory.
     rel_len: usize,
+    /// A leaf ([`Walk::leaf_name`]): its directories are not entered.
+    leaf: bool,
 }
 
 /// Walks the tree below the directory `start`, calling `visit` for everything in it.
@@ -131,6 +134,7 @@ pub fn walk_tree(
         pending,
         name: OsString::new(),
         rel_len: 0,
+        leaf: false,
     }];
     while let Some(top) = stack.last_mut() {
         let Some(name) = top.pending.pop() else {
@@ -183,7 +187,7 @@ pub fn walk_tree(
             rel.truncate(top_len);
             continue;
         }
-        if st.st_dev != root_dev {
+        if st.st_dev != root_dev || top.leaf {
             rel.truncate(top_len);
             continue;
         }
@@ -228,7 +232,7 @@ pub fn walk_tree(
         let is_leaf = how
             .leaf_name
             .is_some_and(|l| name.as_bytes() == l.as_bytes());
-        let pending = if depth >= how.max_depth || is_leaf {
+        let pending = if depth >= how.max_depth {
             Vec::new()
         } else {
             match list(&fd) {
@@ -249,6 +253,7 @@ pub fn walk_tree(
             pending,
             name,
             rel_len: rel.len(),
+            leaf: is_leaf,
         });
         if stack.len() > KEEP_OPEN {
             let shallow = stack.len() - 1 - KEEP_OPEN;
@@ -452,5 +457,34 @@ mod tests {
         assert!(moved);
         let err = result.unwrap_err();
         assert!(err.to_string().contains("moved out of the tree"), "{err}");
+    }
+
+    #[test]
+    fn a_leaf_is_listed_but_its_directories_are_not_entered() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("m/@v/planted")).unwrap();
+        std::fs::write(tmp.path().join("m/@v/v1.0.0.zip"), b"z").unwrap();
+        std::fs::write(tmp.path().join("m/@v/planted/x"), b"x").unwrap();
+        let how = Walk {
+            leaf_name: Some("@v"),
+            ..Walk::WHOLE_TREE
+        };
+        let mut seen = Vec::new();
+        walk_tree(
+            super::super::open_root(tmp.path()).unwrap(),
+            how,
+            &mut |v| {
+                match v {
+                    Visit::Dir { rel, .. } | Visit::Other { rel, .. } => {
+                        seen.push(rel.to_string_lossy().into_owned())
+                    }
+                    _ => {}
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        seen.sort();
+        assert_eq!(seen, ["m", "m/@v", "m/@v/v1.0.0.zip"]);
     }
 }

@@ -51,9 +51,12 @@ impl Kind for DirKind {
             ignored_files: 0,
             errors: Vec::new(),
             stamps: Vec::new(),
+            unmanaged: Vec::new(),
         };
         let root = match fsutil::open_root(&self.root) {
             Ok(fd) => fd,
+            // Gone: nothing in it, and no error (the daemon shows it as a condition).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return result,
             Err(e) => {
                 result.errors.push(e.to_string());
                 return result;

@@ -147,6 +147,9 @@ pub struct ScanResult<I> {
     /// For kinds with partitions: each scanned partition's directory mtime, taken
     /// before it was listed (`None`: the directory does not exist).
     pub stamps: Vec<(usize, Option<Stamp>)>,
+    /// What the root holds that is counted but never managed, and why (go-build: the
+    /// fuzz corpora): shown in status beside the entries, not in their total.
+    pub unmanaged: Vec<crate::report::Unmanaged>,
 }
 
 /// A directory's mtime to the nanosecond: it changes whenever an entry is added to or

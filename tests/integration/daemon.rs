@@ -325,7 +325,7 @@ fn a_second_daemon_on_the_same_socket_refuses_and_stale_sockets_are_replaced() {
         std::fs::create_dir(tmp.path().join("third")).unwrap();
         std::fs::read_to_string(&third_config).unwrap()
     });
-    let errors = third.cache_status("c")["errors"].to_string();
+    let errors = third.cache_status("c")["conditions"].to_string();
     assert!(
         errors.contains(&format!(
             "pid {} (cachewarden) holds the lock",

@@ -414,6 +414,52 @@ fn the_index_follows_go_clean_and_the_next_build() {
     );
 }
 
+/// `go test -fuzz` keeps its corpora in `GOCACHE/fuzz`: counted in status beside the
+/// entries, never evicted, even at `max_size = "1 B"` (issue #31).
+#[test]
+fn fuzz_corpora_are_counted_and_never_evicted() {
+    let world = GoWorld::new();
+    std::fs::write(
+        world.module.join("lib/fuzz_test.go"),
+        "package lib\n\nimport \"testing\"\n\nfunc FuzzCount(f *testing.F) {\n\tf.Add(\"a\")\n\tf.Fuzz(func(t *testing.T, s string) {\n\t\tn := 0\n\t\tfor _, c := range s {\n\t\t\tswitch c {\n\t\t\tcase 'x':\n\t\t\t\tn++\n\t\t\tcase 'y':\n\t\t\t\tn += 2\n\t\t\tcase 'z':\n\t\t\t\tn += Double(n)\n\t\t\t}\n\t\t}\n\t\tif n < 0 {\n\t\t\tt.Fatal(n)\n\t\t}\n\t})\n}\n",
+    )
+    .unwrap();
+    // Until go has kept inputs that found new code paths (a few seconds at most).
+    world.go_ok(
+        &[
+            "test",
+            "-run=^$",
+            "-fuzz=FuzzCount",
+            "-fuzztime=5s",
+            "./lib",
+        ],
+        None,
+    );
+    let fuzz = world.cache.join("fuzz");
+    let corpora = files(&fuzz);
+    assert!(!corpora.is_empty(), "go kept a corpus");
+    world.age_cache(DAY);
+    let text = std::fs::read_to_string(
+        world.config("max_size = \"1 B\"\nmin_age = \"1s\"\nunsafe_allow_short_min_age = true"),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&world.root, &text);
+    let status = wait_for("the startup eviction", DEADLINE, || {
+        let s = daemon.cache_status("gb");
+        (s["evicted_entries_total"].as_u64()? > 0).then_some(s)
+    });
+    let unmanaged = &status["last_scan"]["unmanaged"][0];
+    assert!(
+        unmanaged["what"].as_str().unwrap().contains("fuzz")
+            && unmanaged["disk_bytes"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    assert_eq!(files(&fuzz), corpora, "the corpora stay");
+    let (_, cli) = cachewarden(&daemon.config, &["status", "--json"]);
+    assert!(cli.to_string().contains("fuzz corpora"), "{cli}");
+    daemon.assert_index_is_fresh_scan("gb");
+}
+
 #[test]
 fn a_directory_that_is_not_a_go_cache_is_refused() {
     let err = config_check_of_a_plain_dir_as("go-build");

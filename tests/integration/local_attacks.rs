@@ -280,7 +280,7 @@ for i in range(9000):
     );
     let status = wait_for("the cache to be watched in part", DEADLINE, || {
         let s = daemon.cache_status("gm");
-        s["errors"]
+        s["conditions"]
             .to_string()
             .contains("directories to watch")
             .then_some(s)

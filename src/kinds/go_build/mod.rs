@@ -267,6 +267,8 @@ impl GoBuildKind {
             ignored_files: 0,
             errors: Vec::new(),
             stamps: Vec::with_capacity(shards.len()),
+            // Measured at every walk, partial ones too: a restart shows them at once.
+            unmanaged: self.fuzz_corpora().into_iter().collect(),
         };
         for (&s, shard) in shards.iter().zip(per_shard) {
             result.stamps.push((s as usize, shard.stamp));
@@ -275,6 +277,30 @@ impl GoBuildKind {
             result.entries.extend(shard.files);
         }
         result
+    }
+
+    /// `GOCACHE/fuzz`: the corpora `go test -fuzz` keeps (`cmd/go/internal/test`,
+    /// `GOCACHE/fuzz/<import path>/<FuzzName>/<hash>`). Go never trims them; only `go
+    /// clean -fuzzcache` removes them all. They are counted, never evicted: they are
+    /// the inputs a fuzzer found interesting, which no build makes again, so removing
+    /// them loses work, not cache (issue #31).
+    fn fuzz_corpora(&self) -> Option<crate::report::Unmanaged> {
+        let fd = fsutil::open_dir_beneath(&self.root, Path::new("fuzz")).ok()?;
+        let mut disk_bytes = nix::sys::stat::fstat(&fd).map_or(0, |st| st.st_blocks as u64 * 512);
+        let _ = fsutil::walk_tree(fd, fsutil::Walk::WHOLE_TREE, &mut |item| {
+            match item {
+                fsutil::Visit::Dir { st, .. } | fsutil::Visit::Other { st, .. } => {
+                    disk_bytes += fsutil::disk_usage_stat(st)
+                }
+                fsutil::Visit::Left { .. } | fsutil::Visit::Error { .. } => {}
+            }
+            Ok(())
+        });
+        Some(crate::report::Unmanaged {
+            what: "fuzz corpora (fuzz/)".into(),
+            disk_bytes,
+            why: "inputs go's fuzzer found, which no build makes again: counted, never evicted; `go clean -fuzzcache` removes them".into(),
+        })
     }
 
     fn stat_output(&self, output: &[u8; 32]) -> Option<FileStat> {
@@ -313,6 +339,7 @@ impl Kind for GoBuildKind {
             ignored_files,
             mut errors,
             stamps,
+            unmanaged,
         } = walked;
         let mut walked_shard = [false; 256];
         for (p, _) in &stamps {
@@ -444,6 +471,7 @@ impl Kind for GoBuildKind {
             ignored_files,
             errors,
             stamps,
+            unmanaged,
         };
         for ((id, mut meta), n) in actions.into_iter().zip(names) {
             match n {

@@ -324,6 +324,7 @@ impl Kind for GoModKind {
             ignored_files: 0,
             errors: Vec::new(),
             stamps: Vec::new(),
+            unmanaged: Vec::new(),
         };
         let versions: Vec<(Arc<str>, Parts)> = self
             .find_versions(&mut result.errors, &mut result.ignored_files)

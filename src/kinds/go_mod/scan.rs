@@ -234,6 +234,9 @@ impl GoModKind {
         let mut versions: BTreeMap<String, Parts> = BTreeMap::new();
         let root = match fsutil::open_root(&self.root) {
             Ok(fd) => fd,
+            // Gone (`go clean -modcache`): nothing in it, and no error — the daemon
+            // shows it as a condition while it lasts.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return versions,
             Err(e) => {
                 errors.push(e.to_string());
                 return versions;
