@@ -640,6 +640,7 @@ async fn supervise(
     // Every slot of the two schedules fires, late if the loop was busy (`slots.rs`).
     let (mut enforce_slot, mut verify_slot) = (Slot::default(), Slot::default());
     let mut root_check = Deadline::default();
+    let mut scanned_while_gone = false;
     loop {
         if held_since.is_some() {
             retry.arm(IN_USE_POLL);
@@ -707,6 +708,14 @@ async fn supervise(
                     tracing::info!(cache = %config.name, "rescan needed: {reason}");
                     rescan_pending = Some(reason);
                 }
+                // Not rate-limited like a rescan: the watcher has stopped, and the index
+                // must follow the disk within seconds (issue #29). Watched again, and
+                // rescanned, as soon as the root is back (`ROOT_POLL`).
+                Some(Change::RootGone(reason)) => {
+                    tracing::info!(cache = %config.name, "{reason}: watching again once it is back");
+                    watching.active = false;
+                    scanned_while_gone = false;
+                }
                 Some(Change::Trouble(trouble)) => cache.record_error(format!("watch: {trouble}"), crate::now()),
                 Some(Change::Partial(why)) => {
                     cache.set_condition(IN_PART, Some(format!("watch: {why}")), crate::now());
@@ -744,11 +753,14 @@ async fn supervise(
                     last_rescan = Some(Instant::now());
                     last_full_scan = Instant::now();
                     enforce_pending = true;
-                } else if !config.path.exists() && cache.status(crate::now()).entries > 0 {
-                    // The root went after the rescan its first removals asked for
-                    // (`go clean -modcache` removes cache/download before the trees):
-                    // what is gone is gone from the index too, not kept until go
-                    // recreates the root.
+                } else if cache.status(crate::now()).entries > 0
+                    && (!scanned_while_gone || !config.path.exists())
+                {
+                    // What is gone is gone from the index too, not kept until go makes
+                    // the root again: scanned once, and again while the root itself is
+                    // still going (`go clean -modcache` removes cache/download, then
+                    // the trees).
+                    scanned_while_gone = true;
                     scan(&cache).await;
                 }
             }

@@ -46,6 +46,9 @@ pub enum Change {
     Paths(Vec<PathBuf>),
     /// The watcher lost track; the cache must be rescanned (and watched anew).
     Rescan(String),
+    /// A watched root was removed or moved (`go clean`, `rm -rf`): the watcher has
+    /// stopped; the caller watches again as soon as the root is back.
+    RootGone(String),
     /// Part of the tree is not watched; worth an error in `status`.
     Trouble(String),
     /// More directories than [`WATCH_BUDGET`]: changes below some are seen only by
@@ -350,9 +353,10 @@ async fn run(
                 {
                     return;
                 }
-                if let Some(rescan) = rescan {
+                if let Some(change) = rescan {
                     batch.clear();
-                    if tx.send(Change::Rescan(rescan)).await.is_err() {
+                    let gone = matches!(change, Change::RootGone(_));
+                    if tx.send(change).await.is_err() || gone {
                         return;
                     }
                 }
@@ -361,14 +365,15 @@ async fn run(
     }
 }
 
-/// Turns one event into changed paths; returns a reason when a rescan is needed.
+/// Turns one event into changed paths; returns a [`Change::Rescan`] or
+/// [`Change::RootGone`] when the watcher lost track.
 fn handle(
     tree: &mut Tree,
     event: inotify::Event<std::ffi::OsString>,
     batch: &mut Vec<PathBuf>,
-) -> Option<String> {
+) -> Option<Change> {
     if event.mask.contains(EventMask::Q_OVERFLOW) {
-        return Some("the inotify event queue overflowed".into());
+        return Some(Change::Rescan("the inotify event queue overflowed".into()));
     }
     if event.mask.contains(EventMask::IGNORED) {
         if let Some(gone) = tree.dirs.remove(&event.wd) {
@@ -385,10 +390,10 @@ fn handle(
         .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
     {
         return watched.is_root.then(|| {
-            format!(
+            Change::RootGone(format!(
                 "watched directory {} was removed or moved",
                 dir_path.display()
-            )
+            ))
         });
     }
     let name = event.name?;
@@ -426,10 +431,10 @@ fn handle(
                 );
                 let still_closed = retry && e.kind() == io::ErrorKind::PermissionDenied;
                 if e.kind() != io::ErrorKind::NotFound && !replaced && !still_closed {
-                    return Some(format!(
+                    return Some(Change::Rescan(format!(
                         "cannot watch new directory {}: {e}",
                         path.display()
-                    ));
+                    )));
                 }
             }
             batch.extend(found.iter().filter_map(|p| tree.relative(p)));
@@ -441,7 +446,10 @@ fn handle(
             // The entries below a removed directory vanish without events of their own
             // when it is moved away: only a rescan finds out which.
             if event.mask.contains(EventMask::MOVED_FROM) {
-                return Some(format!("directory {} was moved away", path.display()));
+                return Some(Change::Rescan(format!(
+                    "directory {} was moved away",
+                    path.display()
+                )));
             }
         }
         return None;

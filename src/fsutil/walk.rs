@@ -161,63 +161,11 @@ pub fn walk_tree(
         let top = stack.last_mut().expect("the top frame");
         let parent_fd = top.fd.as_ref().expect("the deepest directory is open");
         let top_len = top.rel_len;
+        let enter = !top.leaf;
         push_name(&mut rel, &name);
-        let st = match stat_at(parent_fd, &name) {
-            Ok(st) => st,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                rel.truncate(top_len);
-                continue;
-            }
-            Err(error) => {
-                visit(Visit::Error {
-                    rel: as_path(&rel),
-                    error,
-                })?;
-                rel.truncate(top_len);
-                continue;
-            }
-        };
-        if !is_file_type(&st, libc::S_IFDIR) {
-            visit(Visit::Other {
-                rel: as_path(&rel),
-                parent: parent_fd,
-                name: &name,
-                st: &st,
-            })?;
+        let Some(fd) = meet(parent_fd, &name, as_path(&rel), enter, root_dev, how, visit)? else {
             rel.truncate(top_len);
             continue;
-        }
-        if st.st_dev != root_dev || top.leaf {
-            rel.truncate(top_len);
-            continue;
-        }
-        let fd = match open_child(parent_fd, &name, how.make_writable) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT) => {
-                rel.truncate(top_len);
-                continue;
-            }
-            Err(Errno::ENOTDIR | Errno::ELOOP) => {
-                // Swapped for something else since its lstat: report what is there.
-                if let Ok(st) = stat_at(parent_fd, &name) {
-                    visit(Visit::Other {
-                        rel: as_path(&rel),
-                        parent: parent_fd,
-                        name: &name,
-                        st: &st,
-                    })?;
-                }
-                rel.truncate(top_len);
-                continue;
-            }
-            Err(e) => {
-                visit(Visit::Error {
-                    rel: as_path(&rel),
-                    error: e.into(),
-                })?;
-                rel.truncate(top_len);
-                continue;
-            }
         };
         let st = nix::sys::stat::fstat(&fd)?;
         if how.make_writable {
@@ -261,6 +209,57 @@ pub fn walk_tree(
         }
     }
     Ok(())
+}
+
+/// Meets `name` in the directory `parent`: reports it if it is not a directory (or
+/// could not be looked at), and opens it if it is one to `enter` (on the walk's file
+/// system, not vanished). `Some`: the directory to walk into.
+fn meet(
+    parent: &OwnedFd,
+    name: &OsStr,
+    rel: &Path,
+    enter: bool,
+    root_dev: u64,
+    how: Walk,
+    visit: &mut dyn FnMut(Visit) -> io::Result<()>,
+) -> io::Result<Option<OwnedFd>> {
+    let st = match stat_at(parent, name) {
+        Ok(st) => st,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return visit(Visit::Error { rel, error }).map(|_| None),
+    };
+    if !is_file_type(&st, libc::S_IFDIR) {
+        return visit(Visit::Other {
+            rel,
+            parent,
+            name,
+            st: &st,
+        })
+        .map(|_| None);
+    }
+    if st.st_dev != root_dev || !enter {
+        return Ok(None);
+    }
+    match open_child(parent, name, how.make_writable) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::ENOENT) => Ok(None),
+        // Swapped for something else since its lstat: report what is there.
+        Err(Errno::ENOTDIR | Errno::ELOOP) => match stat_at(parent, name) {
+            Ok(st) => visit(Visit::Other {
+                rel,
+                parent,
+                name,
+                st: &st,
+            })
+            .map(|_| None),
+            Err(_) => Ok(None),
+        },
+        Err(e) => visit(Visit::Error {
+            rel,
+            error: e.into(),
+        })
+        .map(|_| None),
+    }
 }
 
 fn as_path(rel: &[u8]) -> &Path {

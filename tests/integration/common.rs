@@ -331,13 +331,36 @@ impl Daemon {
                     .filter(|(k, v)| f.get(*k).is_some_and(|w| w != *v))
                     .take(5)
                     .collect();
+                // What the daemon said about the first entry that differs, and lately.
+                let log = self.log_text();
+                let first = only_live
+                    .iter()
+                    .chain(&only_fresh)
+                    .chain(sized.iter().map(|(k, _)| k))
+                    .next();
+                let stem = first.map(|k| k.split(['@', '-']).next().unwrap_or(k).to_string());
+                let about: Vec<&str> = match &stem {
+                    Some(stem) => log
+                        .lines()
+                        .filter(|l| l.contains(stem.as_str()))
+                        .take(20)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let lately: Vec<&str> = log
+                    .lines()
+                    .filter(|l| !l.contains("server::connections"))
+                    .rev()
+                    .take(15)
+                    .collect();
                 panic!(
-                    "cache {name}: the live index ({} entries, {} B) is not a fresh scan ({} entries, {} B) {INDEX_SETTLES:?} after the last change; only live: {only_live:?}; only fresh: {only_fresh:?}; sizes differ: {sized:?}\ndaemon log, last lines:\n{}",
+                    "cache {name}: the live index ({} entries, {} B) is not a fresh scan ({} entries, {} B) {INDEX_SETTLES:?} after the last change; only live: {only_live:?}; only fresh: {only_fresh:?}; sizes differ: {sized:?}\ndaemon log about {stem:?}:\n{}\ndaemon log, last lines:\n{}",
                     l.len(),
                     l.values().sum::<u64>(),
                     f.len(),
                     f.values().sum::<u64>(),
-                    self.log_text().lines().filter(|l| !l.contains("server::connections")).rev().take(15).collect::<Vec<_>>().join("\n")
+                    about.join("\n"),
+                    lately.join("\n"),
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
