@@ -5,7 +5,8 @@
 //! enforced after the first scan, whenever watch events push the cache over `max_size`
 //! or the disk under `min_free` (at most once per [`ENFORCE_INTERVAL`]), and on the
 //! cache's `schedule`; integrity sweeps run on `verify_schedule`. A watch overflow
-//! triggers a rescan of that cache only, at most once per [`RESCAN_INTERVAL`].
+//! triggers a rescan of that cache only, at most once per [`RESCAN_INTERVAL`]; a root
+//! removed is watched again as soon as it is back ([`ROOT_POLL`]).
 //!
 //! Process: one instance per socket, state directory and cache root (`instance.rs`);
 //! `READY=1` after every cache's first
