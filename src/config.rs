@@ -368,7 +368,15 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
     };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let key = key_of_error(e.message(), e.span().map(|s| line_text(text, s.start)));
-        err_at(e.span(), key.as_deref(), e.message().trim().to_string())
+        let mut message = e.message().trim().to_string();
+        let line = e
+            .span()
+            .map(|s| line_text(text, s.start).trim().to_string());
+        if message.contains("expected a sequence") && line.as_deref() == Some("[cache]") {
+            // `[cache]` (one table) where the config wants `[[cache]]` (one per cache).
+            message.push_str("; each cache is its own `[[cache]]` table (two brackets)");
+        }
+        err_at(e.span(), key.as_deref(), message)
     })?;
 
     let mut notes = Vec::new();

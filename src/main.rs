@@ -377,8 +377,8 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
                     print!("{}", report::problems_table(&problems));
                     let repaired = problems.iter().filter(|p| p.repaired).count();
                     println!(
-                        "{} problems in {checked} entries, {repaired} repaired",
-                        problems.len()
+                        "{} in {checked} entries, {repaired} repaired",
+                        plural(problems.len(), "problem")
                     );
                 }
             }
@@ -609,6 +609,14 @@ fn audit_records(
             Ok(cachewarden::audit::read(&dir.join("audit.jsonl"), query)
                 .with_context(|| format!("reading the audit trail in {}", dir.display()))?)
         }
+    }
+}
+
+/// "1 problem", "2 problems".
+fn plural(n: usize, word: &str) -> String {
+    match n {
+        1 => format!("1 {word}"),
+        n => format!("{n} {word}s"),
     }
 }
 

@@ -280,3 +280,13 @@ fn corpus_configs_parse_and_those_that_are_wrong_name_the_key() {
         assert!(e.contains(key), "{name}: {e}");
     }
 }
+
+/// `[cache]` with one bracket (a user's first try): the error says to use two
+/// (issue #30: it said only "invalid type: map, expected a sequence").
+#[test]
+fn a_single_bracket_cache_table_is_named_as_such() {
+    let err = parse_str("[cache]\nname = \"c\"\nkind = \"dir\"\npath = \"/x\"\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("`[[cache]]` table (two brackets)"), "{text}");
+    assert!(text.contains(":1"), "names the line: {text}");
+}

@@ -262,14 +262,17 @@ fn verify_reports_unreadable_entries_and_repairs_them() {
                 "--config",
                 config.to_str().unwrap(),
                 "verify",
-                "--json",
             ])
             .args(extra)
             .env("HOME", "/nonexistent")
             .output()
             .unwrap()
     };
+    // In words: one problem, said as one (issue #30: "1 problems").
     let out = as_nobody(&[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 problem in 2 entries"), "{text}");
+    let out = as_nobody(&["--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let v = json(&String::from_utf8_lossy(&out.stdout));
     let problems = v["problems"].as_array().unwrap();
@@ -281,7 +284,7 @@ fn verify_reports_unreadable_entries_and_repairs_them() {
     assert_eq!(problems[0]["repaired"], false);
     assert!(cache.join("sub/locked").exists());
 
-    let out = as_nobody(&["--repair"]);
+    let out = as_nobody(&["--json", "--repair"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(v["problems"][0]["repaired"], true);
