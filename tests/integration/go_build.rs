@@ -490,7 +490,14 @@ fn a_restart_restores_the_index_from_its_snapshot() {
     assert_eq!(after["last_scan"]["partitions"], 256);
     assert_eq!(after["entries"], before["entries"]);
     assert_eq!(after["disk_bytes"], before["disk_bytes"]);
-    assert!(daemon.log_text().contains("restored from snapshot"));
+    // (Logged once the restore has also settled shared outputs: just after the index
+    // it serves is in place.)
+    wait_for("the restore logged", DEADLINE, || {
+        daemon
+            .log_text()
+            .contains("restored from snapshot")
+            .then_some(())
+    });
 }
 
 /// While a go command runs, entries it may still open are held whatever min_age says;
