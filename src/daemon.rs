@@ -436,9 +436,14 @@ async fn enforce_groups(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-/// Enforces the limits; returns the in-use horizon when a limit stays unmet because a
-/// running tool may still open entries (the supervisor retries once that changes).
-async fn enforce(cache: &Arc<dyn Cache>, audit: &AuditLog, why: &str) -> Option<i64> {
+/// Enforces the limits; returns what running tools hold when a limit stays unmet because
+/// of it (the supervisor retries once that changes: a tool exits, or a go command's
+/// build list changes).
+async fn enforce(
+    cache: &Arc<dyn Cache>,
+    audit: &AuditLog,
+    why: &str,
+) -> Option<crate::kinds::InUse> {
     let c = cache.clone();
     let report = blocking(move || c.evict(false, crate::now())).await?;
     record_removals(cache, audit, &audit::of_eviction(&report, None));
@@ -463,7 +468,11 @@ async fn enforce(cache: &Arc<dyn Cache>, audit: &AuditLog, why: &str) -> Option<
             report.in_use_by.as_deref().unwrap_or("a tool")
         );
     }
-    report.in_use_since.filter(|_| held)
+    if !held {
+        return None;
+    }
+    let c = cache.clone();
+    blocking(move || c.in_use()).await.flatten()
 }
 
 async fn verify(cache: &Arc<dyn Cache>, audit: &AuditLog) {
@@ -627,7 +636,7 @@ async fn supervise(
     }
     let mut last_full_scan = Instant::now();
     let _ = scanned.send(());
-    let mut held_since = enforce(&cache, &audit, "startup").await;
+    let mut held_by = enforce(&cache, &audit, "startup").await;
     let mut retry = Deadline::default();
     save_snapshot(&cache, snapshot.as_deref()).await;
 
@@ -643,7 +652,7 @@ async fn supervise(
     let mut root_check = Deadline::default();
     let mut scanned_while_gone = false;
     loop {
-        if held_since.is_some() {
+        if held_by.is_some() {
             retry.arm(IN_USE_POLL);
         }
         if watching.active {
@@ -667,7 +676,7 @@ async fn supervise(
             }
             _ = reconfigured.notified() => {
                 // Limits may have tightened: check them now.
-                held_since = enforce(&cache, &audit, "config reloaded").await;
+                held_by = enforce(&cache, &audit, "config reloaded").await;
                 last_enforce = Instant::now();
             }
             // The scheduled slots before watch events: a steady stream of events must
@@ -685,7 +694,7 @@ async fn supervise(
                     scan(&cache).await;
                     last_full_scan = Instant::now();
                 }
-                held_since = enforce(&cache, &audit, "schedule").await;
+                held_by = enforce(&cache, &audit, "schedule").await;
                 save_snapshot(&cache, snapshot.as_deref()).await;
                 last_enforce = Instant::now();
             }
@@ -729,7 +738,7 @@ async fn supervise(
             },
             _ = tokio::time::sleep_until(enforce_at), if enforce_pending => {
                 enforce_pending = false;
-                held_since = enforce(&cache, &audit, "limit crossed").await;
+                held_by = enforce(&cache, &audit, "limit crossed").await;
                 last_enforce = Instant::now();
             }
             _ = tokio::time::sleep_until(rescan_at), if rescan_pending.is_some() => {
@@ -765,11 +774,11 @@ async fn supervise(
                     scan(&cache).await;
                 }
             }
-            _ = retry.due(), if held_since.is_some() => {
+            _ = retry.due(), if held_by.is_some() => {
                 let c = cache.clone();
-                let now_since = blocking(move || c.in_use_since()).await.flatten();
-                if now_since != held_since {
-                    held_since = enforce(&cache, &audit, "a tool that held entries exited").await;
+                let now_held = blocking(move || c.in_use()).await.flatten();
+                if now_held != held_by {
+                    held_by = enforce(&cache, &audit, "a tool that held entries exited").await;
                 }
                 retry.clear();
             }

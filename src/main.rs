@@ -723,6 +723,15 @@ fn print_notes_and_errors(status: &StatusReport) {
                 u.why
             );
         }
+        if let Some(held) = &cache.held {
+            println!(
+                "held in {} at {}: {} entries that running tools may open: {}",
+                cache.name,
+                cachewarden::units::local_time(held.at),
+                held.entries,
+                held.by
+            );
+        }
         for c in &cache.conditions {
             println!(
                 "now in {}: {} (since {})",

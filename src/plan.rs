@@ -27,6 +27,9 @@ pub struct Candidate<I> {
     /// tier goes before any of a higher one (go-mod: extracted trees, rebuildable
     /// offline, before module zips). [`AGE_ONLY`] entries go only when past `max_age`.
     pub tier: u8,
+    /// A running tool may still open it (`Kind::holds`): it stays, and the eviction is
+    /// retried once that tool exits.
+    pub held: bool,
 }
 
 /// Limits resolved to plain numbers (percentages already applied to the filesystem).
@@ -36,8 +39,6 @@ pub struct PlanLimits {
     pub max_age_secs: Option<i64>,
     pub min_free_bytes: Option<u64>,
     pub min_age_secs: i64,
-    /// Entries used at or after this may still be opened by a running tool.
-    pub in_use_since: Option<UnixTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -85,9 +86,8 @@ pub fn plan<I: Ord + Clone>(
         .iter()
         .filter(|e| !e.pinned && e.last_use <= protect_after)
         .collect();
-    let in_use = |e: &Candidate<I>| limits.in_use_since.is_some_and(|t| e.last_use >= t);
-    let held_in_use = old_enough.iter().filter(|e| in_use(e)).count() as u64;
-    let evictable: Vec<&Candidate<I>> = old_enough.into_iter().filter(|e| !in_use(e)).collect();
+    let held_in_use = old_enough.iter().filter(|e| e.held).count() as u64;
+    let evictable: Vec<&Candidate<I>> = old_enough.into_iter().filter(|e| !e.held).collect();
 
     let expired_before = limits.max_age_secs.map(|age| now.saturating_sub(age));
     let mut size = bytes_before;
@@ -179,7 +179,7 @@ fn what_stays<I: Ord>(
             pinned += e.disk_bytes;
         } else if e.last_use > protect_after {
             young += e.disk_bytes;
-        } else if limits.in_use_since.is_some_and(|t| e.last_use >= t) {
+        } else if e.held {
             held += e.disk_bytes;
         } else if e.tier == AGE_ONLY && expired_before.is_none_or(|t| e.last_use >= t) {
             age_only += e.disk_bytes;
@@ -221,6 +221,7 @@ mod tests {
             last_use: t,
             pinned: false,
             tier: 0,
+            held: false,
         }
     }
 
@@ -239,7 +240,6 @@ mod tests {
             max_age_secs: Some(1000),
             min_free_bytes: None,
             min_age_secs: 50,
-            in_use_since: None,
         };
         let p = plan(&entries, &limits, None, NOW);
         let got: Vec<_> = p.evict.iter().map(|e| (e.id, e.reason)).collect();
@@ -258,7 +258,6 @@ mod tests {
             max_age_secs: Some(1),
             min_free_bytes: None,
             min_age_secs: 60,
-            in_use_since: None,
         };
         let p = plan(&entries, &limits, None, NOW);
         assert!(p.evict.is_empty());
@@ -290,20 +289,26 @@ mod tests {
 
     #[test]
     fn entries_a_running_tool_may_open_are_held() {
-        let entries = vec![
+        // A go-build guard holds what was used since the oldest go started (2, 3); a
+        // go-mod guard holds the versions of the running commands' build lists (4),
+        // whatever their last use.
+        let mut entries = vec![
             c(1, 10, NOW - 5000),
             c(2, 10, NOW - 4000),
             c(3, 10, NOW - 3000),
+            c(4, 10, NOW - 9000),
         ];
+        for e in &mut entries[1..] {
+            e.held = true;
+        }
         let limits = PlanLimits {
             max_bytes: Some(0),
-            in_use_since: Some(NOW - 4500),
             ..Default::default()
         };
         let p = plan(&entries, &limits, None, NOW);
         let ids: Vec<_> = p.evict.iter().map(|e| e.id).collect();
         assert_eq!(ids, [1]);
-        assert_eq!(p.held_in_use, 2);
+        assert_eq!(p.held_in_use, 3);
         assert!(p.unmet[0].contains("running tool"), "{:?}", p.unmet);
     }
 
@@ -348,18 +353,25 @@ mod tests {
     fn arb_entries() -> impl Strategy<Value = Vec<Candidate<u32>>> {
         let tier = prop::sample::select(vec![0u8, 0, 1, AGE_ONLY]);
         prop::collection::vec(
-            (0u64..1000, 0i64..20_000, prop::bool::weighted(0.1), tier),
+            (
+                0u64..1000,
+                0i64..20_000,
+                prop::bool::weighted(0.1),
+                tier,
+                prop::bool::weighted(0.1),
+            ),
             0..60,
         )
         .prop_map(|v| {
             v.into_iter()
                 .enumerate()
-                .map(|(i, (size, age, pinned, tier))| Candidate {
+                .map(|(i, (size, age, pinned, tier, held))| Candidate {
                     id: i as u32,
                     disk_bytes: size,
                     last_use: NOW - age,
                     pinned,
                     tier,
+                    held,
                 })
                 .collect()
         })
@@ -371,17 +383,15 @@ mod tests {
             prop::option::of(0i64..20_000),
             prop::option::of(0u64..40_000),
             0i64..5_000,
-            prop::option::of(0i64..20_000),
         )
-            .prop_map(
-                |(max_bytes, max_age_secs, min_free_bytes, min_age_secs, in_use_age)| PlanLimits {
+            .prop_map(|(max_bytes, max_age_secs, min_free_bytes, min_age_secs)| {
+                PlanLimits {
                     max_bytes,
                     max_age_secs,
                     min_free_bytes,
                     min_age_secs,
-                    in_use_since: in_use_age.map(|a| NOW - a),
-                },
-            )
+                }
+            })
     }
 
     proptest! {
@@ -390,7 +400,7 @@ mod tests {
             let p = plan(&entries, &limits, Some(avail), NOW);
             let evicted: std::collections::HashSet<u32> = p.evict.iter().map(|e| e.id).collect();
             let protected = |e: &Candidate<u32>| {
-                e.pinned || e.last_use > NOW - limits.min_age_secs || limits.in_use_since.is_some_and(|t| e.last_use >= t)
+                e.pinned || e.last_use > NOW - limits.min_age_secs || e.held
             };
             let kept: Vec<&Candidate<u32>> = entries.iter().filter(|e| !evicted.contains(&e.id)).collect();
             let size_after: u64 = kept.iter().map(|e| e.disk_bytes).sum();

@@ -58,6 +58,10 @@ pub struct CacheStatus {
     /// When an enforcement last ended with every limit met.
     #[serde(default)]
     pub last_enforcement: Option<UnixTime>,
+    /// Entries the last enforcement left because running tools may open them, and
+    /// which processes hold what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldView>,
     pub evicted_entries_total: u64,
     pub evicted_bytes_total: u64,
     /// Entries evicted for size or free space that came back within a day: a sign that
@@ -85,7 +89,6 @@ impl CacheStatus {
             max_age_secs: None,
             min_free_bytes: None,
             min_age_secs: 0,
-            in_use_since: None,
         };
         CacheStatus {
             name: config.name.clone(),
@@ -108,6 +111,7 @@ impl CacheStatus {
             last_scan: None,
             last_eviction: None,
             last_enforcement: None,
+            held: None,
             recreated_after_eviction: Default::default(),
             evicted_entries_total: 0,
             evicted_bytes_total: 0,
@@ -183,6 +187,17 @@ pub struct EvictionSummary {
     pub entries: u64,
     pub freed_bytes: u64,
     pub skipped: u64,
+}
+
+/// Entries held by running tools at an enforcement (`CacheStatus::held`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HeldView {
+    pub at: UnixTime,
+    /// Entries old enough to go that stayed.
+    pub entries: u64,
+    /// One clause per process: "go (pid 1234) running since 12:00:03: the 57 versions
+    /// /src/app/go.mod names".
+    pub by: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -45,7 +45,10 @@ impl<K: Kind> CacheOf<K> {
             skipped: Vec::new(),
             unmet: plan.unmet.clone(),
             held_in_use: plan.held_in_use,
-            in_use_since: in_use.as_ref().map(|u| u.since),
+            in_use_since: in_use
+                .as_ref()
+                .map(|u| u.since)
+                .filter(|&t| t != UnixTime::MAX),
             in_use_by: in_use.filter(|_| plan.held_in_use > 0).map(|u| u.by),
             duration_ms: 0,
             not_found: Vec::new(),
@@ -180,7 +183,6 @@ impl<K: Kind> CacheOf<K> {
         let disk = self.disk();
         let in_use = self.kind.in_use();
         let mut limits = self.plan_limits(&config, disk);
-        limits.in_use_since = in_use.as_ref().map(|u| u.since);
         if let Some((free, _)) = group {
             // The group's share as a size limit: the plan then takes this cache's
             // oldest evictable entries, which are the ones the group's LRU chose.
@@ -198,6 +200,9 @@ impl<K: Kind> CacheOf<K> {
                     last_use: m.last_use,
                     pinned: self.pinned(&config, id),
                     tier: tier_for(config.tiered_eviction, self.kind.tier(id)),
+                    held: in_use
+                        .as_ref()
+                        .is_some_and(|u| self.kind.holds(u, id, m.last_use)),
                 })
                 .collect();
             let borrowed = plan::plan(&candidates, &limits, disk.map(|d| d.available_bytes), now);
@@ -233,8 +238,16 @@ impl<K: Kind> CacheOf<K> {
                 crate::units::format_bytes(report.bytes_after)
             ));
         }
-        if !dry_run && report.unmet.is_empty() {
-            self.history.lock().unwrap().last_enforcement = Some(now);
+        if !dry_run {
+            let mut history = self.history.lock().unwrap();
+            if report.unmet.is_empty() {
+                history.last_enforcement = Some(now);
+            }
+            history.held = report.in_use_by.clone().map(|by| crate::report::HeldView {
+                at: now,
+                entries: report.held_in_use,
+                by,
+            });
         }
         parallel::release_freed_memory(); // planning copied every entry
         report
@@ -246,13 +259,15 @@ impl<K: Kind> CacheOf<K> {
     pub(super) fn evictable_now(&self, now: UnixTime) -> Vec<(u8, UnixTime, u64)> {
         let config = self.cfg();
         let protect_after = now.saturating_sub(secs(config.limits.min_age));
-        let in_use_since = self.kind.in_use().map(|u| u.since);
+        let in_use = self.kind.in_use();
         let index = self.index.lock().unwrap();
         index
             .iter()
             .filter(|(id, m)| {
                 m.last_use <= protect_after
-                    && in_use_since.is_none_or(|t| m.last_use < t)
+                    && in_use
+                        .as_ref()
+                        .is_none_or(|u| !self.kind.holds(u, id, m.last_use))
                     && !self.pinned(&config, id)
             })
             .map(|(id, m)| {
@@ -286,7 +301,10 @@ impl<K: Kind> CacheOf<K> {
                 matched.push(name.clone());
                 let why = if m.last_use > young_after {
                     Some("used within min_age".to_string())
-                } else if in_use.as_ref().is_some_and(|u| m.last_use >= u.since) {
+                } else if in_use
+                    .as_ref()
+                    .is_some_and(|u| self.kind.holds(u, id, m.last_use))
+                {
                     Some(format!(
                         "may still be opened by {}",
                         in_use.as_ref().unwrap().by

@@ -160,8 +160,8 @@ pub trait Cache: Send + Sync {
     fn set_condition(&self, what: &'static str, message: Option<String>, now: UnixTime);
     /// How far the running eviction or sweep is: (entries done, entries to do).
     fn progress(&self) -> (u64, u64);
-    /// Entries used at or after this may still be opened by a running tool.
-    fn in_use_since(&self) -> Option<UnixTime>;
+    /// What running tools may still open (see [`crate::kinds::InUse`]).
+    fn in_use(&self) -> Option<crate::kinds::InUse>;
     /// Saves the index to `path` for a cheap restart; `Ok(false)` if this kind has no
     /// partitions to make a restart incremental.
     fn save_snapshot(&self, path: &Path) -> std::io::Result<bool>;
@@ -204,6 +204,8 @@ struct History {
     last_scan: Option<ScanRecord>,
     last_eviction: Option<EvictionSummary>,
     last_enforcement: Option<UnixTime>,
+    /// What running tools held at the last enforcement, if anything.
+    held: Option<crate::report::HeldView>,
     evicted_entries_total: u64,
     evicted_bytes_total: u64,
     /// (entries, bytes) evicted by reason, in `plan::Reason` order.
@@ -327,7 +329,6 @@ impl<K: Kind> CacheOf<K> {
             max_age_secs: config.limits.max_age.map(secs),
             min_free_bytes: config.limits.min_free.map(|l| l.resolve(total)),
             min_age_secs: secs(config.limits.min_age),
-            in_use_since: None,
         }
     }
 
@@ -699,6 +700,7 @@ impl<K: Kind> Cache for CacheOf<K> {
             last_scan: history.last_scan.clone(),
             last_eviction: history.last_eviction.clone(),
             last_enforcement: history.last_enforcement,
+            held: history.held.clone(),
             recreated_after_eviction: self.churn.lock().unwrap().recreated(now),
             evicted_entries_total: history.evicted_entries_total,
             evicted_bytes_total: history.evicted_bytes_total,
@@ -854,8 +856,8 @@ impl<K: Kind> Cache for CacheOf<K> {
         )
     }
 
-    fn in_use_since(&self) -> Option<UnixTime> {
-        self.kind.in_use().map(|u| u.since)
+    fn in_use(&self) -> Option<crate::kinds::InUse> {
+        self.kind.in_use()
     }
 
     fn save_snapshot(&self, path: &Path) -> std::io::Result<bool> {

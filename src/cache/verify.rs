@@ -55,7 +55,11 @@ impl<K: Kind> CacheOf<K> {
                         crate::units::format_duration(config.limits.min_age)
                     ),
                 ))
-            } else if let Some(in_use) = self.kind.in_use() {
+            } else if let Some(in_use) = self
+                .kind
+                .in_use()
+                .filter(|u| self.kind.holds(u, id, *last_use))
+            {
                 // Checked per entry, just before its removal: a go command that starts
                 // during the sweep is seen.
                 Some(Unrepaired::new(

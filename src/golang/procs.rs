@@ -55,20 +55,40 @@ pub enum GoCache {
     Mod,
 }
 
-/// The oldest running process named in `guard` that may use the cache at `root`:
-/// (start, pid, name).
-pub fn oldest_go_using(
+/// A running process named in a guard list that may use a cache.
+#[derive(Debug, Clone)]
+pub struct GuardedProcess {
+    pub pid: i32,
+    pub name: String,
+    /// When it started (seconds since the epoch).
+    pub started: UnixTime,
+    /// Its clock-tick start time: with the pid, it names the process uniquely.
+    pub start_ticks: i64,
+    /// `/proc/<pid>`.
+    pub dir: std::path::PathBuf,
+}
+
+/// Every running process named in `guard` that may use the cache at `root`.
+pub fn guarded_processes_using(
     root: &Path,
     cache: GoCache,
     guard: &[String],
-) -> Option<(UnixTime, i32, String)> {
-    let boot = boot_time()?;
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()? as i64;
+) -> Vec<GuardedProcess> {
+    let (Some(boot), Some(ticks)) = (
+        boot_time(),
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten(),
+    ) else {
+        return Vec::new();
+    };
+    let ticks = ticks as i64;
     let root_id = std::fs::metadata(root).ok().map(|m| (m.dev(), m.ino()));
-    let mut oldest: Option<(UnixTime, i32, String)> = None;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+    let Ok(listing) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in listing.flatten() {
         let Some(pid) = entry
             .file_name()
             .to_str()
@@ -97,12 +117,94 @@ pub fn oldest_go_using(
         if !may_use(&dir, root_id, cache) {
             continue;
         }
-        let started = boot + start_ticks / ticks;
-        if oldest.as_ref().is_none_or(|(t, _, _)| started < *t) {
-            oldest = Some((started, pid, name.to_string()));
+        found.push(GuardedProcess {
+            pid,
+            name: name.to_string(),
+            started: boot + start_ticks / ticks,
+            start_ticks,
+            dir,
+        });
+    }
+    found
+}
+
+/// The oldest running process named in `guard` that may use the cache at `root`:
+/// (start, pid, name).
+pub fn oldest_go_using(
+    root: &Path,
+    cache: GoCache,
+    guard: &[String],
+) -> Option<(UnixTime, i32, String)> {
+    guarded_processes_using(root, cache, guard)
+        .into_iter()
+        .min_by_key(|p| (p.started, p.pid))
+        .map(|p| (p.started, p.pid, p.name))
+}
+
+/// Processes executing from a module tree below the module cache at `root`, as (pid,
+/// name, escaped `module@version`): a `golang.org/toolchain@…` go, its compiler and
+/// linker, a `gofmt` run from it — any process at all, not only guarded names. Its
+/// executable (`/proc/PID/exe`) and the files it maps (`/proc/PID/maps`) count. Paths
+/// are the host's: a process in a container is seen through its go command instead.
+pub fn executing_beneath(root: &Path) -> Vec<(i32, String, String)> {
+    let Ok(root) = root.canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(listing) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in listing.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        let mut keys: Vec<String> = Vec::new();
+        let mut note = |path: &Path| {
+            if let Some(key) = module_dir_of(&root, path) {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        };
+        if let Ok(exe) = std::fs::read_link(dir.join("exe")) {
+            note(&exe);
+        }
+        if let Ok(maps) = std::fs::read_to_string(dir.join("maps")) {
+            for line in maps.lines() {
+                // address perms offset dev inode path
+                if let Some(path) = line.split_whitespace().nth(5) {
+                    note(Path::new(path));
+                }
+            }
+        }
+        if keys.is_empty() {
+            continue;
+        }
+        let name = std::fs::read_to_string(dir.join("comm"))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_default();
+        found.extend(keys.into_iter().map(|k| (pid, name.clone(), k)));
+    }
+    found
+}
+
+/// The `module@version` directory (relative to `root`, as on disk) that `path` lies in.
+fn module_dir_of(root: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    let mut key = std::path::PathBuf::new();
+    for part in rel.components() {
+        let part = part.as_os_str().to_str()?;
+        key.push(part);
+        if part.contains('@') {
+            return Some(key.to_str()?.to_string());
         }
     }
-    oldest
+    None
 }
 
 /// Field 3 of `/proc/<pid>/stat`, the process state (`R`, `S`, `Z`, …).
@@ -131,49 +233,16 @@ fn boot_time() -> Option<UnixTime> {
 /// its own mount namespace's: they are looked up through `/proc/<pid>/root` and
 /// compared with the cache root (`root_id`, device and inode).
 fn may_use(proc_dir: &Path, root_id: Option<(u64, u64)>, cache: GoCache) -> bool {
-    let Ok(environ) = std::fs::read(proc_dir.join("environ")) else {
+    let Some(env) = ProcessEnv::read(proc_dir) else {
         return true;
     };
-    let process_var = |name: &[u8]| {
-        environ
-            .split(|&b| b == 0)
-            .find_map(|kv| kv.strip_prefix(name))
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    // Unset variables mean go's defaults, relative to the process's own HOME.
-    let home = process_var(b"HOME=")
-        .filter(|h| !h.is_empty())
-        .map(std::path::PathBuf::from);
-    // What `go env -w` set, in the file go reads too (through the process's root).
-    let env_file = match process_var(b"GOENV=").filter(|v| !v.is_empty()) {
-        Some(v) if v == "off" => None,
-        Some(v) => Some(std::path::PathBuf::from(v)),
-        None => match process_var(b"XDG_CONFIG_HOME=").filter(|x| !x.is_empty()) {
-            Some(x) => Some(Path::new(&x).join("go/env")),
-            None => home.as_ref().map(|h| h.join(".config/go/env")),
-        },
-    };
-    let file_vars = env_file
-        .and_then(|f| {
-            let rel = f.strip_prefix("/").ok()?.to_path_buf();
-            std::fs::read_to_string(proc_dir.join("root").join(rel)).ok()
-        })
-        .map(|text| crate::golang::env::parse_env_file(&text))
-        .unwrap_or_default();
-    let var = |name: &[u8]| {
-        process_var(name).or_else(|| {
-            let key = std::str::from_utf8(name).ok()?.strip_suffix('=')?;
-            file_vars
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        })
-    };
+    let home = env.home();
+    let var = |name: &str| env.var(name);
     let theirs = match cache {
-        GoCache::Build => match var(b"GOCACHE=") {
+        GoCache::Build => match var("GOCACHE") {
             Some(v) if v == "off" => return false,
             Some(v) if !v.is_empty() => std::path::PathBuf::from(v),
-            _ => match var(b"XDG_CACHE_HOME=").filter(|x| !x.is_empty()) {
+            _ => match var("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
                 Some(xdg) => Path::new(&xdg).join("go-build"),
                 None => match &home {
                     Some(h) => h.join(".cache/go-build"),
@@ -181,7 +250,7 @@ fn may_use(proc_dir: &Path, root_id: Option<(u64, u64)>, cache: GoCache) -> bool
                 },
             },
         },
-        GoCache::Mod => match (var(b"GOMODCACHE="), var(b"GOPATH=")) {
+        GoCache::Mod => match (var("GOMODCACHE"), var("GOPATH")) {
             (Some(v), _) if !v.is_empty() => std::path::PathBuf::from(v),
             (_, Some(gopath)) if gopath.split(':').any(|s| !s.is_empty()) => {
                 let first = gopath
@@ -204,6 +273,65 @@ fn may_use(proc_dir: &Path, root_id: Option<(u64, u64)>, cache: GoCache) -> bool
         Ok(m) => root_id.is_none_or(|id| id == (m.dev(), m.ino())),
         // A cache that does not exist is not ours; one we cannot resolve may be.
         Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
+}
+
+/// A process's go settings: its environment, then what `go env -w` wrote to the go env
+/// file it reads (looked up through its own root, as a container sees it), as go
+/// itself resolves them (`cmd/go/internal/cfg`: environment first, then the file).
+pub struct ProcessEnv {
+    environ: Vec<u8>,
+    file_vars: Vec<(String, String)>,
+}
+
+impl ProcessEnv {
+    /// `None` when the environment cannot be read (another user's process).
+    pub fn read(proc_dir: &Path) -> Option<ProcessEnv> {
+        let environ = std::fs::read(proc_dir.join("environ")).ok()?;
+        let mut env = ProcessEnv {
+            environ,
+            file_vars: Vec::new(),
+        };
+        let env_file = match env.process_var("GOENV").filter(|v| !v.is_empty()) {
+            Some(v) if v == "off" => None,
+            Some(v) => Some(std::path::PathBuf::from(v)),
+            None => match env.process_var("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
+                Some(x) => Some(Path::new(&x).join("go/env")),
+                None => env.home().map(|h| h.join(".config/go/env")),
+            },
+        };
+        env.file_vars = env_file
+            .and_then(|f| {
+                let rel = f.strip_prefix("/").ok()?.to_path_buf();
+                std::fs::read_to_string(proc_dir.join("root").join(rel)).ok()
+            })
+            .map(|text| crate::golang::env::parse_env_file(&text))
+            .unwrap_or_default();
+        Some(env)
+    }
+
+    fn process_var(&self, name: &str) -> Option<String> {
+        self.environ.split(|&b| b == 0).find_map(|kv| {
+            let value = kv.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+            Some(String::from_utf8_lossy(value).into_owned())
+        })
+    }
+
+    /// The variable as go sees it: the environment's, else the go env file's.
+    pub fn var(&self, name: &str) -> Option<String> {
+        self.process_var(name).or_else(|| {
+            self.file_vars
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    /// `HOME`, which the defaults of unset variables are relative to.
+    pub fn home(&self) -> Option<std::path::PathBuf> {
+        self.process_var("HOME")
+            .filter(|h| !h.is_empty())
+            .map(std::path::PathBuf::from)
     }
 }
 

@@ -124,12 +124,28 @@ pub struct KindSettings {
     pub guard_processes: Vec<String>,
 }
 
-/// Entries used at or after `since` may still be opened by a running tool.
+/// What running tools may still open: entries used at or after `since`, and the
+/// entries whose kind-specific key is in `keys` whatever their last use (go-mod: the
+/// versions named by the module graphs of the go commands running; see
+/// [`Kind::holds`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InUse {
+    /// [`UnixTime::MAX`]: nothing is held by its last use.
     pub since: UnixTime,
-    /// Who, for people: "go (pid 1234) running since 12:00:03".
+    pub keys: std::sync::Arc<std::collections::BTreeSet<String>>,
+    /// Who, for people: "go (pid 1234) running since 12:00:03", one per process.
     pub by: String,
+}
+
+impl InUse {
+    /// Everything used at or after `since`.
+    pub fn since(since: UnixTime, by: String) -> InUse {
+        InUse {
+            since,
+            keys: Default::default(),
+            by,
+        }
+    }
 }
 
 /// What the index already knows, asked for many entries at once (one lock): for each
@@ -239,6 +255,11 @@ pub trait Kind: Send + Sync + 'static {
     /// eviction must then leave alone whatever `min_age` says.
     fn in_use(&self) -> Option<InUse> {
         None
+    }
+    /// Whether a running tool (as [`Kind::in_use`] found them) may still open the entry,
+    /// last used at `last_use`.
+    fn holds(&self, in_use: &InUse, _id: &Self::Id, last_use: UnixTime) -> bool {
+        last_use >= in_use.since
     }
 
     // Incremental restarts (see `snapshot.rs`). A kind whose entries sit in a fixed set

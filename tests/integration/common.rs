@@ -65,6 +65,15 @@ pub fn now() -> i64 {
 }
 
 pub const HOUR: Duration = Duration::from_secs(3600);
+/// The go command the real-go tests run: `$CACHEWARDEN_TEST_GO`, else `go` from PATH
+/// (Debian's). The compatibility matrix (`go_versions.rs`) runs each of
+/// `$CACHEWARDEN_TEST_GO_MATRIX`, which `scripts/test` installs and sets.
+pub fn go_binary() -> PathBuf {
+    std::env::var_os("CACHEWARDEN_TEST_GO")
+        .filter(|g| !g.is_empty())
+        .map_or_else(|| PathBuf::from("go"), PathBuf::from)
+}
+
 pub const DAY: Duration = Duration::from_secs(86400);
 
 /// One HTTP/1.1 request over the socket; returns (status, body).

@@ -72,8 +72,9 @@ func main() {
 
     /// `go ARGS` in the module, pointed at this world's caches.
     fn command(&self, args: &[&str], arch: Option<&str>) -> Command {
-        let mut cmd = Command::new("go");
+        let mut cmd = Command::new(go_binary());
         cmd.args(args)
+            .env("GOTOOLCHAIN", "local")
             .current_dir(&self.module)
             .env("HOME", &self.root)
             .env("GOPATH", self.root.join("gopath"))

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use crate::goproxy::{self, escape, VERSIONS};
 
-const ERRORS: &str = "github.com/pkg/errors";
-const UUID: &str = "github.com/google/uuid";
-const TOML: &str = "github.com/BurntSushi/toml";
-const TEXT: &str = "golang.org/x/text";
+pub const ERRORS: &str = "github.com/pkg/errors";
+pub const UUID: &str = "github.com/google/uuid";
+pub const TOML: &str = "github.com/BurntSushi/toml";
+pub const TEXT: &str = "golang.org/x/text";
 const MODULES: [&str; 4] = [ERRORS, UUID, TOML, TEXT];
 
 /// An app that imports one package of each module, and the environment that points go
@@ -27,6 +27,8 @@ pub struct ModWorld {
     pub app: PathBuf,
     /// A second module directory for `go mod download`, so it never races the app's go.sum.
     pub dl: PathBuf,
+    /// The go command: [`go_binary`], or one of the matrix (`go_versions.rs`).
+    pub go: PathBuf,
 }
 
 impl ModWorld {
@@ -92,13 +94,16 @@ func main() {
             root,
             app,
             dl,
+            go: go_binary(),
         }
     }
 
     pub fn go_in(&self, dir: &Path, args: &[&str]) -> Output {
-        Command::new("go")
+        Command::new(&self.go)
             .args(args)
             .current_dir(dir)
+            // The go that was asked for, never a toolchain switch (no network here).
+            .env("GOTOOLCHAIN", "local")
             .env("HOME", &self.root)
             .env("GOPATH", self.root.join("gopath"))
             .env("GOMODCACHE", &self.modcache)
@@ -173,7 +178,7 @@ func main() {
         age_files(&self.modcache, age);
     }
 
-    fn config(&self, extra: &str) -> PathBuf {
+    pub fn config(&self, extra: &str) -> PathBuf {
         let text = format!(
             "[daemon]\nsocket = \"{}/run/cw.sock\"\nlog_level = \"debug\"\n\n[[cache]]\nname = \"gm\"\nkind = \"go-mod\"\npath = \"{}\"\n{extra}\n",
             self.root.display(),
@@ -184,19 +189,19 @@ func main() {
         path
     }
 
-    fn vdir(&self, module: &str) -> PathBuf {
+    pub fn vdir(&self, module: &str) -> PathBuf {
         self.modcache
             .join("cache/download")
             .join(escape(module))
             .join("@v")
     }
 
-    fn tree(&self, module: &str, version: &str) -> PathBuf {
+    pub fn tree(&self, module: &str, version: &str) -> PathBuf {
         self.modcache.join(format!("{}@{version}", escape(module)))
     }
 
     /// Makes a read-only file (or its directory) of an extracted tree writable.
-    fn writable(&self, path: &Path) {
+    pub fn writable(&self, path: &Path) {
         use std::os::unix::fs::PermissionsExt;
         let dir = path.parent().unwrap();
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -222,7 +227,7 @@ impl Drop for ModWorld {
     }
 }
 
-fn cachewarden(config: &Path, args: &[&str]) -> (i32, serde_json::Value) {
+pub fn cachewarden(config: &Path, args: &[&str]) -> (i32, serde_json::Value) {
     let out = Command::new(BIN)
         .arg("--config")
         .arg(config)
@@ -241,7 +246,7 @@ fn cachewarden(config: &Path, args: &[&str]) -> (i32, serde_json::Value) {
 }
 
 /// (entry, path, problem) of every problem in a verify report.
-fn problems(report: &serde_json::Value) -> BTreeSet<(String, String, String)> {
+pub fn problems(report: &serde_json::Value) -> BTreeSet<(String, String, String)> {
     report["problems"]
         .as_array()
         .unwrap()
@@ -347,12 +352,18 @@ fn verify_flags_exactly_the_damaged_versions_and_repair_lets_go_recover() {
             .all(|p| p["repaired"] == true),
         "{repaired}"
     );
-    // What was broken is gone, what was sound stays, the locks stay.
+    // One repair converges: a second sweep finds nothing (issue #24).
+    let (code, again) = cachewarden(&config, &["verify", "--json"]);
+    assert_eq!(code, 0, "{again}");
+    assert!(problems(&again).is_empty(), "{again}");
+    // What was broken is gone, with the tree of a broken zip (go re-extracts a tree
+    // whose .ziphash is gone anyway); what was sound stays, the locks stay.
     assert!(!world.vdir(ERRORS).join(format!("{v0}.zip")).exists());
     assert!(!world.vdir(ERRORS).join(format!("{v0}.ziphash")).exists());
+    assert!(!world.tree(ERRORS, v0).exists());
     assert!(
-        world.tree(ERRORS, v0).join("errors.go").exists(),
-        "a sound tree stays"
+        world.tree(ERRORS, v1).join("errors.go").exists(),
+        "a sound version stays"
     );
     assert!(!world.tree(TOML, v0).exists());
     assert!(
@@ -507,6 +518,109 @@ fn real_go_commands_never_fail_while_the_daemon_evicts() {
         0,
         "{verified}"
     );
+}
+
+/// `du -scB1` of these paths together.
+pub fn du_total(paths: &[PathBuf]) -> u64 {
+    let out = Command::new("du")
+        .arg("-scB1")
+        .args(paths)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let total = text.lines().last().unwrap_or_default();
+    total.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// On a build server go never stops: the daemon holds only what the running go commands'
+/// module graphs name (the app's go.sum), so the rest goes and the cache meets its limit
+/// while go runs — and no go command fails (issue #31, item 2).
+#[test]
+fn module_limits_hold_while_go_never_stops() {
+    let world = ModWorld::new();
+    world.download_all_ok();
+    world.build_ok();
+    world.go_ok(&world.app, &["vet", "."]);
+    world.age(10 * DAY);
+    // What the app's build list takes: its versions' trees and download files.
+    let mut used: Vec<PathBuf> = MODULES.iter().map(|m| world.tree(m, VERSIONS[1])).collect();
+    for m in MODULES {
+        for ext in ["zip", "ziphash", "info", "mod"] {
+            used.push(world.vdir(m).join(format!("{}.{ext}", VERSIONS[1])));
+        }
+    }
+    let used_bytes = du_total(&used);
+    let everything = du_total(&[world.modcache.clone()]);
+    let limit = used_bytes + 256 * 1024;
+    assert!(everything > limit + 512 * 1024, "{everything} vs {limit}");
+
+    let world = &world;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let runs = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        // Two loops, so that some go command is always running.
+        let loops: Vec<_> = [&["build", "-o", "/dev/null", "."][..], &["vet", "."][..]]
+            .into_iter()
+            .map(|args| {
+                let (stop, runs) = (&stop, &runs);
+                s.spawn(move || {
+                    let mut failed = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let out = world.go_in(&world.app, args);
+                        runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if !out.status.success() {
+                            failed.push(format!(
+                                "go {args:?}: {}",
+                                String::from_utf8_lossy(&out.stderr)
+                            ));
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        wait_for("go to run", DEADLINE, || {
+            (runs.load(std::sync::atomic::Ordering::Relaxed) > 0).then_some(())
+        });
+        let config = world.config(&format!(
+            // A short min_age: what go reads now (atime) is protected by the build
+            // lists alone, not by being recently used.
+            "max_size = \"{limit} B\"\nmin_age = \"1s\"\nunsafe_allow_short_min_age = true\nschedule = \"* * * * *\""
+        ));
+        let daemon = Daemon::start(&world.root, &std::fs::read_to_string(config).unwrap());
+        let status = wait_for("the limit met while go runs", 4 * DEADLINE, || {
+            let s = daemon.cache_status("gm");
+            (s["disk_bytes"].as_u64().unwrap() <= limit
+                && s["over_limits"].as_array().unwrap().is_empty()
+                && s["held"]["entries"].as_u64().unwrap_or(0) > 0)
+                .then_some(s)
+        });
+        let held = status["held"]["by"].as_str().unwrap();
+        assert!(
+            held.contains("go (pid") && held.contains("app/go.mod names"),
+            "status says which go command holds what: {status}"
+        );
+        for m in MODULES {
+            assert!(
+                world.tree(m, VERSIONS[1]).exists(),
+                "{m}: the build list stays"
+            );
+            assert!(
+                !world.vdir(m).join(format!("{}.zip", VERSIONS[0])).exists(),
+                "{m}@{}: not in any running build list, evicted",
+                VERSIONS[0]
+            );
+        }
+        let running = runs.load(std::sync::atomic::Ordering::Relaxed);
+        // Go keeps running for a while after the limit is met: nothing it reads goes.
+        std::thread::sleep(Duration::from_secs(3));
+        daemon.assert_index_is_fresh_scan("gm");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let failed: Vec<String> = loops.into_iter().flat_map(|l| l.join().unwrap()).collect();
+        assert!(failed.is_empty(), "go failed:\n{}", failed.join("\n"));
+        println!("{running} go commands ran before the limit was met");
+    });
+    world.verify_ok();
 }
 
 /// Go's own lock (`lockedfile.MutexAt` = BSD flock on `<ver>.lock`) held: the version is

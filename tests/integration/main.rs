@@ -7,6 +7,7 @@ mod daemon;
 mod faults;
 mod go_build;
 mod go_mod;
+mod go_versions;
 mod goproxy;
 mod hostile;
 mod local_attacks;

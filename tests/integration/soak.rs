@@ -293,6 +293,48 @@ fn remove_tree(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Asks the daemon to enforce until the cache is within `limit`, while the soak's go loops
+/// run. The module cache must get there: only what the running commands' build lists
+/// name is held (a `go mod download` of every version holds everything only while it
+/// runs). The build cache may stay above it by what go's running commands may still
+/// open — everything used since the oldest of them started, less go's hour of
+/// `mtimeInterval` — which in a soak shorter than an hour is all of it: then every
+/// byte above the limit must be such an entry, and the daemon must say who holds it.
+fn meets_limit_while_go_runs(socket: &Path, cache: &str, limit: u64) -> String {
+    let started = Instant::now();
+    let met = wait_for("the cache within its limit while go runs", DEADLINE, || {
+        let (_, report) = try_http(socket, "POST", &format!("/v1/caches/{cache}/evict"))?;
+        let report = json(&report);
+        let (_, status) = try_http(socket, "GET", "/v1/status")?;
+        let status = json(&status);
+        let bytes = status["caches"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == cache)?["disk_bytes"]
+            .as_u64()?;
+        if bytes <= limit {
+            return Some(format!("{bytes} B of {limit} B"));
+        }
+        let only_held = report["held_in_use"].as_u64().unwrap_or(0) > 0
+            && report["in_use_by"]
+                .as_str()
+                .is_some_and(|by| by.contains("go (pid"))
+            && report["unmet"]
+                .as_array()?
+                .iter()
+                .all(|u| u.as_str().is_some_and(|u| u.contains("running tool")));
+        if cache == "gb" && only_held {
+            return Some(format!(
+                "{bytes} B of {limit} B, the rest held by running go commands ({} entries)",
+                report["held_in_use"]
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        None
+    });
+    format!("{cache}: {met} after {:.0?}", started.elapsed())
+}
+
 /// How long the soak runs: `SOAK_SECS`, else 150 s.
 fn soak_duration() -> Duration {
     Duration::from_secs(
@@ -323,6 +365,7 @@ fn soak_go_commands_never_fail_because_of_the_daemon() {
         std::sync::atomic::AtomicU64::new(0),
     );
     let done = AtomicBool::new(false);
+    let mut limits_while_go_runs = Vec::new();
     let world = &world;
     // `go clean -modcache` racing go's own downloads leaves trees half extracted with
     // go's `.partial` marker already removed, which every later go command trusts
@@ -351,7 +394,7 @@ fn soak_go_commands_never_fail_because_of_the_daemon() {
             ("go mod download", &world.dl, &[]),
         ];
         for (i, (what, dir, args)) in loops.into_iter().enumerate() {
-            let go = &go;
+            let (go, done) = (&go, &done);
             s.spawn(move || {
                 let mut random = Random(0x1234_5678 + i as u64 * 7919);
                 let all: Vec<String> = ["mod", "download"]
@@ -369,7 +412,8 @@ fn soak_go_commands_never_fail_because_of_the_daemon() {
                     )
                     .collect();
                 let all: Vec<&str> = all.iter().map(String::as_str).collect();
-                while Instant::now() < deadline {
+                // Go runs until the checks below are done, not only until the deadline.
+                while !done.load(Ordering::Relaxed) {
                     go(what, dir, if args.is_empty() { &all } else { args });
                     std::thread::sleep(random.millis(100, 1500));
                 }
@@ -442,7 +486,24 @@ fn soak_go_commands_never_fail_because_of_the_daemon() {
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(200));
         }
-        // The go loops end by themselves after the deadline.
+        // Go still runs (five loops, one of them `go mod download` of every version):
+        // both caches meet their limits anyway (issue #31).
+        let checking = Instant::now();
+        limits_while_go_runs.extend(
+            [("gb", 2u64 << 20), ("gm", 4 << 20)]
+                .map(|(cache, limit)| meets_limit_while_go_runs(&socket, cache, limit)),
+        );
+        let checked = Instant::now();
+        // The loops go on: a command running during the checks has ended by now.
+        std::thread::sleep(Duration::from_secs(5));
+        let overlapping = runs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.started <= checked && r.ended >= checking)
+            .count();
+        assert!(overlapping > 0, "go ran during the checks");
+        limits_while_go_runs.push(format!("{overlapping} go commands ran during the checks"));
         done.store(true, Ordering::Relaxed);
     });
 
@@ -505,7 +566,9 @@ fn soak_go_commands_never_fail_because_of_the_daemon() {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
-    std::thread::sleep(Duration::from_secs(1)); // for the watcher to see it all
+    // The watcher has seen it all: the index is the disk again.
+    daemon.assert_index_is_fresh_scan("gb");
+    daemon.assert_index_is_fresh_scan("gm");
     let mut repaired_at_end = 0;
     for cache in ["gb", "gm"] {
         let path = format!("/v1/caches/{cache}/verify?repair=true");
@@ -580,6 +643,7 @@ fn soak_go_commands_never_fail_because_of_the_daemon() {
     println!("  go clean failures (-cache racing the loops' go commands, -modcache only the daemon): {clean_failures:#?}");
     println!("  removals in the audit trail by reason: {reasons:?}");
     println!("  failures racing go clean, for example: {go_races:#?}");
+    println!("  while go still ran: {limits_while_go_runs:?}");
     println!(
         "  afterwards: {}; the final repairing sweeps repaired {repaired_at_end}",
         within.join(", ")

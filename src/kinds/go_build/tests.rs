@@ -189,10 +189,10 @@ fn removal_rechecks_running_go_and_removes_directory_outputs_fd_relatively() {
     // A go command started since the plan: the removal defers.
     let mut k = kind(root);
     k.in_use = |_, _| {
-        Some(crate::kinds::InUse {
-            since: 0,
-            by: "go (pid 1) running since then".into(),
-        })
+        Some(crate::kinds::InUse::since(
+            0,
+            "go (pid 1) running since then".into(),
+        ))
     };
     let r = k.remove(&action, old, Removing::Evict(&Survivors::NONE));
     assert!(

@@ -1,6 +1,7 @@
 //! Reading a shard directory: its action and output files, listed and stat'd through
 //! the shard's directory fd, and action files read into a buffer on the stack.
 use super::*;
+use std::os::unix::ffi::OsStrExt;
 
 /// An action file's content, read into a buffer one byte longer than a valid one (so
 /// an overlong file shows), on the stack: pairing reads millions of them.
@@ -109,6 +110,8 @@ pub(super) fn walk_shard(root: &Path, shard: u8) -> ShardWalk {
             out.ignored += 1;
             continue;
         }
+        // An executable's directory counts with the program it holds.
+        let st = super::with_contents(&dir, std::ffi::OsStr::from_bytes(name.to_bytes()), st);
         let meta = EntryMeta {
             disk_bytes: fsutil::disk_usage_stat(&st),
             apparent_bytes: st.st_size as u64,

@@ -242,19 +242,59 @@ pub struct GoModKind {
     signal: &'static str,
 }
 
-/// The in-use horizon while go runs: our use signal is coarser than any process's start,
-/// so every entry is protected.
+/// The in-use horizon of a go command that cannot be resolved: our use signal is
+/// coarser than any process's start, so every entry is protected.
 pub const IN_USE_EVERYTHING: UnixTime = i64::MIN;
+/// In [`InUse::keys`]: some go command runs, so the checksum database and VCS clones
+/// (which any go command may consult when it resolves a version) are held.
+const ANY_GO_COMMAND: &str = "\0any go command";
 
+/// What the go commands running on the cache at `root` may read, and the toolchains
+/// (or any module tree) a process executes from: each go command's build list
+/// ([`crate::golang::build_list`]), or everything for one that cannot be resolved.
 fn go_in_use(root: &Path, guard: &[String]) -> Option<InUse> {
-    let (started, pid, name) =
-        crate::golang::procs::oldest_go_using(root, crate::golang::procs::GoCache::Mod, guard)?;
+    use crate::golang::build_list::{reads_of, Reads};
+    let mut keys = std::collections::BTreeSet::new();
+    let mut since = UnixTime::MAX;
+    let mut by = Vec::new();
+    let mut processes = crate::golang::procs::guarded_processes_using(
+        root,
+        crate::golang::procs::GoCache::Mod,
+        guard,
+    );
+    processes.sort_by_key(|p| (p.started, p.pid));
+    for p in &processes {
+        let who = format!(
+            "{} (pid {}) running since {}",
+            p.name,
+            p.pid,
+            crate::units::local_time(p.started)
+        );
+        match reads_of(p) {
+            Reads::Versions { keys: read, from } => {
+                by.push(format!("{who}: the {} versions {from} names", read.len()));
+                keys.extend(read);
+            }
+            Reads::Everything(why) => {
+                since = IN_USE_EVERYTHING;
+                by.push(format!("{who}: every version, as {why}"));
+            }
+        }
+    }
+    if !processes.is_empty() {
+        keys.insert(ANY_GO_COMMAND.to_string());
+    }
+    for (pid, name, key) in crate::golang::procs::executing_beneath(root) {
+        by.push(format!("{name} (pid {pid}) executing from {key}"));
+        keys.insert(key);
+    }
+    if by.is_empty() {
+        return None;
+    }
     Some(InUse {
-        since: IN_USE_EVERYTHING,
-        by: format!(
-            "{name} (pid {pid}) running since {}",
-            crate::units::local_time(started)
-        ),
+        since,
+        keys: Arc::new(keys),
+        by: by.join("; "),
     })
 }
 
@@ -302,8 +342,12 @@ impl GoModKind {
         }
     }
 
-    fn go_running(&self) -> Option<String> {
-        self.in_use().map(|u| u.by)
+    /// Who may read the entry now, if anyone (asked afresh: this is the last look
+    /// before a removal).
+    fn held_by(&self, id: &ModId) -> Option<String> {
+        self.in_use()
+            .filter(|u| self.holds(u, id, UnixTime::MIN))
+            .map(|u| u.by)
     }
 }
 
@@ -570,6 +614,14 @@ impl Kind for GoModKind {
 
     fn in_use(&self) -> Option<InUse> {
         (self.in_use)(&self.root, &self.guard.read().unwrap())
+    }
+
+    fn holds(&self, in_use: &InUse, id: &ModId, last_use: UnixTime) -> bool {
+        last_use >= in_use.since
+            || match id.role {
+                Role::Sumdb | Role::Vcs => in_use.keys.contains(ANY_GO_COMMAND),
+                Role::Tree | Role::Zip | Role::Meta => in_use.keys.contains(&*id.key),
+            }
     }
 }
 

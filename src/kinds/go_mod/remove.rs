@@ -136,9 +136,12 @@ impl GoModKind {
                 false,
                 false,
             ),
-            (Role::Zip, true) => (
-                false,
-                [
+            (Role::Zip, true) => {
+                // A broken zip goes with its .ziphash, and so does the tree: go treats a
+                // tree without .ziphash as partial (`DownloadDir`) and extracts it
+                // anew, and a repair that left it would leave a `ziphash-missing` for
+                // the next sweep — one repair must converge (issue #24).
+                let broken = [
                     "zip-corrupt",
                     "zip-hash-mismatch",
                     "ziphash-missing",
@@ -146,9 +149,9 @@ impl GoModKind {
                     "unreadable",
                 ]
                 .iter()
-                .any(|c| has(c)),
-                false,
-            ),
+                .any(|c| has(c));
+                (broken, broken, false)
+            }
             (Role::Meta, true) => (false, false, false),
             (Role::Sumdb | Role::Vcs, _) => (false, false, false),
         };
@@ -161,7 +164,7 @@ impl GoModKind {
         // the tree (RemoveAll, then unzip) under a command already reading it.
         let mut marked = false;
         if drop_tree && tree_exists {
-            if let Some(by) = self.go_running() {
+            if let Some(by) = self.held_by(id) {
                 return Removal::InUse(format!(
                     "{by} may read this version; deferred until it exits"
                 ));
@@ -171,7 +174,7 @@ impl GoModKind {
                 Err(e) => return Removal::Skipped(format!("cannot create {version}.partial: {e}")),
             }
         }
-        if let Some(by) = self.go_running() {
+        if let Some(by) = self.held_by(id) {
             if marked {
                 let _ = unlink_at(vdir, OsStr::new(&format!("{version}.partial")));
             }
@@ -246,9 +249,9 @@ impl GoModKind {
 
     /// Why a whole-directory entry planned for removal stays after all: used since the
     /// plan was made, or a go command running that may read it.
-    fn must_stay(&self, last_use: UnixTime, used_before: UnixTime) -> Option<Removal> {
+    fn must_stay(&self, id: &ModId, last_use: UnixTime, used_before: UnixTime) -> Option<Removal> {
         used_since_planned(last_use, used_before).or_else(|| {
-            let by = self.go_running()?;
+            let by = self.held_by(id)?;
             Some(Removal::InUse(format!(
                 "{by} may use it; deferred until it exits"
             )))
@@ -259,7 +262,11 @@ impl GoModKind {
         let Some(meta) = self.stat_sumdb() else {
             return Removal::Gone;
         };
-        if let Some(stay) = self.must_stay(meta.last_use, used_before) {
+        let id = ModId {
+            key: Arc::from(SUMDB_NAME),
+            role: Role::Sumdb,
+        };
+        if let Some(stay) = self.must_stay(&id, meta.last_use, used_before) {
             return stay;
         }
         let removed = fsutil::open_dir_beneath(&self.root, Path::new("cache/download"))
@@ -302,7 +309,11 @@ impl GoModKind {
             }
             Err((_, e)) => return Removal::Skipped(format!("locking cache/vcs/{lock_name}: {e}")),
         };
-        if let Some(stay) = self.must_stay(meta.last_use, used_before) {
+        let id = ModId {
+            key: Arc::from(hash),
+            role: Role::Vcs,
+        };
+        if let Some(stay) = self.must_stay(&id, meta.last_use, used_before) {
             return stay;
         }
         let removed = unlink_at(&vcs, OsStr::new(&format!("{hash}.info")))
