@@ -82,7 +82,6 @@ pub fn guarded_processes_using(
     ) else {
         return Vec::new();
     };
-    let ticks = ticks as i64;
     let root_id = std::fs::metadata(root).ok().map(|m| (m.dev(), m.ino()));
     let Ok(listing) = std::fs::read_dir("/proc") else {
         return Vec::new();

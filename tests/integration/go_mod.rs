@@ -550,7 +550,7 @@ fn module_limits_hold_while_go_never_stops() {
         }
     }
     let used_bytes = du_total(&used);
-    let everything = du_total(&[world.modcache.clone()]);
+    let everything = du_total(std::slice::from_ref(&world.modcache));
     let limit = used_bytes + 256 * 1024;
     assert!(everything > limit + 512 * 1024, "{everything} vs {limit}");
 
