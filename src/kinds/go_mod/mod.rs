@@ -69,12 +69,15 @@
 //!
 //! * **Builds read trees without any lock** (the compiler opens the files directly): a
 //!   tree removed under a running `go` command fails it. Our atime signal is not finer
-//!   than a process's start time, so while any `go` process that may use this
-//!   GOMODCACHE runs ([`crate::golang::procs::oldest_go_using`]) [`Kind::in_use`] protects
-//!   every entry; the daemon retries once it exits. [`GoModKind::remove`] checks again
-//!   itself, after creating the `.partial` marker, closing the gap between plan and
-//!   removal: a go command that starts after that check sees the marker (or a missing
-//!   zip) and takes go's locked slow path.
+//!   than a process's start time, so while a `go` process that may use this GOMODCACHE
+//!   runs, [`Kind::in_use`] holds every version its build list names
+//!   ([`crate::golang::build_list`]: its go.mod, go.sum, go.work.sum — go refuses any
+//!   version go.sum lacks), or every entry for a process that cannot be resolved; the
+//!   checksum database and VCS clones while any go runs; and the version of any module
+//!   tree a process executes from (a toolchain). The daemon retries when that changes.
+//!   Removal asks again afresh, after creating the `.partial` marker, closing the gap
+//!   between plan and removal: a go command that starts after that check sees the
+//!   marker (or a missing zip) and takes go's locked slow path.
 //! * **Removal follows go's protocol** (`modfetch/fetch.go`: `download`, `DownloadZip`,
 //!   `downloadZip`; `cache.go`: `DownloadDir`, `lockVersion`, `rewriteVersionList`):
 //!   1. `flock(LOCK_EX|LOCK_NB)` on `<ver>.lock` (created if missing, as go's

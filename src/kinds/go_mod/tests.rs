@@ -751,8 +751,13 @@ fn repair_removes_only_what_is_broken() {
         "goes with its zip"
     );
     assert!(
-        root.join("example.com/corrupt@v1.0.0/hello.go").exists(),
-        "the tree stays"
+        !root.join("example.com/corrupt@v1.0.0").exists(),
+        "the tree goes too: without its .ziphash go would extract it anew, and the next \
+         sweep would find it ziphash-missing"
+    );
+    assert!(
+        k.verify(&id(&corrupt, Role::Tree)).is_empty(),
+        "one repair converges"
     );
 
     let edited = put(root, "example.com/edited", "v1.0.0", 2, old);
