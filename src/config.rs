@@ -105,6 +105,9 @@ pub struct DaemonConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
+/// How long a toolchain beyond `keep_toolchains` stays unused when no `max_age` is set.
+pub const SURPLUS_TOOLCHAIN_AGE: Duration = Duration::from_secs(30 * 86400);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
     pub name: String,
@@ -119,6 +122,10 @@ pub struct CacheConfig {
     /// Evict by the kind's tiers (go-mod: extracted trees before zips); when false, by
     /// last use alone. Entries only `max_age` removes stay so either way.
     pub tiered_eviction: bool,
+    /// go-mod: how many of the newest Go toolchains (`golang.org/toolchain@…`) are kept
+    /// like any module; older ones go once unused for `max_age` (or
+    /// [`SURPLUS_TOOLCHAIN_AGE`] without one). `None`: toolchains are plain modules.
+    pub keep_toolchains: Option<u32>,
     /// Process names whose running holds entries they may open (go-build, go-mod;
     /// `go_procs.rs`).
     pub guard_processes: Vec<String>,
@@ -222,6 +229,7 @@ struct RawCache {
     guard_processes: Option<Spanned<Vec<String>>>,
     #[serde(default = "default_true")]
     tiered_eviction: bool,
+    keep_toolchains: Option<Spanned<u32>>,
     /// One cache per user (`users.rs`).
     users: Option<Spanned<UsersSpec>>,
     /// Limits on all the caches of this table together (`group.rs`).
@@ -659,6 +667,15 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                 names.get_ref().clone()
             }
         };
+            let keep_toolchains = match &raw.keep_toolchains {
+                Some(n) if raw.kind != KindName::GoMod => return Err(err_at(
+                    Some(n.span()),
+                    Some("keep_toolchains"),
+                    "keep_toolchains applies to go-mod caches (Go toolchains live in GOMODCACHE)"
+                        .into(),
+                )),
+                other => other.as_ref().map(|n| *n.get_ref()),
+            };
             let mut keep = Vec::new();
             for pattern in &raw.keep {
                 keep.push(glob::Pattern::new(pattern.get_ref()).map_err(|e| {
@@ -687,6 +704,7 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                 verify_schedule: raw.verify_schedule.clone(),
                 on_problem: raw.on_problem,
                 tiered_eviction: raw.tiered_eviction,
+                keep_toolchains,
                 guard_processes,
                 waiting,
                 refused,

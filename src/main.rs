@@ -723,6 +723,15 @@ fn print_notes_and_errors(status: &StatusReport) {
                 u.why
             );
         }
+        for t in &cache.toolchains {
+            println!(
+                "toolchain in {}: {}, {}, last used {}",
+                cache.name,
+                t.version,
+                cachewarden::units::format_bytes(t.disk_bytes),
+                cachewarden::units::local_time(t.last_use)
+            );
+        }
         if let Some(held) = &cache.held {
             println!(
                 "held in {} at {}: {} entries that running tools may open: {}",

@@ -30,6 +30,9 @@ pub struct Candidate<I> {
     /// A running tool may still open it (`Kind::holds`): it stays, and the eviction is
     /// retried once that tool exits.
     pub held: bool,
+    /// A Go toolchain beyond `keep_toolchains`: it goes once unused for
+    /// [`PlanLimits::surplus_age_secs`], like `max_age` for it alone.
+    pub surplus: bool,
 }
 
 /// Limits resolved to plain numbers (percentages already applied to the filesystem).
@@ -39,6 +42,8 @@ pub struct PlanLimits {
     pub max_age_secs: Option<i64>,
     pub min_free_bytes: Option<u64>,
     pub min_age_secs: i64,
+    /// How long a `surplus` entry may stay unused (`keep_toolchains`).
+    pub surplus_age_secs: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -49,6 +54,8 @@ pub enum Reason {
     MinFree,
     /// Named by a user (`evict --entry`, `--module`).
     Requested,
+    /// A Go toolchain beyond `keep_toolchains`, unused for long enough.
+    KeepToolchains,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +97,10 @@ pub fn plan<I: Ord + Clone>(
     let evictable: Vec<&Candidate<I>> = old_enough.into_iter().filter(|e| !e.held).collect();
 
     let expired_before = limits.max_age_secs.map(|age| now.saturating_sub(age));
+    let surplus_before = limits.surplus_age_secs.map(|age| now.saturating_sub(age));
+    let past_max_age = |e: &Candidate<I>| expired_before.is_some_and(|t| e.last_use < t);
+    let past_surplus_age =
+        |e: &Candidate<I>| e.surplus && surplus_before.is_some_and(|t| e.last_use < t);
     let mut size = bytes_before;
     let mut freed = 0u64;
     let too_big = |size: u64| limits.max_bytes.is_some_and(|max| size > max);
@@ -102,7 +113,7 @@ pub fn plan<I: Ord + Clone>(
     // tier and age.
     let (mut expired, mut rest): (Vec<&Candidate<I>>, Vec<&Candidate<I>>) = evictable
         .into_iter()
-        .partition(|e| expired_before.is_some_and(|t| e.last_use < t));
+        .partition(|e| past_max_age(e) || past_surplus_age(e));
     expired.sort_by(|a, b| (a.last_use, &a.id).cmp(&(b.last_use, &b.id)));
     rest.retain(|e| e.tier != AGE_ONLY);
     rest.sort_by(|a, b| (a.tier, a.last_use, &a.id).cmp(&(b.tier, b.last_use, &b.id)));
@@ -119,7 +130,11 @@ pub fn plan<I: Ord + Clone>(
         });
     };
     for e in expired {
-        take(e, Reason::MaxAge, &mut size, &mut freed);
+        let reason = match past_max_age(e) {
+            true => Reason::MaxAge,
+            false => Reason::KeepToolchains,
+        };
+        take(e, reason, &mut size, &mut freed);
     }
     for e in rest {
         let reason = if too_big(size) {
@@ -222,6 +237,7 @@ mod tests {
             pinned: false,
             tier: 0,
             held: false,
+            surplus: false,
         }
     }
 
@@ -240,6 +256,7 @@ mod tests {
             max_age_secs: Some(1000),
             min_free_bytes: None,
             min_age_secs: 50,
+            surplus_age_secs: None,
         };
         let p = plan(&entries, &limits, None, NOW);
         let got: Vec<_> = p.evict.iter().map(|e| (e.id, e.reason)).collect();
@@ -258,6 +275,7 @@ mod tests {
             max_age_secs: Some(1),
             min_free_bytes: None,
             min_age_secs: 60,
+            surplus_age_secs: None,
         };
         let p = plan(&entries, &limits, None, NOW);
         assert!(p.evict.is_empty());
@@ -350,6 +368,28 @@ mod tests {
         assert_eq!(ids, [1, 2]);
     }
 
+    #[test]
+    fn toolchains_beyond_keep_toolchains_go_once_unused_long_enough() {
+        let mut entries = vec![
+            c(1, 10, NOW - 40 * 86400),
+            c(2, 10, NOW - 40 * 86400),
+            c(3, 10, NOW - 5 * 86400),
+        ];
+        // 1 and 3 are surplus toolchains; 2 is kept (among the newest).
+        entries[0].surplus = true;
+        entries[2].surplus = true;
+        let limits = PlanLimits {
+            surplus_age_secs: Some(30 * 86400),
+            ..Default::default()
+        };
+        let p = plan(&entries, &limits, None, NOW);
+        let got: Vec<_> = p.evict.iter().map(|e| (e.id, e.reason)).collect();
+        assert_eq!(got, [(1, Reason::KeepToolchains)]);
+        // Held (a process executes from it): it stays.
+        entries[0].held = true;
+        assert!(plan(&entries, &limits, None, NOW).evict.is_empty());
+    }
+
     fn arb_entries() -> impl Strategy<Value = Vec<Candidate<u32>>> {
         let tier = prop::sample::select(vec![0u8, 0, 1, AGE_ONLY]);
         prop::collection::vec(
@@ -372,6 +412,7 @@ mod tests {
                     pinned,
                     tier,
                     held,
+                    surplus: false,
                 })
                 .collect()
         })
@@ -390,6 +431,7 @@ mod tests {
                     max_age_secs,
                     min_free_bytes,
                     min_age_secs,
+                    surplus_age_secs: None,
                 }
             })
     }

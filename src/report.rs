@@ -62,6 +62,9 @@ pub struct CacheStatus {
     /// which processes hold what.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<HeldView>,
+    /// go-mod: the Go toolchains (`golang.org/toolchain@…`) it holds, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub toolchains: Vec<ToolchainView>,
     pub evicted_entries_total: u64,
     pub evicted_bytes_total: u64,
     /// Entries evicted for size or free space that came back within a day: a sign that
@@ -89,6 +92,7 @@ impl CacheStatus {
             max_age_secs: None,
             min_free_bytes: None,
             min_age_secs: 0,
+            surplus_age_secs: None,
         };
         CacheStatus {
             name: config.name.clone(),
@@ -112,6 +116,7 @@ impl CacheStatus {
             last_eviction: None,
             last_enforcement: None,
             held: None,
+            toolchains: Vec::new(),
             recreated_after_eviction: Default::default(),
             evicted_entries_total: 0,
             evicted_bytes_total: 0,
@@ -187,6 +192,15 @@ pub struct EvictionSummary {
     pub entries: u64,
     pub freed_bytes: u64,
     pub skipped: u64,
+}
+
+/// A Go toolchain in a module cache: its zip, tree and metadata together.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ToolchainView {
+    /// `go1.27.3`.
+    pub version: String,
+    pub disk_bytes: u64,
+    pub last_use: UnixTime,
 }
 
 /// Entries held by running tools at an enforcement (`CacheStatus::held`).
@@ -443,6 +457,7 @@ pub fn reason_text(reason: Reason) -> &'static str {
         Reason::MaxSize => "group_max_size",
         Reason::MinFree => "group_min_free",
         Reason::Requested => "requested",
+        Reason::KeepToolchains => "keep-toolchains",
     }
 }
 

@@ -192,6 +192,7 @@ impl<K: Kind> CacheOf<K> {
         let (plan, survivors) = {
             // Planning borrows the ids: a candidate costs 32 bytes, not a copy of the id.
             let index = self.index.lock().unwrap();
+            let surplus = self.surplus_toolchains(&config, &index);
             let candidates: Vec<Candidate<&K::Id>> = index
                 .iter()
                 .map(|(id, m)| Candidate {
@@ -203,6 +204,11 @@ impl<K: Kind> CacheOf<K> {
                     held: in_use
                         .as_ref()
                         .is_some_and(|u| self.kind.holds(u, id, m.last_use)),
+                    surplus: !surplus.is_empty()
+                        && self
+                            .kind
+                            .toolchain_of(id)
+                            .is_some_and(|v| surplus.contains(&v)),
                 })
                 .collect();
             let borrowed = plan::plan(&candidates, &limits, disk.map(|d| d.available_bytes), now);
@@ -251,6 +257,23 @@ impl<K: Kind> CacheOf<K> {
         }
         parallel::release_freed_memory(); // planning copied every entry
         report
+    }
+
+    /// The Go toolchains beyond the `keep_toolchains` newest (empty without the setting).
+    fn surplus_toolchains(&self, config: &CacheConfig, index: &Index<K::Id>) -> HashSet<String> {
+        let Some(keep) = config
+            .keep_toolchains
+            .filter(|_| self.kind.holds_toolchains())
+        else {
+            return HashSet::new();
+        };
+        let mut versions: Vec<String> = index
+            .iter()
+            .filter_map(|(id, _)| self.kind.toolchain_of(id))
+            .collect();
+        versions.sort_by(|a, b| crate::golang::module::compare_go_versions(b, a));
+        versions.dedup();
+        versions.into_iter().skip(keep as usize).collect()
     }
 
     /// What an eviction for size or free space could take now, as (tier, last use,

@@ -329,7 +329,43 @@ impl<K: Kind> CacheOf<K> {
             max_age_secs: config.limits.max_age.map(secs),
             min_free_bytes: config.limits.min_free.map(|l| l.resolve(total)),
             min_age_secs: secs(config.limits.min_age),
+            surplus_age_secs: config.keep_toolchains.map(|_| {
+                secs(
+                    config
+                        .limits
+                        .max_age
+                        .unwrap_or(crate::config::SURPLUS_TOOLCHAIN_AGE),
+                )
+            }),
         }
+    }
+
+    /// The Go toolchains the cache holds, newest first (go-mod; empty for other kinds).
+    fn toolchains(&self) -> Vec<crate::report::ToolchainView> {
+        if !self.kind.holds_toolchains() {
+            return Vec::new();
+        }
+        let mut by_version: std::collections::BTreeMap<String, (u64, UnixTime)> =
+            Default::default();
+        for (id, m) in self.index.lock().unwrap().iter() {
+            if let Some(v) = self.kind.toolchain_of(id) {
+                let t = by_version.entry(v).or_insert((0, UnixTime::MIN));
+                t.0 += m.disk_bytes;
+                t.1 = t.1.max(m.last_use);
+            }
+        }
+        let mut views: Vec<crate::report::ToolchainView> = by_version
+            .into_iter()
+            .map(
+                |(version, (disk_bytes, last_use))| crate::report::ToolchainView {
+                    version,
+                    disk_bytes,
+                    last_use,
+                },
+            )
+            .collect();
+        views.sort_by(|a, b| crate::golang::module::compare_go_versions(&b.version, &a.version));
+        views
     }
 
     fn pinned(&self, config: &CacheConfig, id: &K::Id) -> bool {
@@ -406,6 +442,24 @@ impl<K: Kind> CacheOf<K> {
             }
         }
         errors
+    }
+
+    /// Re-reads the entries whose size counts parts that changed ([`Kind::part_of`]).
+    fn reread_wholes(&self, index: &mut Index<K::Id>, mut parts: Vec<u64>) -> Vec<String> {
+        if parts.is_empty() {
+            return Vec::new();
+        }
+        parts.sort_unstable();
+        parts.dedup();
+        let wholes: Vec<K::Id> = index
+            .with_aux(&parts)
+            .into_iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        wholes
+            .into_iter()
+            .filter_map(|id| self.apply_one(index, id).err())
+            .collect()
     }
 
     /// Brings one entry of the index up to date with the disk. `Some(aux)` when the
@@ -630,7 +684,9 @@ impl<K: Kind> Cache for CacheOf<K> {
         {
             let mut index = self.index_mut();
             let mut named_anew = HashSet::new();
+            let mut parts_changed = Vec::new();
             for id in ids {
+                parts_changed.extend(self.kind.part_of(&id));
                 match self.apply_one(&mut index, id) {
                     Ok(Some(aux)) => {
                         named_anew.insert(aux);
@@ -640,6 +696,7 @@ impl<K: Kind> Cache for CacheOf<K> {
                 }
             }
             errors.extend(self.settle_shared(&mut index, &named_anew));
+            errors.extend(self.reread_wholes(&mut index, parts_changed));
         }
         let now = crate::now();
         for e in errors {
@@ -701,6 +758,7 @@ impl<K: Kind> Cache for CacheOf<K> {
             last_eviction: history.last_eviction.clone(),
             last_enforcement: history.last_enforcement,
             held: history.held.clone(),
+            toolchains: self.toolchains(),
             recreated_after_eviction: self.churn.lock().unwrap().recreated(now),
             evicted_entries_total: history.evicted_entries_total,
             evicted_bytes_total: history.evicted_bytes_total,

@@ -181,7 +181,80 @@ pub fn compare_versions(v: &str, w: &str) -> std::cmp::Ordering {
     }
 }
 
+/// Go release versions (`go1.27.3`, `go1.21rc2`, `go1.21`) in go's own order
+/// (`cmd/go/internal/gover`: `1.21` < `1.21rc1` < `1.21.0` < `1.21.1`).
+pub fn compare_go_versions(v: &str, w: &str) -> std::cmp::Ordering {
+    fn parts(v: &str) -> (Vec<u64>, u8, String) {
+        let v = v.strip_prefix("go").unwrap_or(v);
+        let cut = v
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(v.len());
+        let (nums, pre) = v.split_at(cut);
+        let nums: Vec<u64> = nums
+            .split('.')
+            .filter(|n| !n.is_empty())
+            .map(|n| n.parse().unwrap_or(0))
+            .collect();
+        // A language version (two numbers) sorts before its prereleases, which sort
+        // before its releases.
+        let rank = match (nums.len() >= 3, pre.is_empty()) {
+            (true, _) => 2,
+            (false, false) => 1,
+            (false, true) => 0,
+        };
+        let mut padded = nums;
+        padded.resize(2, 0);
+        padded.truncate(2);
+        let patch = v[..cut]
+            .split('.')
+            .nth(2)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        padded.push(patch);
+        (padded, rank, pre.to_string())
+    }
+    let (a, b) = (parts(v), parts(w));
+    a.0[..2]
+        .cmp(&b.0[..2])
+        .then(a.1.cmp(&b.1))
+        .then(a.0[2].cmp(&b.0[2]))
+        .then_with(|| a.2.cmp(&b.2))
+}
+
 /// `semver.Sort`: by precedence, ties by string.
 pub fn sort_versions(list: &mut [String]) {
     list.sort_by(|a, b| compare_versions(a, b).then_with(|| a.cmp(b)));
+}
+
+#[cfg(test)]
+mod go_version_tests {
+    use super::compare_go_versions;
+
+    #[test]
+    fn go_versions_sort_as_go_sorts_them() {
+        let mut v = vec![
+            "go1.27.3",
+            "go1.9",
+            "go1.21.0",
+            "go1.21rc2",
+            "go1.21",
+            "go1.24.11",
+            "go1.21rc1",
+            "go1.21.13",
+        ];
+        v.sort_by(|a, b| compare_go_versions(a, b));
+        assert_eq!(
+            v,
+            [
+                "go1.9",
+                "go1.21",
+                "go1.21rc1",
+                "go1.21rc2",
+                "go1.21.0",
+                "go1.21.13",
+                "go1.24.11",
+                "go1.27.3"
+            ]
+        );
+    }
 }

@@ -145,7 +145,37 @@ pub fn oldest_go_using(
 /// linker, a `gofmt` run from it — any process at all, not only guarded names. Its
 /// executable (`/proc/PID/exe`) and the files it maps (`/proc/PID/maps`) count. Paths
 /// are the host's: a process in a container is seen through its go command instead.
+///
+/// Reading every process's `maps` costs a few megabytes, and removal asks before each
+/// version: the answer is reused for [`EXECUTING_FRESH`]. (A program whose files are
+/// removed under it keeps running from its mapped inode; what staleness risks is only
+/// a later open of another file of the tree by a process that started in that time.)
 pub fn executing_beneath(root: &Path) -> Vec<(i32, String, String)> {
+    type Seen = Vec<(
+        std::path::PathBuf,
+        std::time::Instant,
+        Vec<(i32, String, String)>,
+    )>;
+    static LAST: std::sync::Mutex<Seen> = std::sync::Mutex::new(Vec::new());
+    if let Some((_, _, found)) = LAST
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(r, at, _)| r == root && at.elapsed() < EXECUTING_FRESH)
+    {
+        return found.clone();
+    }
+    let found = executing_beneath_now(root);
+    let mut last = LAST.lock().unwrap();
+    last.retain(|(r, at, _)| r != root && at.elapsed() < EXECUTING_FRESH);
+    last.push((root.to_path_buf(), std::time::Instant::now(), found.clone()));
+    found
+}
+
+/// How long [`executing_beneath`]'s answer is reused.
+pub const EXECUTING_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn executing_beneath_now(root: &Path) -> Vec<(i32, String, String)> {
     let Ok(root) = root.canonicalize() else {
         return Vec::new();
     };
@@ -551,5 +581,31 @@ mod tests {
             without.is_none_or(|u| !u.by.contains(&format!("pid {pid}"))),
             "a guard list without it ignores it"
         );
+    }
+
+    #[test]
+    fn a_program_running_from_a_module_tree_is_found_whatever_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("mod");
+        let bin = root.join("golang.org/toolchain@v0.0.1-go1.27.3.linux-amd64/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/sleep", bin.join("gofmt")).unwrap();
+        let mut child = std::process::Command::new(bin.join("gofmt"))
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let found = (0..100).find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            executing_beneath_now(&root)
+                .into_iter()
+                .find(|(p, _, _)| *p == pid)
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (_, name, key) = found.expect("the program is found");
+        assert_eq!(name, "gofmt");
+        assert_eq!(key, "golang.org/toolchain@v0.0.1-go1.27.3.linux-amd64");
+        assert!(executing_beneath_now(&dir.path().join("elsewhere")).is_empty());
     }
 }

@@ -256,6 +256,15 @@ pub trait Kind: Send + Sync + 'static {
     fn in_use(&self) -> Option<InUse> {
         None
     }
+    /// Whether the cache may hold Go toolchains ([`Kind::toolchain_of`] is ever `Some`).
+    fn holds_toolchains(&self) -> bool {
+        false
+    }
+    /// The Go toolchain (`go1.27.3`) the entry is part of, if it is one (go-mod:
+    /// `golang.org/toolchain@v0.0.1-go1.27.3.linux-amd64`).
+    fn toolchain_of(&self, _id: &Self::Id) -> Option<String> {
+        None
+    }
     /// Whether a running tool (as [`Kind::in_use`] found them) may still open the entry,
     /// last used at `last_use`.
     fn holds(&self, in_use: &InUse, _id: &Self::Id, last_use: UnixTime) -> bool {
@@ -306,6 +315,12 @@ pub trait Kind: Send + Sync + 'static {
     /// must too, or the per-entry sizes drift from a scan's).
     fn is_shared(&self, _aux: u64) -> bool {
         false
+    }
+    /// The `aux` of the entries a changed `id` is a part of, when its size is counted in
+    /// theirs (go-build: an output, counted with the action naming it): the engine then
+    /// re-reads them, or a file changed in place would leave their sizes stale.
+    fn part_of(&self, _id: &Self::Id) -> Option<u64> {
+        None
     }
     fn encode_id(&self, _id: &Self::Id, _out: &mut Vec<u8>) {}
     fn decode_id(&self, _bytes: &[u8]) -> Option<Self::Id> {

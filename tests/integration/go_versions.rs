@@ -15,7 +15,7 @@ use crate::goproxy::VERSIONS;
 
 /// The matrix's go binary whose version starts with `go{version}`; `None` (the test says
 /// so) where the matrix is not installed, as outside `scripts/test`. CI always has it.
-fn go_of_matrix(version: &str) -> Option<PathBuf> {
+pub fn go_of_matrix(version: &str) -> Option<PathBuf> {
     let matrix = std::env::var("CACHEWARDEN_TEST_GO_MATRIX").unwrap_or_default();
     let found = matrix.split_whitespace().map(PathBuf::from).find(|go| {
         go_version(go)

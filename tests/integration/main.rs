@@ -14,3 +14,4 @@ mod local_attacks;
 mod shared_server;
 mod soak;
 mod socket;
+mod toolchains;

@@ -1009,6 +1009,10 @@ impl Kind for GoBuildKind {
         attempt().unwrap_or_else(|e| Removal::Failed(format!("cannot remove: {e}")))
     }
 
+    fn part_of(&self, id: &GoId) -> Option<u64> {
+        (id.role == Role::Output).then(|| fingerprint(&id.hash))
+    }
+
     fn name_of(&self, id: &GoId) -> String {
         id.file_name()
     }

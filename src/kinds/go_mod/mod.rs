@@ -619,6 +619,19 @@ impl Kind for GoModKind {
         (self.in_use)(&self.root, &self.guard.read().unwrap())
     }
 
+    fn holds_toolchains(&self) -> bool {
+        true
+    }
+
+    fn toolchain_of(&self, id: &ModId) -> Option<String> {
+        if !matches!(id.role, Role::Tree | Role::Zip | Role::Meta) {
+            return None;
+        }
+        let full = id.key.strip_prefix("golang.org/toolchain@v0.0.1-")?;
+        // go1.27.3.linux-amd64: the version, then `.GOOS-GOARCH`.
+        Some(full.rsplit_once('.').map_or(full, |(v, _)| v).to_string())
+    }
+
     fn holds(&self, in_use: &InUse, id: &ModId, last_use: UnixTime) -> bool {
         last_use >= in_use.since
             || match id.role {
