@@ -126,7 +126,19 @@ impl<K: Kind> CacheOf<K> {
                     }
                 }
             }
-            index.remove_many(gone);
+            let gone: Vec<K::Id> = gone.into_iter().cloned().collect();
+            index.remove_many(gone.iter());
+            // Go may have put an entry anew between its removal and now, and the
+            // watcher indexed it meanwhile: what is on disk again is read again, not
+            // dropped with the removal (found on go 1.27, which rebuilds the standard
+            // library into GOCACHE while evictions run).
+            if !dry_run {
+                for id in gone {
+                    if let Ok(Some(aux)) = self.apply_one(&mut index, id) {
+                        left_behind.push(aux);
+                    }
+                }
+            }
             // What stays of a removed entry's shared part goes to the namer a full scan
             // would give it (the last used), not to any one of them.
             let left_behind: HashSet<u64> = left_behind.into_iter().collect();
