@@ -695,8 +695,14 @@ impl<K: Kind> Cache for CacheOf<K> {
                     Err(e) => errors.push(e),
                 }
             }
+            // A changed part shared by several entries is settled as a scan would
+            // (its carrier is the last used); one of a single entry is re-read.
+            let (shared, own): (Vec<u64>, Vec<u64>) = parts_changed
+                .into_iter()
+                .partition(|&aux| self.kind.is_shared(aux));
+            named_anew.extend(shared);
             errors.extend(self.settle_shared(&mut index, &named_anew));
-            errors.extend(self.reread_wholes(&mut index, parts_changed));
+            errors.extend(self.reread_wholes(&mut index, own));
         }
         let now = crate::now();
         for e in errors {
