@@ -83,19 +83,8 @@ pub fn guarded_processes_using(
         return Vec::new();
     };
     let root_id = std::fs::metadata(root).ok().map(|m| (m.dev(), m.ino()));
-    let Ok(listing) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut found = Vec::new();
-    for entry in listing.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let dir = entry.path();
+    for (pid, dir) in processes() {
         let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
             continue;
         };
@@ -179,19 +168,8 @@ fn executing_beneath_now(root: &Path) -> Vec<(i32, String, String)> {
     let Ok(root) = root.canonicalize() else {
         return Vec::new();
     };
-    let Ok(listing) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut found = Vec::new();
-    for entry in listing.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let dir = entry.path();
+    for (pid, dir) in processes() {
         let mut keys: Vec<String> = Vec::new();
         let mut note = |path: &Path| {
             if let Some(key) = module_dir_of(&root, path) {
@@ -234,6 +212,18 @@ fn module_dir_of(root: &Path, path: &Path) -> Option<String> {
         }
     }
     None
+}
+
+/// Every process, as (pid, `/proc/<pid>`).
+fn processes() -> impl Iterator<Item = (i32, std::path::PathBuf)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            Some((pid, entry.path()))
+        })
 }
 
 /// Field 3 of `/proc/<pid>/stat`, the process state (`R`, `S`, `Z`, …).
