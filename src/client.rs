@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
@@ -12,6 +12,16 @@ use hyper_util::rt::TokioIo;
 /// Refuses a socket in a directory another user could have put it in
 /// ([`crate::own_files::check_socket_dir`]).
 pub async fn request(socket: &Path, method: &str, path: &str) -> anyhow::Result<(u16, Bytes)> {
+    request_with_body(socket, method, path, "").await
+}
+
+/// [`request`] with a JSON body.
+pub async fn request_with_body(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, Bytes)> {
     crate::own_files::check_socket_dir(socket)?;
     let stream = tokio::net::UnixStream::connect(socket).await.with_context(|| {
         format!(
@@ -26,7 +36,8 @@ pub async fn request(socket: &Path, method: &str, path: &str) -> anyhow::Result<
         .method(method)
         .uri(path)
         .header(hyper::header::HOST, "localhost")
-        .body(Empty::<Bytes>::new())?;
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();

@@ -334,6 +334,26 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
     }
 }
 
+/// The socket a config names even when it does not load (a typo in a key, a bad
+/// value): read from `[daemon] socket` if the file is TOML at all, else the default.
+/// The CLI finds a running daemon with it, which runs on the config it loaded before
+/// (issue #30: a broken config must not blind `status`, `socket` and `doctor`).
+pub fn socket_despite_errors(explicit: Option<&Path>, env: &Env) -> PathBuf {
+    let named = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| env.default_config_file())
+        .and_then(|file| read_config_text(&file).ok())
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|table| {
+            let socket = table.get("daemon")?.get("socket")?.as_str()?;
+            let span = 0..0;
+            Some(home_expanded(Spanned::new(span, PathBuf::from(socket)), env).into_inner())
+        });
+    named
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| env.default_socket())
+}
+
 pub fn load_file(path: &Path, env: &Env) -> Result<Config, ConfigError> {
     let text = read_config_text(path).map_err(|e| ConfigError {
         file: path.display().to_string(),
@@ -389,7 +409,7 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
 
     let mut notes = Vec::new();
     let daemon = DaemonConfig {
-        socket: match raw.daemon.socket {
+        socket: match raw.daemon.socket.map(|s| home_expanded(s, env)) {
             Some(s) if s.get_ref().is_relative() => {
                 return Err(err_at(
                     Some(s.span()),
@@ -445,7 +465,7 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                 }
             },
         },
-        state_dir: match raw.daemon.state_dir {
+        state_dir: match raw.daemon.state_dir.map(|d| home_expanded(d, env)) {
             Some(d) if d.get_ref().is_relative() => {
                 return Err(err_at(
                     Some(d.span()),
@@ -505,6 +525,11 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
             ));
         }
         let path_span = Some(raw.path.span());
+        // With `users`, `~/` is each user's home (`users::path_for`).
+        let plain_path = match raw.users {
+            Some(_) => raw.path.get_ref().clone(),
+            None => home_expanded(raw.path.clone(), env).into_inner(),
+        };
         let targets = match &raw.users {
             Some(users) => {
                 let owners = users::resolve(users.get_ref())
@@ -517,14 +542,14 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                 }
                 targets
             }
-            None if users::is_glob(raw.path.get_ref()) => users::glob_caches(raw.path.get_ref())
+            None if users::is_glob(&plain_path) => users::glob_caches(&plain_path)
                 .map_err(|m| err_at(path_span.clone(), Some("path"), m))?
                 .into_iter()
                 .map(|(path, owner)| (format!("{table}@{}", owner.name), path, Some(owner)))
                 .collect(),
-            None => vec![(name, raw.path.get_ref().clone(), None)],
+            None => vec![(name, plain_path.clone(), None)],
         };
-        let per_user = raw.users.is_some() || users::is_glob(raw.path.get_ref());
+        let per_user = raw.users.is_some() || users::is_glob(&plain_path);
         discovers |= per_user;
         if raw.group_max_size.is_some() || raw.group_min_free.is_some() {
             groups.push(GroupConfig {
@@ -742,6 +767,21 @@ enum Resolved {
     Nowhere,
 }
 
+/// `~` and `~/rest`: the home of the user whose config this is (`$HOME`), in every
+/// path key. (In a table with `users`, `~/` is each user's home: `users.rs`.)
+fn home_expanded(path: Spanned<PathBuf>, env: &Env) -> Spanned<PathBuf> {
+    let span = path.span();
+    let text = path.get_ref().to_string_lossy();
+    let rest = match text.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.trim_start_matches('/'),
+        _ => return path,
+    };
+    match &env.home {
+        Some(home) => Spanned::new(span, home.join(rest)),
+        None => path,
+    }
+}
+
 /// `"auto"` asks the kind to find its cache; anything else must be an absolute path.
 fn resolve_cache_path(kind: KindName, path: &Path) -> Result<Resolved, String> {
     let path = if path == Path::new("auto") {
@@ -755,7 +795,7 @@ fn resolve_cache_path(kind: KindName, path: &Path) -> Result<Resolved, String> {
     };
     if path.is_relative() {
         return Err(format!(
-            "{:?} is a relative path; give an absolute path or \"auto\"",
+            "{:?} is a relative path; give an absolute path, one starting with \"~/\" (your home), or \"auto\"",
             path
         ));
     }

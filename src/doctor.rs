@@ -113,8 +113,25 @@ pub fn run(
     if let Ok(status) = &daemon {
         out.extend(status.caches.iter().filter_map(working_set));
         out.extend(status.caches.iter().filter_map(watched_in_part));
+        out.extend(status.caches.iter().flat_map(stays_over_a_limit));
     }
     out
+}
+
+/// A cache the daemon could not bring within a limit: why, and from when it will be.
+fn stays_over_a_limit(cache: &CacheStatus) -> Vec<Finding> {
+    cache
+        .unmet
+        .iter()
+        .map(|why| {
+            finding(
+                &format!("cache {}", cache.name),
+                Severity::Warning,
+                format!("stays over a limit: {why}"),
+                "nothing, if it is met soon; else raise the limit, lower min_age, or unpin (keep) what the message names",
+            )
+        })
+        .collect()
 }
 
 /// A cache with more directories than its watch budget: the daemon sees some changes

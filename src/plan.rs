@@ -149,7 +149,20 @@ pub fn plan<I: Ord + Clone>(
 
     let mut unmet = Vec::new();
     if too_big(size) || too_full(freed) {
-        let why = what_stays(entries, &evict, limits, protect_after, expired_before);
+        // The bytes still to free for both limits.
+        let over = limits.max_bytes.map_or(0, |max| size.saturating_sub(max));
+        let under = limits.min_free_bytes.map_or(0, |min| {
+            min.saturating_sub(available_bytes.unwrap_or(0).saturating_add(freed))
+        });
+        let short = over.max(under);
+        let why = what_stays(
+            entries,
+            &evict,
+            limits,
+            protect_after,
+            expired_before,
+            short,
+        );
         if let (true, Some(max)) = (too_big(size), limits.max_bytes) {
             unmet.push(format!(
                 "max_size: {} remain above the limit of {}: {why}",
@@ -182,10 +195,12 @@ fn what_stays<I: Ord>(
     limits: &PlanLimits,
     protect_after: UnixTime,
     expired_before: Option<UnixTime>,
+    short: u64,
 ) -> String {
     let mut gone: Vec<&I> = evicted.iter().map(|p| &p.id).collect();
     gone.sort_unstable();
     let (mut young, mut pinned, mut held, mut age_only) = (0u64, 0u64, 0u64, 0u64);
+    let mut young_uses = Vec::new();
     for e in entries
         .iter()
         .filter(|e| gone.binary_search(&&e.id).is_err())
@@ -194,6 +209,9 @@ fn what_stays<I: Ord>(
             pinned += e.disk_bytes;
         } else if e.last_use > protect_after {
             young += e.disk_bytes;
+            if !e.held && e.tier != AGE_ONLY {
+                young_uses.push((e.last_use, e.disk_bytes));
+            }
         } else if e.held {
             held += e.disk_bytes;
         } else if e.tier == AGE_ONLY && expired_before.is_none_or(|t| e.last_use >= t) {
@@ -218,9 +236,24 @@ fn what_stays<I: Ord>(
         .filter(|(bytes, _)| *bytes > 0)
         .map(|(bytes, why)| format!("{} {why}", format_bytes(*bytes)))
         .collect();
-    match said.is_empty() {
+    let said = match said.is_empty() {
         true => "nothing left can be evicted".to_string(),
         false => format!("what is left is {}", said.join(", ")),
+    };
+    // When it will be met, if nothing is used meanwhile: once enough of what is young
+    // has passed min_age (issue #30: "over the limit" said neither why nor until when).
+    young_uses.sort_unstable();
+    let mut freed = 0u64;
+    let met_at = young_uses.iter().find_map(|&(last_use, bytes)| {
+        freed += bytes;
+        (freed >= short).then(|| last_use.saturating_add(limits.min_age_secs.max(0)))
+    });
+    match met_at {
+        Some(at) => format!(
+            "{said}; met from {} if none of it is used again",
+            crate::units::local_time(at)
+        ),
+        None => format!("{said}; not met by waiting alone"),
     }
 }
 
@@ -282,11 +315,17 @@ mod tests {
         assert_eq!(p.unmet.len(), 1, "{:?}", p.unmet);
         assert_eq!(
             p.unmet[0],
-            "max_size: 200 B remain above the limit of 0 B: what is left is 100 B used within min_age (1m), 100 B pinned by keep"
+            "max_size: 200 B remain above the limit of 0 B: what is left is 100 B used within min_age (1m), 100 B pinned by keep; not met by waiting alone"
         );
-        // Without anything pinned, keep is not blamed.
+        // Without anything pinned, keep is not blamed, and the limit is met once the
+        // young entry passes min_age (used at NOW - 10, min_age 60 s).
         let p = plan(&[c(2, 100, NOW - 10)], &limits, None, NOW);
         assert!(!p.unmet[0].contains("keep"), "{:?}", p.unmet);
+        let met = format!(
+            "met from {} if none of it is used again",
+            crate::units::local_time(NOW + 50)
+        );
+        assert!(p.unmet[0].ends_with(&met), "{:?}", p.unmet);
     }
 
     #[test]

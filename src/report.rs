@@ -52,6 +52,10 @@ pub struct CacheStatus {
     pub oldest_age_secs: Option<i64>,
     /// Limits currently exceeded: `max_size`, `min_free`, `max_age`.
     pub over_limits: Vec<String>,
+    /// While over a limit: why the last enforcement could not meet it, and from when
+    /// it will be met if nothing is used meanwhile.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmet: Vec<String>,
     pub last_use_signal: String,
     pub last_scan: Option<ScanRecord>,
     pub last_eviction: Option<EvictionSummary>,
@@ -108,6 +112,7 @@ impl CacheStatus {
             oldest_last_use: None,
             oldest_age_secs: None,
             over_limits: Vec::new(),
+            unmet: Vec::new(),
             last_use_signal: match &config.refused {
                 None => format!("waiting for {} to appear", config.path.display()),
                 Some(why) => format!("waiting: {why} for now"),
@@ -530,6 +535,9 @@ pub fn status_table(caches: &[CacheStatus], now: UnixTime) -> String {
     )
 }
 
+/// Problems as a table of what and where, each followed by its detail and why it was
+/// not repaired on lines of their own: the table stays as narrow as its short columns
+/// (issue #30: one row per problem ran past 300 columns), and the long texts wrap.
 pub fn problems_table(problems: &[ProblemView]) -> String {
     let rows: Vec<Vec<String>> = problems
         .iter()
@@ -539,24 +547,25 @@ pub fn problems_table(problems: &[ProblemView]) -> String {
                 p.path.clone(),
                 p.problem.clone(),
                 if p.repaired { "repaired" } else { "open" }.into(),
-                p.detail.clone(),
-                p.unrepaired
-                    .as_ref()
-                    .map_or(String::new(), |u| u.reason.clone()),
             ]
         })
         .collect();
-    table(
-        &[
-            "CACHE",
-            "PATH",
-            "PROBLEM",
-            "STATE",
-            "DETAIL",
-            "WHY NOT REPAIRED",
-        ],
-        &rows,
-    )
+    let table = table(&["CACHE", "PATH", "PROBLEM", "STATE"], &rows);
+    let mut lines = table.lines();
+    let mut out = String::new();
+    if let Some(header) = lines.next() {
+        out.push_str(header);
+        out.push('\n');
+    }
+    for (line, p) in lines.zip(problems) {
+        out.push_str(line);
+        out.push('\n');
+        out.push_str(&format!("    {}\n", printable(&p.detail)));
+        if let Some(u) = &p.unrepaired {
+            out.push_str(&format!("    not repaired: {}\n", printable(&u.reason)));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

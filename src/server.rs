@@ -9,6 +9,7 @@
 //! | POST | `/v1/caches/{name}/evict?dry_run=true\|false` | enforce the limits now |
 //! | POST | `/v1/caches/{name}/evict?entry=E` or `module=M` | remove named entries / every version of a module |
 //! | POST | `/v1/caches/{name}/verify?repair=true\|false` | integrity sweep |
+//! | POST | `/v1/caches/{name}/recheck` `{"paths": […]}` | check again these entries and those with open problems (what `cachewarden verify` found or repaired); never repairs |
 //! | POST | `/v1/reload` | re-read the config file (like SIGHUP) |
 //! | GET  | `/v1/audit?since=T&cache=C&limit=N` | removals: what, when, why, at whose request |
 //! | GET  | `/metrics` | Prometheus text format |
@@ -104,6 +105,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/caches/{name}/entries", get(entries))
         .route("/v1/caches/{name}/evict", post(evict))
         .route("/v1/caches/{name}/verify", post(verify))
+        .route("/v1/caches/{name}/recheck", post(recheck))
         .route("/v1/users", get(users))
         .route("/v1/groups/{name}/evict", post(evict_group))
         .route("/v1/reload", post(reload))
@@ -382,6 +384,37 @@ async fn verify(
     let report = blocking(move || c.verify(opts.repair, crate::now())).await?;
     crate::shared::record_removals(&cache, &shared.audit, &crate::audit::of_repairs(&report));
     Ok(Json(report).into_response())
+}
+
+/// The most paths one recheck names: a one-shot verify that found more is told to run
+/// a sweep instead.
+pub const MAX_RECHECK: usize = 10_000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecheckOptions {
+    #[serde(default)]
+    paths: Vec<String>,
+}
+
+async fn recheck(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Extension(peer): Extension<Peer>,
+    query: Result<Query<RecheckOptions>, QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    // As a sweep: it reads (and hashes) entries, so only those who may sweep.
+    let cache = access::cache_for(&shared, &name, peer, Access::Change)?;
+    let opts: RecheckOptions = options(query, body).await?;
+    if opts.paths.len() > MAX_RECHECK {
+        return Err(bad_request(format!(
+            "{} paths; at most {MAX_RECHECK} (POST …/verify for a whole sweep)",
+            opts.paths.len()
+        )));
+    }
+    let checked = blocking(move || cache.recheck(&opts.paths, crate::now())).await?;
+    Ok(Json(serde_json::json!({ "checked": checked })).into_response())
 }
 
 async fn audit_trail(

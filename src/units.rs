@@ -61,6 +61,18 @@ impl FromStr for SizeLimit {
         if !t.starts_with(|c: char| c.is_ascii_digit()) {
             return Err(expected());
         }
+        // "10G" is 10 GiB to `du -h` and 10 GB to bytesize: refused, not guessed
+        // (issue #30: it silently meant 9.3 GiB).
+        let unit = t
+            .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.')
+            .trim();
+        if unit.len() == 1 && "kKmMgGtTpP".contains(unit) {
+            let number = t.trim_end_matches(unit).trim();
+            let upper = unit.to_ascii_uppercase();
+            return Err(format!(
+                "ambiguous size {s:?}: say \"{number} {upper}iB\" (powers of 1024, as du -h means) or \"{number} {upper}B\" (powers of 1000)"
+            ));
+        }
         t.parse::<bytesize::ByteSize>()
             .map(|b| SizeLimit::Bytes(b.as_u64()))
             .map_err(|_| expected())
@@ -176,6 +188,14 @@ mod tests {
         assert_eq!("4096".parse::<SizeLimit>(), Ok(SizeLimit::Bytes(4096)));
         assert_eq!("15%".parse::<SizeLimit>(), Ok(SizeLimit::Percent(15.0)));
         assert!("20 XB".parse::<SizeLimit>().is_err());
+        for ambiguous in ["10G", "10 g", "1.5T", "512k"] {
+            let e = ambiguous.parse::<SizeLimit>().unwrap_err();
+            assert!(e.contains("ambiguous") && e.contains("iB"), "{e}");
+        }
+        assert_eq!(
+            "10 GB".parse::<SizeLimit>(),
+            Ok(SizeLimit::Bytes(10_000_000_000))
+        );
         assert!("lots".parse::<SizeLimit>().is_err());
         assert!("150%".parse::<SizeLimit>().is_err());
         assert_eq!(SizeLimit::Percent(10.0).resolve(1000), 100);

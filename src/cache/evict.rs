@@ -261,6 +261,7 @@ impl<K: Kind> CacheOf<K> {
             if report.unmet.is_empty() {
                 history.last_enforcement = Some(now);
             }
+            history.unmet = report.unmet.clone();
             history.held = report.in_use_by.clone().map(|by| crate::report::HeldView {
                 at: now,
                 entries: report.held_in_use,
@@ -335,7 +336,12 @@ impl<K: Kind> CacheOf<K> {
                 }
                 matched.push(name.clone());
                 let why = if m.last_use > young_after {
-                    Some("used within min_age".to_string())
+                    Some(format!(
+                        "used {} ago, within min_age ({}); removable from {}",
+                        age(Some(now - m.last_use)),
+                        crate::units::format_duration(config.limits.min_age),
+                        crate::units::local_time(m.last_use + secs(config.limits.min_age))
+                    ))
                 } else if in_use
                     .as_ref()
                     .is_some_and(|u| self.kind.holds(u, id, m.last_use))

@@ -153,6 +153,9 @@ pub trait Cache: Send + Sync {
     fn evict_selected(&self, selection: &Selection, dry_run: bool, now: UnixTime)
         -> EvictionReport;
     fn verify(&self, repair: bool, now: UnixTime) -> VerifyReport;
+    /// Checks again the entries at these paths and those with open problems (what a
+    /// one-shot `verify` found or repaired); never repairs. Returns how many it checked.
+    fn recheck(&self, paths: &[String], now: UnixTime) -> usize;
     fn record_error(&self, message: String, now: UnixTime);
     /// Says that something is wrong now (`what` names the kind of condition; a new
     /// message replaces the old, keeping since when), or with `None` that it is over.
@@ -206,6 +209,8 @@ struct History {
     last_enforcement: Option<UnixTime>,
     /// What running tools held at the last enforcement, if anything.
     held: Option<crate::report::HeldView>,
+    /// Why the last enforcement left a limit exceeded, and until when (`plan.rs`).
+    unmet: Vec<String>,
     evicted_entries_total: u64,
     evicted_bytes_total: u64,
     /// (entries, bytes) evicted by reason, in `plan::Reason` order.
@@ -739,6 +744,11 @@ impl<K: Kind> Cache for CacheOf<K> {
             }
         }
         let history = self.history.lock().unwrap();
+        // Why a limit stays exceeded: said only while it is.
+        let unmet = match over_limits.is_empty() {
+            true => Vec::new(),
+            false => history.unmet.clone(),
+        };
         CacheStatus {
             name: config.name.clone(),
             kind: config.kind.to_string(),
@@ -764,6 +774,7 @@ impl<K: Kind> Cache for CacheOf<K> {
             last_eviction: history.last_eviction.clone(),
             last_enforcement: history.last_enforcement,
             held: history.held.clone(),
+            unmet,
             toolchains: self.toolchains(),
             recreated_after_eviction: self.churn.lock().unwrap().recreated(now),
             evicted_entries_total: history.evicted_entries_total,
@@ -881,6 +892,10 @@ impl<K: Kind> Cache for CacheOf<K> {
 
     fn verify(&self, repair: bool, now: UnixTime) -> VerifyReport {
         self.verify_all(repair, now)
+    }
+
+    fn recheck(&self, paths: &[String], now: UnixTime) -> usize {
+        self.recheck_paths(paths, now)
     }
 
     fn set_condition(&self, what: &'static str, message: Option<String>, now: UnixTime) {

@@ -40,10 +40,7 @@ impl<K: Kind> CacheOf<K> {
             }
             // Why a broken entry stays (see README, "Repair"), or `None`: repaired.
             let unrepaired: Option<Unrepaired> = if !repair {
-                Some(Unrepaired::new(
-                    "not-requested",
-                    "repair was not asked for (verify --repair, or on_problem = \"repair\")",
-                ))
+                Some(not_requested())
             } else if self.pinned(&config, id) {
                 Some(Unrepaired::new("pinned", "pinned by keep"))
             } else if waits_for_min_age && *last_use > young_after {
@@ -134,5 +131,78 @@ impl<K: Kind> CacheOf<K> {
         drop(history);
         parallel::release_freed_memory(); // the sweep listed every entry
         report
+    }
+}
+
+/// Why a problem found without repairing stays: the CLI repairs only with `--repair`,
+/// the daemon on its sweeps with `on_problem = "repair"` (issue #30: the old text
+/// suggested a config that was already set).
+fn not_requested() -> Unrepaired {
+    Unrepaired::new(
+        "not-requested",
+        "not repaired by this check: `cachewarden verify` repairs only with --repair, the daemon on its verify_schedule sweeps when on_problem = \"repair\"",
+    )
+}
+
+impl<K: Kind> CacheOf<K> {
+    /// Checks again the entries at `paths` (relative to the root) and those with open
+    /// problems, and updates the open problems and the index with what it finds: a
+    /// one-shot `cachewarden verify` tells the daemon what it found and repaired, so
+    /// status is not stale until the next sweep (issue #30). Never repairs. Returns the
+    /// entries checked.
+    pub(super) fn recheck_paths(&self, paths: &[String], now: UnixTime) -> usize {
+        let _work = self.work.lock().unwrap();
+        let config = self.cfg();
+        let open = self.history.lock().unwrap().open_problems.clone();
+        let ids_at = |path: &str| {
+            let mut ids = Vec::new();
+            self.kind.entries_at(Path::new(path), &mut ids);
+            ids
+        };
+        let mut ids: Vec<K::Id> = (paths.iter().map(String::as_str))
+            .chain(open.iter().map(|p| p.path.as_str()))
+            .flat_map(ids_at)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let owner = config.owner.as_ref();
+        let mut found = Vec::new();
+        let mut errors = Vec::new();
+        {
+            let mut index = self.index_mut();
+            for id in &ids {
+                // Gone (repaired, or removed by its tool) or changed: the index learns it.
+                match self.apply_one(&mut index, id.clone()) {
+                    Err(e) => errors.push(e),
+                    Ok(_) if index.get(id).is_none() => {}
+                    Ok(_) => found.push(id.clone()),
+                }
+            }
+        }
+        let mut problems = Vec::new();
+        for id in &found {
+            let findings = users::as_owner(owner, || self.kind.verify(id)).unwrap_or_else(|e| {
+                vec![Finding {
+                    problem: "unreadable",
+                    detail: e,
+                }]
+            });
+            for f in findings {
+                let mut p = self.problem_view(&config, id, f.problem, f.detail);
+                p.unrepaired = Some(not_requested());
+                problems.push(p);
+            }
+        }
+        let checked: HashSet<&K::Id> = ids.iter().collect();
+        let mut history = self.history.lock().unwrap();
+        history
+            .open_problems
+            .retain(|p| !ids_at(&p.path).iter().any(|id| checked.contains(id)));
+        history.open_problems.extend(problems);
+        drop(history);
+        for e in errors {
+            self.record_error(format!("recheck: {e}"), now);
+        }
+        ids.len()
     }
 }

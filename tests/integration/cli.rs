@@ -131,7 +131,7 @@ fn config_check_prints_the_effective_config() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let printed = String::from_utf8_lossy(&out.stdout);
     for needle in [
-        "max_size = \"2.0 GiB\"",
+        "max_size = 2147483648  # 2.0 GiB",
         "min_free = \"10%\"",
         "min_age = \"10m\"",
         "schedule = \"17 * * * *\"",

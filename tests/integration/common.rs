@@ -406,7 +406,7 @@ impl Drop for Daemon {
 /// batching and a loaded CI runner.
 pub const INDEX_SETTLES: Duration = Duration::from_secs(10);
 
-/// The daemon's index of cache `name`: entry name -> disk bytes.
+/// The daemon's index of cache `name`: entry (name and path, [`entry_key`]) -> disk bytes.
 pub fn index_of(socket: &Path, name: &str) -> BTreeMap<String, u64> {
     let (code, body) = http(
         socket,
@@ -421,7 +421,7 @@ pub fn index_of(socket: &Path, name: &str) -> BTreeMap<String, u64> {
         .iter()
         .map(|e| {
             (
-                e["entry"].as_str().unwrap().to_string(),
+                entry_key(e["entry"].as_str().unwrap(), e["path"].as_str().unwrap()),
                 e["disk_bytes"].as_u64().unwrap(),
             )
         })
@@ -429,7 +429,7 @@ pub fn index_of(socket: &Path, name: &str) -> BTreeMap<String, u64> {
 }
 
 /// What a fresh full scan of cache `name` of the config file `config` finds (the
-/// library's own scan, no daemon): entry name -> disk bytes.
+/// library's own scan, no daemon): entry (as [`index_of`] names it) -> disk bytes.
 pub fn fresh_scan(config: &Path, name: &str) -> BTreeMap<String, u64> {
     use cachewarden::config::{parse, ConfigSource, Env};
     let text = std::fs::read_to_string(config).unwrap();
@@ -449,8 +449,19 @@ pub fn fresh_scan(config: &Path, name: &str) -> BTreeMap<String, u64> {
     let entries = cache.entries(cachewarden::report::EntryOrder::Oldest, usize::MAX, now());
     entries
         .into_iter()
-        .map(|e| (e.entry, e.disk_bytes))
+        .map(|e| (entry_key(&e.entry, &e.path), e.disk_bytes))
         .collect()
+}
+
+/// How [`index_of`] and [`fresh_scan`] name an indexed entry: its name and, when it
+/// differs, its path. Several entries share a name (a module version's tree, zip and
+/// metadata are three entries named `module@version`), so a name alone would keep one
+/// of them and compare whichever the listing order put last.
+fn entry_key(entry: &str, path: &str) -> String {
+    match entry == path {
+        true => entry.to_string(),
+        false => format!("{entry} ({path})"),
+    }
 }
 
 fn now_nanos() -> u128 {
