@@ -59,7 +59,8 @@ enum Command {
         cache: Option<String>,
     },
     /// Enforce the limits now (no daemon needed). With --dry-run, show the plan and exit 1
-    /// if it would remove anything; without, exit 1 if a limit still cannot be met.
+    /// if it would remove anything or a limit would still not be met; without, exit 1 if
+    /// a limit still cannot be met.
     ///
     /// With --entry or --module, remove exactly those entries instead (needs --cache
     /// when several caches are configured); exits 1 if any was skipped or none matched.
@@ -198,10 +199,7 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             };
             cli::status::run(&located, args)
         }
-        Command::Scan { json, cache } => {
-            cli::init_cli_logging();
-            cli::scan::run(&load()?, json, cache.as_deref())
-        }
+        Command::Scan { json, cache } => cli::scan::run(&load()?, json, cache.as_deref()),
         Command::Evict {
             dry_run,
             json,
@@ -209,7 +207,6 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             entry,
             module,
         } => {
-            cli::init_cli_logging();
             let args = cli::evict::Args {
                 dry_run,
                 json,
@@ -223,10 +220,7 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             repair,
             json,
             cache,
-        } => {
-            cli::init_cli_logging();
-            cli::verify::run(&load()?, config_file, &env, repair, json, cache.as_deref())
-        }
+        } => cli::verify::run(&load()?, config_file, &env, repair, json, cache.as_deref()),
         Command::Doctor { json } => cli::doctor::run(config_file, &env, json),
         Command::Log {
             since,

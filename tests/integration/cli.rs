@@ -84,6 +84,13 @@ fn bad_config_files_exit_2_naming_file_line_and_key() {
             "is not a directory",
         ),
         (
+            "ambiguous size",
+            format!("{head}{path_line}max_size = \"10G\"\n"),
+            8,
+            "max_size",
+            "say \"10 GiB\" (powers of 1024, as du -h means) or \"10 GB\"",
+        ),
+        (
             "bad duration",
             format!("{head}{path_line}max_age = \"a while\"\n"),
             8,
@@ -474,4 +481,94 @@ fn doctor_names_what_needs_action_and_what_to_do() {
     let (code, findings) = doctor(&[]);
     assert_eq!(code, Some(1));
     assert_eq!(severity_of(&findings, "config"), ["action"], "{findings}");
+}
+
+/// Issue #30, item 5: `~/` is the home in every path key, not "a relative path".
+#[test]
+fn tilde_paths_are_the_home_in_a_plain_table() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".cache/go-build")).unwrap();
+    let file = home.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[daemon]\nsocket = \"~/run/cw.sock\"\nstate_dir = \"~/state\"\n\n[[cache]]\nname = \"gb\"\nkind = \"go-build\"\npath = \"~/.cache/go-build\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check", file.to_str().unwrap()])
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let home = home.path().canonicalize().unwrap();
+    for needle in [
+        format!("socket = \"{}/run/cw.sock\"", home.display()),
+        format!("state_dir = \"{}/state\"", home.display()),
+        format!("path = \"{}/.cache/go-build\"", home.display()),
+    ] {
+        assert!(printed.contains(&needle), "{printed} lacks {needle}");
+    }
+}
+
+/// Issue #30, item 10: `log` refuses a bare small `--since` and an unknown `--cache`.
+#[test]
+fn log_refuses_a_unitless_since_and_an_unknown_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let text = with_state_dir(
+        &config_text(&tmp.path().join("s.sock"), &[("c", &cache, "")]),
+        &tmp.path().join("state"),
+    );
+    let file = tmp.path().join("c.toml");
+    std::fs::write(&file, text).unwrap();
+    let config = file.to_str().unwrap();
+    let out = cachewarden(&["--config", config, "log", "--since", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("\"2h\""), "{}", stderr(&out));
+    let out = cachewarden(&["--config", config, "log", "--cache", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no cache named \"nope\"") && stderr(&out).contains("configured: c"),
+        "{}",
+        stderr(&out)
+    );
+    for since in ["2h", "1700000000"] {
+        let out = cachewarden(&["--config", config, "log", "--since", since, "--cache", "c"]);
+        assert_eq!(out.status.code(), Some(0), "{since}: {}", stderr(&out));
+    }
+}
+
+/// Issue #30, item 10: `man` is in the help; item 8: the documented exit codes.
+#[test]
+fn help_lists_man_and_dry_run_exit_codes_match_it() {
+    let help = String::from_utf8_lossy(&cachewarden(&["--help"]).stdout).into_owned();
+    assert!(help.contains("man "), "{help}");
+    let evict = String::from_utf8_lossy(&cachewarden(&["evict", "--help"]).stdout).into_owned();
+    assert!(
+        evict.contains("or a limit would still not be met"),
+        "{evict}"
+    );
+    // Nothing evictable (all within min_age) and the limit unmet: a dry run exits 1.
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::write(cache.join("young"), vec![0u8; 8192]).unwrap();
+    let file = tmp.path().join("c.toml");
+    std::fs::write(
+        &file,
+        config_text(
+            &tmp.path().join("s.sock"),
+            &[("c", &cache, "max_size = \"1 KiB\"")],
+        ),
+    )
+    .unwrap();
+    let out = cachewarden(&["--config", file.to_str().unwrap(), "evict", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("limit not met") && printed.contains("if none of it is used again"),
+        "{printed}"
+    );
 }

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod daemon;
 mod faults;
+mod first_hour;
 mod go_build;
 mod go_mod;
 mod go_versions;

@@ -9,15 +9,15 @@ use std::process::Command;
 use crate::common::*;
 
 /// Users made for one test and removed (with their homes) after it.
-struct User {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: PathBuf,
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
 }
 
 impl User {
-    fn add(name: &str, homes: &Path) -> User {
+    pub fn add(name: &str, homes: &Path) -> User {
         let home = homes.join(name);
         let ok = Command::new("useradd")
             .args(["-m", "-s", "/bin/sh", "-d"])
@@ -41,14 +41,20 @@ impl User {
     }
 
     /// `PROGRAM ARGS` as this user, with only a HOME and a PATH.
-    fn command(&self, program: &str, args: &[&str]) -> Command {
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        self.command_with(&["GOPROXY=off"], program, args)
+    }
+
+    /// [`User::command`] with more `NAME=value` settings.
+    pub fn command_with(&self, env: &[&str], program: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new("setpriv");
         cmd.arg(format!("--reuid={}", self.uid))
             .arg(format!("--regid={}", self.gid))
             .args(["--init-groups", "--", "env", "-i"])
             .arg(format!("HOME={}", self.home.display()))
             .arg("PATH=/usr/bin:/bin")
-            .args(["GOPROXY=off", "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local"])
+            .args(["GOFLAGS=-mod=mod", "GOTOOLCHAIN=local"])
+            .args(env)
             .arg(program)
             .args(args);
         cmd
