@@ -166,6 +166,26 @@ pub struct Query {
 /// skipped.
 pub fn read(path: &Path, query: &Query) -> std::io::Result<Vec<AuditRecord>> {
     let mut records = Vec::new();
+    each_record(path, &mut |record| {
+        let wanted = !(query.since.is_some_and(|t| record.at < t)
+            || query.cache.as_ref().is_some_and(|c| &record.cache != c)
+            || query
+                .caches
+                .as_ref()
+                .is_some_and(|seen| !seen.contains(&record.cache)));
+        if wanted {
+            records.push(record);
+        }
+    })?;
+    if let Some(limit) = query.limit {
+        let skip = records.len().saturating_sub(limit);
+        records.drain(..skip);
+    }
+    Ok(records)
+}
+
+/// Each record of the trail at `path`, oldest first (both generations), streamed.
+fn each_record(path: &Path, visit: &mut dyn FnMut(AuditRecord)) -> std::io::Result<()> {
     for file in [path.with_extension("jsonl.1"), path.to_path_buf()] {
         let f = match crate::own_files::open_for_reading(&file) {
             Ok(f) => f,
@@ -173,26 +193,48 @@ pub fn read(path: &Path, query: &Query) -> std::io::Result<Vec<AuditRecord>> {
             Err(e) => return Err(e),
         };
         for line in std::io::BufReader::new(f).lines() {
-            let Ok(record) = serde_json::from_str::<AuditRecord>(&line?) else {
-                continue;
-            };
-            if query.since.is_some_and(|t| record.at < t)
-                || query.cache.as_ref().is_some_and(|c| &record.cache != c)
-                || query
-                    .caches
-                    .as_ref()
-                    .is_some_and(|seen| !seen.contains(&record.cache))
-            {
-                continue;
+            if let Ok(record) = serde_json::from_str::<AuditRecord>(&line?) {
+                visit(record);
             }
-            records.push(record);
         }
     }
-    if let Some(limit) = query.limit {
-        let skip = records.len().saturating_sub(limit);
-        records.drain(..skip);
-    }
-    Ok(records)
+    Ok(())
+}
+
+/// Each cache's last eviction in the trail (its newest removals of one second, not
+/// repairs): what `status` shows as the last eviction after a restart (issue #30: it
+/// said `never` over a trail of 719 removals). Streamed: memory is per cache.
+pub fn last_evictions(
+    path: &Path,
+) -> std::io::Result<std::collections::HashMap<String, crate::report::EvictionSummary>> {
+    let mut last: std::collections::HashMap<String, crate::report::EvictionSummary> =
+        Default::default();
+    each_record(path, &mut |r| {
+        if r.reason.starts_with("repair") {
+            return;
+        }
+        let summary = last
+            .entry(r.cache)
+            .or_insert(crate::report::EvictionSummary {
+                at: r.at,
+                entries: 0,
+                freed_bytes: 0,
+                skipped: 0,
+            });
+        if r.at > summary.at {
+            *summary = crate::report::EvictionSummary {
+                at: r.at,
+                entries: 0,
+                freed_bytes: 0,
+                skipped: 0,
+            };
+        }
+        if r.at == summary.at {
+            summary.entries += 1;
+            summary.freed_bytes += r.bytes.unwrap_or(0);
+        }
+    })?;
+    Ok(last)
 }
 
 #[cfg(test)]

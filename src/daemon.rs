@@ -87,9 +87,21 @@ pub async fn run(
     });
     let mut supervisors: HashMap<String, Supervisor> = HashMap::new();
     let mut first_scans = Vec::new();
+    // What the caches' last evictions were before this start, from the trail.
+    let last_evictions = match audit.path().map(crate::audit::last_evictions) {
+        Some(Ok(last)) => last,
+        Some(Err(e)) => {
+            tracing::warn!("cannot read the audit trail for the caches' last evictions: {e}");
+            HashMap::new()
+        }
+        None => HashMap::new(),
+    };
     for cache_config in config.caches.iter().filter(|c| !c.waiting) {
         let (supervisor, scanned) =
             Supervisor::start(cache_config.clone(), state_dir.as_deref(), audit.clone());
+        if let Some(last) = last_evictions.get(&cache_config.name) {
+            supervisor.cache.seed_last_eviction(last.clone());
+        }
         first_scans.push(scanned);
         supervisors.insert(cache_config.name.clone(), supervisor);
     }

@@ -156,6 +156,9 @@ pub trait Cache: Send + Sync {
     /// Checks again the entries at these paths and those with open problems (what a
     /// one-shot `verify` found or repaired); never repairs. Returns how many it checked.
     fn recheck(&self, paths: &[String], now: UnixTime) -> usize;
+    /// The last eviction before this process started (from the audit trail), until
+    /// one of its own replaces it.
+    fn seed_last_eviction(&self, last: EvictionSummary);
     fn record_error(&self, message: String, now: UnixTime);
     /// Says that something is wrong now (`what` names the kind of condition; a new
     /// message replaces the old, keeping since when), or with `None` that it is over.
@@ -896,6 +899,13 @@ impl<K: Kind> Cache for CacheOf<K> {
 
     fn recheck(&self, paths: &[String], now: UnixTime) -> usize {
         self.recheck_paths(paths, now)
+    }
+
+    fn seed_last_eviction(&self, last: EvictionSummary) {
+        let mut history = self.history.lock().unwrap();
+        if history.last_eviction.is_none() {
+            history.last_eviction = Some(last);
+        }
     }
 
     fn set_condition(&self, what: &'static str, message: Option<String>, now: UnixTime) {

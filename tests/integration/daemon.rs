@@ -715,6 +715,21 @@ fn every_removal_is_in_the_audit_trail() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o077, 0, "the trail is private");
+
+    // Restarted with nothing to evict, its status still names the last eviction (the
+    // request's), from the trail, not `never` (issue #30).
+    let at = trail[1]["at"].as_i64().unwrap();
+    let daemon = Daemon::start(tmp.path(), &config);
+    let last = daemon.cache_status("c")["last_eviction"].clone();
+    assert_eq!(last["at"].as_i64(), Some(at), "{last}");
+    // (Removals of one second are one eviction: both here, if they shared it.)
+    let same_second = trail
+        .iter()
+        .filter(|r| r["at"].as_i64() == Some(at))
+        .count();
+    assert_eq!(last["entries"], same_second, "{last}");
+    assert!(last["freed_bytes"].as_u64().unwrap() >= 1000, "{last}");
+    daemon.stop();
 }
 
 #[test]
