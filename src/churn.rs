@@ -7,6 +7,17 @@
 //! (16 bytes each, at most [`MAX_TRACKED`]) for [`WINDOW`], and counts the bytes of
 //! those that reappear; `status`, metrics and `doctor` show it so the operator raises
 //! the limit instead of paying rebuilds.
+//!
+//! ## The working set
+//!
+//! What to raise the limit to is the bytes the last [`WINDOW`]'s builds used: the
+//! entries used within it that are still cached, plus those evicted for size after a
+//! use within it that have not come back (an entry that came back is cached again,
+//! counted once). Each entry counts once however often it thrashed, so a loop of
+//! builds that evicts and recreates the same 100 MiB estimates 100 MiB, not 100 MiB
+//! per build (issue #30: `max_size` plus everything that came back overshot a real
+//! `go build -a std` by a third). The supervisor takes it at each enforcement
+//! ([`WorkingSet`]), since summing the recent entries is a pass over the index.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -27,12 +38,32 @@ pub fn key_of<I: Hash>(id: &I) -> u64 {
 
 #[derive(Debug, Default)]
 pub struct Churn {
-    /// Evicted entries by key: when.
-    evicted: HashMap<u64, UnixTime>,
+    /// Evicted entries by key: when, their size, and whether they had been used within
+    /// the window before (part of the working set).
+    evicted: HashMap<u64, Evicted>,
     /// The same keys in eviction order, to forget the oldest first.
     order: VecDeque<(UnixTime, u64)>,
     /// Re-creations within the window: when, and the entry's size then.
     recreated: VecDeque<(UnixTime, u64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Evicted {
+    at: UnixTime,
+    bytes: u64,
+    used_in_window: bool,
+}
+
+/// The bytes the last [`WINDOW`]'s builds used (see the module docs), at `at`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WorkingSet {
+    pub at: UnixTime,
+    pub bytes: u64,
+    /// Used within the window and still cached.
+    pub cached_bytes: u64,
+    /// Used within the window, then evicted for size, and not back.
+    pub evicted_bytes: u64,
+    pub window_secs: i64,
 }
 
 /// Entries evicted and back again within [`WINDOW`].
@@ -44,15 +75,40 @@ pub struct Recreated {
 }
 
 impl Churn {
-    pub fn evicted(&mut self, key: u64, now: UnixTime) {
+    /// An entry of `bytes` last used at `last_use` was evicted for size.
+    pub fn evicted(&mut self, key: u64, bytes: u64, last_use: UnixTime, now: UnixTime) {
         self.forget_before(now - WINDOW);
         if self.order.len() == MAX_TRACKED {
             if let Some((_, old)) = self.order.pop_front() {
                 self.evicted.remove(&old);
             }
         }
-        self.evicted.insert(key, now);
+        let used_in_window = last_use >= now - WINDOW;
+        self.evicted.insert(
+            key,
+            Evicted {
+                at: now,
+                bytes,
+                used_in_window,
+            },
+        );
         self.order.push_back((now, key));
+    }
+
+    /// The working set, given the bytes of the entries used within the window that are
+    /// cached now (the caller's pass over its index).
+    pub fn working_set(&self, cached_bytes: u64, now: UnixTime) -> WorkingSet {
+        let evicted_bytes = (self.evicted.values())
+            .filter(|e| e.used_in_window && e.at >= now - WINDOW)
+            .map(|e| e.bytes)
+            .sum();
+        WorkingSet {
+            at: now,
+            bytes: cached_bytes + evicted_bytes,
+            cached_bytes,
+            evicted_bytes,
+            window_secs: WINDOW,
+        }
     }
 
     /// An entry appeared (was not in the index): counts it if it was evicted within the
@@ -61,7 +117,7 @@ impl Churn {
         if self.evicted.is_empty() {
             return;
         }
-        if let Some(at) = self.evicted.remove(&key) {
+        if let Some(Evicted { at, .. }) = self.evicted.remove(&key) {
             if at >= now - WINDOW {
                 self.recreated.push_back((now, bytes));
                 if self.recreated.len() > MAX_TRACKED {
@@ -84,7 +140,7 @@ impl Churn {
     fn forget_before(&mut self, cutoff: UnixTime) {
         while self.order.front().is_some_and(|(t, _)| *t < cutoff) {
             let (t, key) = self.order.pop_front().unwrap();
-            if self.evicted.get(&key) == Some(&t) {
+            if self.evicted.get(&key).is_some_and(|e| e.at == t) {
                 self.evicted.remove(&key);
             }
         }
@@ -101,8 +157,8 @@ mod tests {
     #[test]
     fn entries_back_soon_after_eviction_are_counted_once() {
         let mut churn = Churn::default();
-        churn.evicted(key_of(&"a"), 1000);
-        churn.evicted(key_of(&"b"), 1000);
+        churn.evicted(key_of(&"a"), 500, 900, 1000);
+        churn.evicted(key_of(&"b"), 900, 900, 1000);
         churn.appeared(key_of(&"a"), 500, 2000);
         churn.appeared(key_of(&"a"), 500, 2001); // already counted
         churn.appeared(key_of(&"c"), 700, 2000); // never evicted
@@ -119,11 +175,31 @@ mod tests {
         assert_eq!(churn.recreated(2000 + WINDOW + 1).entries, 0);
     }
 
+    /// A loop of builds thrashing the same entries counts each once; what came back is
+    /// the caller's (cached), what was not used within the window is not counted.
+    #[test]
+    fn the_working_set_counts_each_entry_once() {
+        let mut churn = Churn::default();
+        let now = 10 * WINDOW;
+        for round in 0..5 {
+            for entry in 0..10u64 {
+                churn.evicted(entry, 100, now - 50 + round, now - 40 + round);
+            }
+        }
+        churn.evicted(99, 5000, now - 2 * WINDOW, now - 30); // cold: not the working set
+        churn.appeared(3, 100, now - 20); // back: counted in the caller's cached bytes
+        let set = churn.working_set(700, now);
+        assert_eq!(
+            (set.cached_bytes, set.evicted_bytes, set.bytes),
+            (700, 900, 1600)
+        );
+    }
+
     #[test]
     fn memory_stays_bounded() {
         let mut churn = Churn::default();
         for i in 0..(MAX_TRACKED as u64 + 10) {
-            churn.evicted(i, 5);
+            churn.evicted(i, 1, 5, 5);
         }
         assert_eq!(churn.evicted.len(), MAX_TRACKED);
         churn.appeared(0, 1, 6);

@@ -149,26 +149,31 @@ fn watched_in_part(cache: &CacheStatus) -> Option<Finding> {
     ))
 }
 
-/// A `max_size` below what builds use: entries evicted for size come back.
+/// A `max_size` below what builds use: entries evicted for size come back. The
+/// advice is the working set (`churn.rs`): the bytes the last day's builds used, each
+/// entry once, cached or evicted.
 fn working_set(cache: &CacheStatus) -> Option<Finding> {
     let back = cache.recreated_after_eviction;
     let max = cache.limits.max_size_bytes?;
-    if back.bytes == 0 || back.bytes * 10 < max {
+    let set = cache.working_set?;
+    if back.bytes == 0 || back.bytes * 10 < max || set.bytes <= max {
         return None;
     }
     Some(finding(
         &format!("cache {}", cache.name),
         Severity::Warning,
         format!(
-            "max_size {} is below this cache's working set of about {} over the last day: {} entries ({}) evicted for size came back",
+            "max_size {} is below this cache's working set: the last day's builds used about {} ({} still cached, {} evicted for size after that use), and {} entries ({}) evicted for size came back",
             format_bytes(max),
-            format_bytes(max + back.bytes),
+            format_bytes(set.bytes),
+            format_bytes(set.cached_bytes),
+            format_bytes(set.evicted_bytes),
             back.entries,
             format_bytes(back.bytes)
         ),
         &format!(
             "raise max_size to at least {}: each entry that comes back is rebuilt or downloaded again",
-            format_bytes(max + back.bytes)
+            format_bytes(set.bytes)
         ),
     ))
 }

@@ -75,6 +75,10 @@ pub struct CacheStatus {
     /// `max_size` is below the working set (`churn.rs`).
     #[serde(default)]
     pub recreated_after_eviction: crate::churn::Recreated,
+    /// While entries evicted for size come back: the bytes the last day's builds used
+    /// (`churn.rs`), as of the last enforcement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_set: Option<crate::churn::WorkingSet>,
     /// The totals above by reason (`max-age`, `max-size`, `min-free`, `requested`).
     #[serde(default)]
     pub evicted_by_reason: Vec<EvictedByReason>,
@@ -123,6 +127,7 @@ impl CacheStatus {
             held: None,
             toolchains: Vec::new(),
             recreated_after_eviction: Default::default(),
+            working_set: None,
             evicted_entries_total: 0,
             evicted_bytes_total: 0,
             evicted_by_reason: Vec::new(),

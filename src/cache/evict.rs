@@ -91,7 +91,12 @@ impl<K: Kind> CacheOf<K> {
                             plan::Reason::MaxSize | plan::Reason::MinFree
                         ) {
                             let key = crate::churn::key_of(&planned.id);
-                            self.churn.lock().unwrap().evicted(key, now);
+                            (self.churn.lock().unwrap()).evicted(
+                                key,
+                                disk_bytes,
+                                planned.last_use,
+                                now,
+                            );
                         }
                         gone.push(&planned.id);
                         report.removed_entries += 1;
@@ -257,11 +262,23 @@ impl<K: Kind> CacheOf<K> {
             ));
         }
         if !dry_run {
+            // The working set, while evicted entries come back (then doctor advises
+            // max_size from it): a pass over the index, as the plan was.
+            let churning = self.churn.lock().unwrap().recreated(now).entries > 0;
+            let working_set = churning.then(|| {
+                let recent = now - crate::churn::WINDOW;
+                let cached: u64 = (self.index.lock().unwrap().iter())
+                    .filter(|(_, m)| m.last_use >= recent)
+                    .map(|(_, m)| m.disk_bytes)
+                    .sum();
+                self.churn.lock().unwrap().working_set(cached, now)
+            });
             let mut history = self.history.lock().unwrap();
             if report.unmet.is_empty() {
                 history.last_enforcement = Some(now);
             }
             history.unmet = report.unmet.clone();
+            history.working_set = working_set;
             history.held = report.in_use_by.clone().map(|by| crate::report::HeldView {
                 at: now,
                 entries: report.held_in_use,

@@ -214,6 +214,8 @@ struct History {
     held: Option<crate::report::HeldView>,
     /// Why the last enforcement left a limit exceeded, and until when (`plan.rs`).
     unmet: Vec<String>,
+    /// The working set at the last enforcement while evicted entries came back.
+    working_set: Option<crate::churn::WorkingSet>,
     evicted_entries_total: u64,
     evicted_bytes_total: u64,
     /// (entries, bytes) evicted by reason, in `plan::Reason` order.
@@ -780,6 +782,7 @@ impl<K: Kind> Cache for CacheOf<K> {
             unmet,
             toolchains: self.toolchains(),
             recreated_after_eviction: self.churn.lock().unwrap().recreated(now),
+            working_set: history.working_set,
             evicted_entries_total: history.evicted_entries_total,
             evicted_bytes_total: history.evicted_bytes_total,
             evicted_by_reason: history

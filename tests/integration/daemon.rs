@@ -1,6 +1,6 @@
 //! The real daemon binary on a temp socket over temp caches.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 use std::time::Duration;
 
@@ -772,13 +772,28 @@ fn entries_evicted_for_size_that_come_back_are_counted_and_doctor_says_so() {
             .contains("cachewarden_recreated_after_eviction_entries{cache=\"c\",kind=\"dir\"} 3"),
         "{metrics}"
     );
+    // The working set: the three that came back (used now), not the cold fourth nor
+    // each eviction and re-creation again.
+    let set = wait_for("the working set taken", DEADLINE, || {
+        let s = daemon.cache_status("c");
+        s["working_set"]["bytes"].as_u64()
+    });
+    let cached: u64 = evicted
+        .iter()
+        .map(|n| std::fs::metadata(cache.join(n)).unwrap().blocks() * 512)
+        .sum();
+    assert_eq!(set, cached, "{}", daemon.cache_status("c"));
     let out = Command::new(BIN)
         .args(["--config", daemon.config.to_str().unwrap(), "doctor"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
+    let advice = format!(
+        "raise max_size to at least {}",
+        cachewarden::units::format_bytes(set)
+    );
     assert!(
-        text.contains("is below this cache's working set") && text.contains("raise max_size"),
+        text.contains("is below this cache's working set") && text.contains(&advice),
         "{text}"
     );
     assert_eq!(daemon.stop().code(), Some(0));

@@ -693,3 +693,52 @@ fn scan_reports_sizes_from_the_walk() {
         .unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains(" files"));
 }
+
+/// Issue #30, item 9: the working set doctor advises `max_size` from matches what a
+/// real build uses. One `go build -a` into an empty cache is the truth; then a daemon
+/// with a limit of a third of it evicts after each of two more builds (each brings back
+/// what was evicted): its estimate is that build's size, not the limit plus every
+/// re-creation.
+#[test]
+fn the_working_set_doctor_advises_is_what_a_real_build_uses() {
+    let world = GoWorld::new();
+    world.go_ok(&["build", "-a", "-o", "/dev/null", "."], None);
+    let config = world.config("");
+    let real: u64 = fresh_scan(&config, "gb").values().sum();
+    let limit = real / 3;
+    let config = world.config(&format!(
+        "max_size = {limit}\nmin_age = \"1s\"\nunsafe_allow_short_min_age = true\n"
+    ));
+    let text = std::fs::read_to_string(&config).unwrap();
+    let daemon = Daemon::start(&world.root, &text);
+    let size = || daemon.cache_status("gb")["disk_bytes"].as_u64().unwrap();
+    wait_for("eviction to the limit", DEADLINE, || {
+        (size() <= limit).then_some(())
+    });
+    for _ in 0..2 {
+        world.go_ok(&["build", "-a", "-o", "/dev/null", "."], None);
+        let built = now();
+        wait_for("eviction after the build", DEADLINE, || {
+            let s = daemon.cache_status("gb");
+            let taken_after = s["working_set"]["at"].as_i64().is_some_and(|t| t >= built);
+            (s["disk_bytes"].as_u64()? <= limit && taken_after).then_some(())
+        });
+    }
+    let status = daemon.cache_status("gb");
+    let estimate = status["working_set"]["bytes"].as_u64().unwrap();
+    assert!(
+        estimate as f64 >= 0.8 * real as f64 && estimate as f64 <= 1.25 * real as f64,
+        "working set estimated {estimate} B, a real build uses {real} B: {status}"
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "doctor"])
+        .output()
+        .unwrap();
+    let doctor = String::from_utf8_lossy(&out.stdout);
+    let advice = format!(
+        "raise max_size to at least {}",
+        cachewarden::units::format_bytes(estimate)
+    );
+    assert!(doctor.contains(&advice), "{doctor}");
+    daemon.stop();
+}
