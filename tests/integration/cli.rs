@@ -404,6 +404,13 @@ fn targeted_eviction_removes_exactly_the_named_entries() {
         .unwrap()
         .contains("min_age"));
     assert_eq!(files(&cache), ["keep", "pkg@v3"]);
+    // The text names the entry's path, the min_age and when it may go (issue #30).
+    let out = cachewarden(&["--config", cfg, "evict", "--entry", "pkg@v3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("skipped pkg@v3 (pkg@v3): used 0m ago, within min_age (10m); removable from "),
+        "{text}"
+    );
 
     let out = cachewarden(&["--config", cfg, "evict", "--entry", "nothing-like-it"]);
     assert_eq!(out.status.code(), Some(1), "nothing matched");
