@@ -408,7 +408,9 @@ fn targeted_eviction_removes_exactly_the_named_entries() {
     let out = cachewarden(&["--config", cfg, "evict", "--entry", "pkg@v3"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("skipped pkg@v3 (pkg@v3): used 0m ago, within min_age (10m); removable from "),
+        text.contains(
+            "skipped pkg@v3 (pkg@v3): used 0m ago, within min_age (10m); removable from "
+        ),
         "{text}"
     );
 
