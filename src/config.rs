@@ -211,7 +211,10 @@ struct RawDaemon {
 struct RawCache {
     name: Spanned<String>,
     kind: KindName,
-    path: Spanned<PathBuf>,
+    /// Required, except for a `cargo-target` table with `roots`.
+    path: Option<Spanned<PathBuf>>,
+    /// `cargo-target`: the directories below which target directories are found.
+    roots: Option<Spanned<Vec<PathBuf>>>,
     max_size: Option<SizeLimit>,
     #[serde(default, with = "units::duration_text")]
     max_age: Option<Duration>,
@@ -524,23 +527,95 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                 format!("duplicate cache name {name:?}"),
             ));
         }
-        let path_span = Some(raw.path.span());
+        let path = match (&raw.path, &raw.roots) {
+            (Some(path), None) => path.clone(),
+            (None, Some(roots)) if raw.kind.finds_caches_below_roots() => {
+                Spanned::new(roots.span(), PathBuf::from("roots"))
+            }
+            (None, Some(roots)) => {
+                return Err(err_at(
+                    Some(roots.span()),
+                    Some("roots"),
+                    format!("roots applies to cargo-target caches (the directories their target directories are found below); a {} cache takes a path", raw.kind),
+                ))
+            }
+            (Some(_), Some(roots)) => {
+                return Err(err_at(
+                    Some(roots.span()),
+                    Some("roots"),
+                    "give path (one target directory) or roots (directories to find them below), not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(err_at(
+                    Some(raw.name.span()),
+                    Some("path"),
+                    format!("cache {name:?} has no path (the cache's directory, or \"auto\")"),
+                ))
+            }
+        };
+        let path_span = Some(path.span());
         // With `users`, `~/` is each user's home (`users::path_for`).
         let plain_path = match raw.users {
-            Some(_) => raw.path.get_ref().clone(),
-            None => home_expanded(raw.path.clone(), env).into_inner(),
+            Some(_) => path.get_ref().clone(),
+            None => home_expanded(path.clone(), env).into_inner(),
         };
         let targets = match &raw.users {
+            // Each user's target directories below their `~/…` roots, theirs.
+            Some(users) if raw.roots.is_some() => {
+                let owners = users::resolve(users.get_ref())
+                    .map_err(|m| err_at(Some(users.span()), Some("users"), m))?;
+                let roots = raw
+                    .roots
+                    .as_ref()
+                    .map(|r| r.get_ref().clone())
+                    .unwrap_or_default();
+                let mut targets = Vec::new();
+                for owner in owners {
+                    let mut theirs = Vec::new();
+                    for root in &roots {
+                        let root = users::path_for(raw.kind, root, &owner)
+                            .map_err(|m| err_at(path_span.clone(), Some("roots"), m))?;
+                        theirs.push(root);
+                    }
+                    let prefix = format!("{table}@{}", owner.name);
+                    targets.extend(
+                        caches_below_roots(&prefix, &theirs)
+                            .into_iter()
+                            .map(|(name, dir, _)| (name, dir, Some(owner.clone()))),
+                    );
+                }
+                targets
+            }
             Some(users) => {
                 let owners = users::resolve(users.get_ref())
                     .map_err(|m| err_at(Some(users.span()), Some("users"), m))?;
                 let mut targets = Vec::new();
                 for owner in owners {
-                    let path = users::path_for(raw.kind, raw.path.get_ref(), &owner)
+                    let path = users::path_for(raw.kind, path.get_ref(), &owner)
                         .map_err(|m| err_at(path_span.clone(), Some("path"), m))?;
                     targets.push((format!("{table}@{}", owner.name), path, Some(owner)));
                 }
                 targets
+            }
+            None if raw.roots.is_some() => {
+                let roots = raw
+                    .roots
+                    .as_ref()
+                    .map(|r| r.get_ref().clone())
+                    .unwrap_or_default();
+                let roots: Vec<PathBuf> = roots
+                    .into_iter()
+                    .map(|r| home_expanded(Spanned::new(0..0, r), env).into_inner())
+                    .collect();
+                if let Some(relative) = roots.iter().find(|r| r.is_relative()) {
+                    return Err(err_at(
+                        path_span.clone(),
+                        Some("roots"),
+                        format!("{relative:?} is a relative path; give absolute paths or ones starting with \"~/\""),
+                    ));
+                }
+                caches_below_roots(&table, &roots)
             }
             None if users::is_glob(&plain_path) => users::glob_caches(&plain_path)
                 .map_err(|m| err_at(path_span.clone(), Some("path"), m))?
@@ -549,7 +624,7 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                 .collect(),
             None => vec![(name, plain_path.clone(), None)],
         };
-        let per_user = raw.users.is_some() || users::is_glob(&plain_path);
+        let per_user = raw.users.is_some() || users::is_glob(&plain_path) || raw.roots.is_some();
         discovers |= per_user;
         if raw.group_max_size.is_some() || raw.group_min_free.is_some() {
             groups.push(GroupConfig {
@@ -663,18 +738,14 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                     ));
                 }
             }
-            let default_guard: &[&str] = match raw.kind {
-                KindName::GoBuild => crate::golang::procs::DEFAULT_BUILD_GUARD,
-                KindName::GoMod => crate::golang::procs::DEFAULT_MOD_GUARD,
-                KindName::Dir => &[],
-            };
+            let default_guard = raw.kind.default_guard();
             let guard_processes = match &raw.guard_processes {
-            None => default_guard.iter().map(|s| s.to_string()).collect(),
-            Some(_) if raw.kind == KindName::Dir => {
+            None => default_guard.unwrap_or_default().iter().map(|s| s.to_string()).collect(),
+            Some(_) if default_guard.is_none() => {
                 return Err(err_at(
                     raw.guard_processes.as_ref().map(|g| g.span()),
                     Some("guard_processes"),
-                    "guard_processes applies to go-build and go-mod caches (a dir cache's writer is unknown; min_age protects it)".into(),
+                    format!("guard_processes does not apply to {} caches (their writer is not a process the daemon can name; min_age protects them)", raw.kind),
                 ))
             }
             Some(names) => {
@@ -693,7 +764,7 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
             }
         };
             let keep_toolchains = match &raw.keep_toolchains {
-                Some(n) if raw.kind != KindName::GoMod => return Err(err_at(
+                Some(n) if !raw.kind.holds_toolchains() => return Err(err_at(
                     Some(n.span()),
                     Some("keep_toolchains"),
                     "keep_toolchains applies to go-mod caches (Go toolchains live in GOMODCACHE)"
@@ -765,6 +836,51 @@ enum Resolved {
     Waiting(PathBuf),
     /// `auto` found no place at all.
     Nowhere,
+}
+
+/// The caches a `roots` table finds (`cargo-target`: every target directory below the
+/// roots), named `table@<its path below its root>` (`/` as `.`, other characters
+/// outside `[A-Za-z0-9_.-]` as `_`), each owned by its directory's owner when the
+/// daemon runs as root.
+fn caches_below_roots(
+    table: &str,
+    roots: &[PathBuf],
+) -> Vec<(String, PathBuf, Option<users::Owner>)> {
+    let mut found = Vec::new();
+    let mut names = HashSet::new();
+    let as_root = nix::unistd::geteuid().is_root();
+    for root in roots {
+        for dir in crate::kinds::cargo_target::find_target_dirs(root) {
+            let rel = dir
+                .strip_prefix(root)
+                .unwrap_or(&dir)
+                .to_string_lossy()
+                .into_owned();
+            let slug: String = rel
+                .chars()
+                .map(|c| match c {
+                    '/' => '.',
+                    c if c.is_ascii_alphanumeric() || "-_.".contains(c) => c,
+                    _ => '_',
+                })
+                .collect();
+            let mut name = format!("{table}@{slug}");
+            let mut n = 2;
+            while !names.insert(name.clone()) {
+                name = format!("{table}@{slug}-{n}");
+                n += 1;
+            }
+            let owner = match as_root {
+                true => match users::owner_of(&dir) {
+                    Some(owner) => Some(owner),
+                    None => continue, // owned by no user of /etc/passwd: not managed
+                },
+                false => None,
+            };
+            found.push((name, dir, owner));
+        }
+    }
+    found
 }
 
 /// `~` and `~/rest`: the home of the user whose config this is (`$HOME`), in every

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{self, CacheConfig, Config, Env};
-use crate::kinds::KindName;
 use crate::report::{CacheStatus, StatusReport};
 use crate::units::format_bytes;
 
@@ -238,16 +237,8 @@ fn cache_checks(cache: &CacheConfig) -> Vec<Finding> {
         format!("{} ({})", cache.path.display(), cache.kind),
         "",
     ));
-    if cache.kind == KindName::GoMod {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        if crate::kinds::go_mod::mounted_noatime(&mountinfo, &cache.path) {
-            out.push(finding(
-                &check,
-                Severity::Warning,
-                "its filesystem is mounted noatime: go records no use of modules, so last use is the download time and eviction is by download age".into(),
-                "remount with relatime (the default) if modules you use daily get evicted",
-            ));
-        }
+    for (what, fix) in cache.kind.setup_warnings(&cache.path) {
+        out.push(finding(&check, Severity::Warning, what, &fix));
     }
     if let (Some(limit), Ok(disk)) = (
         cache.limits.min_free,

@@ -34,7 +34,7 @@ use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{FileStat, Mode};
 
 mod walk;
-pub use walk::{walk_tree, Visit, Walk, KEEP_OPEN};
+pub use walk::{open_dir_at, walk_tree, Visit, Walk, KEEP_OPEN};
 
 /// Disk usage of one file: its allocated blocks × 512, whole, however many hard links
 /// it has. Dividing by the link count (so that links inside one cache add up to what
@@ -452,6 +452,24 @@ pub fn remove_tree_at(parent: impl AsFd, name: &OsStr) -> io::Result<u64> {
         Ok(()) | Err(Errno::ENOENT) => Ok(freed),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The pid holding an `flock` on the inode (`dev`, `ino`), from `/proc/locks`
+/// (`1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`, device as hex major:minor):
+/// who holds a lock, learnt without taking it.
+pub fn flock_holder(dev: u64, ino: u64) -> Option<u32> {
+    let wanted = format!(
+        "{:02x}:{:02x}:{ino}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&wanted.as_str()))
+            .then(|| fields.get(4)?.parse().ok())
+            .flatten()
+    })
 }
 
 /// `lstat` of `name` in the directory `dir`.

@@ -116,7 +116,7 @@ pub fn running_on(state_dir: &Path) -> Option<(u32, PathBuf)> {
     let path = state_dir.join(STATE_LOCK);
     let mut file = own_files::open_for_reading(&path).ok()?;
     let st = nix::sys::stat::fstat(&file).ok()?;
-    let pid = flock_holder(st.st_dev, st.st_ino)?;
+    let pid = crate::fsutil::flock_holder(st.st_dev, st.st_ino)?;
     let mut text = String::new();
     file.read_to_string(&mut text).ok()?;
     let (_, socket) = parse_state_lock(&text);
@@ -146,7 +146,7 @@ pub fn lock_root(root: &Path) -> Result<RootLock, String> {
     match Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(RootLock(lock)),
         Err(_) => {
-            let holder = flock_holder(st.st_dev, st.st_ino)
+            let holder = crate::fsutil::flock_holder(st.st_dev, st.st_ino)
                 .map(|pid| {
                     let comm =
                         std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
@@ -159,23 +159,6 @@ pub fn lock_root(root: &Path) -> Result<RootLock, String> {
             ))
         }
     }
-}
-
-/// The pid holding an `flock` on the inode (`dev`, `ino`), from `/proc/locks`
-/// (`1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`, device as hex major:minor).
-fn flock_holder(dev: u64, ino: u64) -> Option<u32> {
-    let wanted = format!(
-        "{:02x}:{:02x}:{ino}",
-        nix::sys::stat::major(dev),
-        nix::sys::stat::minor(dev)
-    );
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    locks.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&wanted.as_str()))
-            .then(|| fields.get(4)?.parse().ok())
-            .flatten()
-    })
 }
 
 /// Creates the snapshot directory (private) or checks that an existing one is the

@@ -338,7 +338,7 @@ async fn evict(
         modules: opts.modules.into_iter().chain(opts.module).collect(),
     };
     let dry_run = opts.dry_run;
-    if !selection.modules.is_empty() && cache.config().kind != crate::kinds::KindName::GoMod {
+    if !selection.modules.is_empty() && !cache.config().kind.names_modules() {
         return Err(bad_request(format!(
             "modules name Go modules, for go-mod caches; cache {name:?} is kind {} (name entries instead)",
             cache.config().kind

@@ -127,7 +127,7 @@ pub fn owner_of(path: &Path) -> Option<Owner> {
 /// `~/rest` below their home.
 pub fn path_for(kind: KindName, configured: &Path, owner: &Owner) -> Result<PathBuf, String> {
     if configured == Path::new("auto") {
-        return Ok(go_default(kind, owner));
+        return go_default(kind, owner);
     }
     match configured.strip_prefix("~") {
         Ok(rest) if configured.to_string_lossy().starts_with("~/") => Ok(owner.home.join(rest)),
@@ -138,9 +138,9 @@ pub fn path_for(kind: KindName, configured: &Path, owner: &Owner) -> Result<Path
     }
 }
 
-/// Where go puts the cache of `kind` for `owner`, with no environment but their
-/// `go env -w` settings.
-fn go_default(kind: KindName, owner: &Owner) -> PathBuf {
+/// Where the tool puts the cache of `kind` for `owner`, with no environment but their
+/// own settings (go: what `go env -w` wrote).
+fn go_default(kind: KindName, owner: &Owner) -> Result<PathBuf, String> {
     let env = go_env_file(owner);
     let get = |key: &str| {
         env.iter()
@@ -148,20 +148,8 @@ fn go_default(kind: KindName, owner: &Owner) -> PathBuf {
             .map(|(_, v)| PathBuf::from(v))
             .filter(|p| p.is_absolute())
     };
-    match kind {
-        KindName::GoBuild => get("GOCACHE").unwrap_or_else(|| owner.home.join(".cache/go-build")),
-        _ => get("GOMODCACHE")
-            .or_else(|| {
-                // GOPATH may be a list; go uses the first element.
-                let first = get("GOPATH")?
-                    .to_string_lossy()
-                    .split(':')
-                    .next()?
-                    .to_string();
-                Some(PathBuf::from(first).join("pkg/mod"))
-            })
-            .unwrap_or_else(|| owner.home.join("go/pkg/mod")),
-    }
+    kind.per_user_auto(&owner.home, &get)
+        .ok_or_else(|| format!("path = \"auto\" is not known for kind {kind}; give \"~/…\""))
 }
 
 /// `KEY=value` lines of the owner's `~/.config/go/env`, if it is a regular file of
@@ -355,11 +343,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            go_default(KindName::GoBuild, &owner),
+            go_default(KindName::GoBuild, &owner).unwrap(),
             PathBuf::from("/srv/alice-cache")
         );
         assert_eq!(
-            go_default(KindName::GoMod, &owner),
+            go_default(KindName::GoMod, &owner).unwrap(),
             PathBuf::from("/srv/gopath/pkg/mod")
         );
     }
@@ -373,7 +361,7 @@ mod tests {
         std::fs::write(&elsewhere, "GOCACHE=/srv/other\n").unwrap();
         std::os::unix::fs::symlink(&elsewhere, home.path().join(".config/go/env")).unwrap();
         assert_eq!(
-            go_default(KindName::GoBuild, &owner),
+            go_default(KindName::GoBuild, &owner).unwrap(),
             home.path().join(".cache/go-build")
         );
         let stranger = Owner {
@@ -383,7 +371,7 @@ mod tests {
         std::fs::remove_file(home.path().join(".config/go/env")).unwrap();
         std::fs::write(home.path().join(".config/go/env"), "GOCACHE=/srv/other\n").unwrap();
         assert_eq!(
-            go_default(KindName::GoBuild, &stranger),
+            go_default(KindName::GoBuild, &stranger).unwrap(),
             home.path().join(".cache/go-build")
         );
     }

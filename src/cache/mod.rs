@@ -231,15 +231,15 @@ struct History {
 
 /// Builds the engine for a configured cache, with the kind it names.
 pub fn open(config: CacheConfig) -> Arc<dyn Cache> {
-    use crate::kinds::{dir::DirKind, go_build::GoBuildKind, go_mod::GoModKind, KindName};
-    match config.kind {
-        KindName::Dir => CacheOf::open(DirKind::new(config.path.clone()), config),
-        KindName::GoBuild => CacheOf::open(GoBuildKind::new(config.path.clone()), config),
-        KindName::GoMod => CacheOf::open(
-            GoModKind::new(config.path.clone(), config.limits.min_age),
-            config,
-        ),
+    struct Engine(CacheConfig);
+    impl crate::kinds::WithKind for Engine {
+        type Out = Arc<dyn Cache>;
+        fn with<K: Kind>(self, kind: K) -> Arc<dyn Cache> {
+            CacheOf::open(kind, self.0)
+        }
     }
+    let settings = settings_of(&config);
+    (config.kind).build(config.path.clone(), &settings, Engine(config))
 }
 
 impl<K: Kind> CacheOf<K> {

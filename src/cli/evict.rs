@@ -32,7 +32,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
     }
     if let (false, Some(cache)) = (selection.modules.is_empty(), caches.first()) {
         let config = cache.config();
-        if config.kind != cachewarden::kinds::KindName::GoMod {
+        if !config.kind.names_modules() {
             anyhow::bail!(
                 "--module names Go modules, for go-mod caches; cache {:?} is kind {} (use --entry)",
                 config.name,

@@ -39,7 +39,8 @@ fn example_config_parses() {
     let dir = tempfile::tempdir().unwrap();
     // Its commented-out dir table too, every key uncommented, the path a temp dir.
     let example = include_str!("../../config.example.toml");
-    let (active, dir_table) = example.split_at(example.find("# [[cache]]").unwrap());
+    let dir_start = example.find("# A plain directory (here ccache's)").unwrap();
+    let (active, dir_table) = example.split_at(dir_start);
     let dir_table = &dir_table[..dir_table.find("# --- Shared build servers").unwrap()];
     let text: String = active
         .lines()
@@ -228,9 +229,9 @@ fn errors_name_line_and_key() {
     );
     expect_err(
         "[[cache]]\nname = \"c\"\nkind = \"dir\"\n",
-        1,
+        2,
         "path",
-        "missing field",
+        "cache \"c\" has no path",
     );
     expect_err(
         "[daemon]\nsocket_group = \"no-such-group-xyz\"\n",

@@ -6,6 +6,7 @@
 //! is generic over [`Kind`] and never touches a cache's files itself, so adding a kind
 //! touches only this folder and [`KindName`].
 
+pub mod cargo_target;
 pub mod dir;
 pub mod go_build;
 pub mod go_mod;
@@ -338,6 +339,8 @@ pub enum KindName {
     GoBuild,
     /// Go's module cache (GOMODCACHE).
     GoMod,
+    /// A cargo target directory (`target/`), or every one below `roots`.
+    CargoTarget,
 }
 
 impl fmt::Display for KindName {
@@ -346,6 +349,7 @@ impl fmt::Display for KindName {
             KindName::Dir => "dir",
             KindName::GoBuild => "go-build",
             KindName::GoMod => "go-mod",
+            KindName::CargoTarget => "cargo-target",
         })
     }
 }
@@ -357,6 +361,7 @@ impl KindName {
             KindName::Dir => dir::DEFAULT_MIN_AGE,
             KindName::GoBuild => go_build::DEFAULT_MIN_AGE,
             KindName::GoMod => go_mod::DEFAULT_MIN_AGE,
+            KindName::CargoTarget => cargo_target::DEFAULT_MIN_AGE,
         }
     }
 
@@ -366,6 +371,7 @@ impl KindName {
             KindName::Dir => dir::MIN_AGE_FLOOR,
             KindName::GoBuild => go_build::MIN_AGE_FLOOR,
             KindName::GoMod => go_mod::MIN_AGE_FLOOR,
+            KindName::CargoTarget => cargo_target::MIN_AGE_FLOOR,
         }
     }
 
@@ -375,6 +381,7 @@ impl KindName {
             KindName::Dir => Err("path = \"auto\" needs a kind that can find its own cache (a dir cache needs an explicit path)".into()),
             KindName::GoBuild => Ok(crate::golang::env::discover().gocache),
             KindName::GoMod => Ok(crate::golang::env::discover().gomodcache),
+            KindName::CargoTarget => Err("path = \"auto\" is not for cargo-target: give the target directory, or roots = [\"~/src\"] to find every one below".into()),
         }
     }
 
@@ -384,6 +391,90 @@ impl KindName {
             KindName::Dir => Ok(()),
             KindName::GoBuild => go_build::GoBuildKind::check_root(root),
             KindName::GoMod => go_mod::GoModKind::check_root(root),
+            KindName::CargoTarget => cargo_target::CargoTargetKind::check_root(root),
         }
     }
+
+    /// Whether a table of this kind may find its caches below `roots` (one cache per
+    /// directory found) instead of naming one `path`.
+    pub fn finds_caches_below_roots(self) -> bool {
+        self == KindName::CargoTarget
+    }
+
+    /// Builds what `with` makes of this kind's [`Kind`] for the cache at `root`: the
+    /// one place that maps a name to its implementation (the engine's `cache::open`
+    /// passes itself as `with`), so a new kind is a folder here and an arm in each of
+    /// these methods, never an edit to the engine.
+    pub fn build<W: WithKind>(self, root: PathBuf, settings: &KindSettings, with: W) -> W::Out {
+        match self {
+            KindName::Dir => with.with(dir::DirKind::new(root)),
+            KindName::GoBuild => with.with(go_build::GoBuildKind::new(root)),
+            KindName::GoMod => with.with(go_mod::GoModKind::new(root, settings.min_age)),
+            KindName::CargoTarget => with.with(cargo_target::CargoTargetKind::new(root)),
+        }
+    }
+
+    /// The `guard_processes` default, and whether the setting applies at all (a `dir`
+    /// cache's writer is unknown; `min_age` protects it).
+    pub fn default_guard(self) -> Option<&'static [&'static str]> {
+        match self {
+            // Cargo's own build lock says what a running cargo uses.
+            KindName::Dir | KindName::CargoTarget => None,
+            KindName::GoBuild => Some(crate::golang::procs::DEFAULT_BUILD_GUARD),
+            KindName::GoMod => Some(crate::golang::procs::DEFAULT_MOD_GUARD),
+        }
+    }
+
+    /// Whether its entries can be Go toolchains (`keep_toolchains`).
+    pub fn holds_toolchains(self) -> bool {
+        self == KindName::GoMod
+    }
+
+    /// Whether its entries are Go module versions (`evict --module`).
+    pub fn names_modules(self) -> bool {
+        self == KindName::GoMod
+    }
+
+    /// Where the tool keeps this cache for a user whose home is `home`, with `setting`
+    /// their own settings of the tool's environment (go: what `go env -w` wrote), for a
+    /// per-user table's `path = "auto"`. `None`: the kind cannot say.
+    pub fn per_user_auto(
+        self,
+        home: &Path,
+        setting: &dyn Fn(&str) -> Option<PathBuf>,
+    ) -> Option<PathBuf> {
+        match self {
+            KindName::Dir | KindName::CargoTarget => None,
+            KindName::GoBuild => {
+                Some(setting("GOCACHE").unwrap_or_else(|| home.join(".cache/go-build")))
+            }
+            KindName::GoMod => Some(
+                setting("GOMODCACHE")
+                    .or_else(|| {
+                        // GOPATH may be a list; go uses the first element.
+                        let first = setting("GOPATH")?
+                            .to_string_lossy()
+                            .split(':')
+                            .next()?
+                            .to_string();
+                        Some(PathBuf::from(first).join("pkg/mod"))
+                    })
+                    .unwrap_or_else(|| home.join("go/pkg/mod")),
+            ),
+        }
+    }
+
+    /// What `doctor` should warn about a cache of this kind at `path`: (what, fix).
+    pub fn setup_warnings(self, path: &Path) -> Vec<(String, String)> {
+        match self {
+            KindName::GoMod => go_mod::setup_warnings(path),
+            KindName::Dir | KindName::GoBuild | KindName::CargoTarget => Vec::new(),
+        }
+    }
+}
+
+/// Something built generically over a [`Kind`] (see [`KindName::build`]).
+pub trait WithKind {
+    type Out;
+    fn with<K: Kind>(self, kind: K) -> Self::Out;
 }

@@ -586,21 +586,26 @@ fn soak_go_commands_never_fail_because_of_the_daemon() {
     // soak go runs nearly always, and fresh damage waits for it, or go clean or
     // eviction takes the junk first), and a second sweep finds nothing.
     plant_junk(world, 999_999);
-    let output = walkdir::WalkDir::new(&world.gocache)
-        .into_iter()
-        .filter_map(Result::ok)
-        .find(|e| {
-            e.file_name().to_string_lossy().ends_with("-d")
-                && e.metadata().is_ok_and(|m| m.len() > 1)
-        })
-        .expect("an output in the build cache");
-    let len = output.metadata().unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(output.path())
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    // (A last go clean -cache or the 2 MiB limit may have left no output to damage: a
+    // build makes some.)
+    world.build_ok();
+    // (The daemon evicts to the limit meanwhile: an output gone before it is damaged
+    // is looked for again.)
+    wait_for("an output in the build cache to damage", DEADLINE, || {
+        let output = walkdir::WalkDir::new(&world.gocache)
+            .into_iter()
+            .filter_map(Result::ok)
+            .find(|e| {
+                e.file_name().to_string_lossy().ends_with("-d")
+                    && e.metadata().is_ok_and(|m| m.len() > 1)
+            })?;
+        let len = output.metadata().ok()?.len();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(output.path())
+            .ok()?;
+        file.set_len(len / 2).ok()
+    });
     // The watcher has seen it all: the index is the disk again.
     daemon.assert_index_is_fresh_scan("gb");
     daemon.assert_index_is_fresh_scan("gm");

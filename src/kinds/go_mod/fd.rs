@@ -312,10 +312,21 @@ pub(super) fn atime_mode(mountinfo: &str, path: &Path) -> AtimeMode {
     best.map_or(AtimeMode::Unknown, |(_, m)| m)
 }
 
-/// Whether the mount holding `path` is `noatime` (last use is then the download time);
-/// for `cachewarden doctor`.
+/// Whether the mount holding `path` is `noatime` (last use is then the download time).
 pub fn mounted_noatime(mountinfo: &str, path: &Path) -> bool {
     atime_mode(mountinfo, path) == AtimeMode::NoAtime
+}
+
+/// What `cachewarden doctor` should warn about a module cache at `path`: (what, fix).
+pub fn setup_warnings(path: &Path) -> Vec<(String, String)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    match mounted_noatime(&mountinfo, path) {
+        true => vec![(
+            "its filesystem is mounted noatime: go records no use of modules, so last use is the download time and eviction is by download age".into(),
+            "remount with relatime (the default) if modules you use daily get evicted".into(),
+        )],
+        false => Vec::new(),
+    }
 }
 
 pub(super) const SIGNAL_RELATIME: &str = "max(atime, mtime) of each module version's files (tree, .zip, .info, .mod): go records no use; this filesystem is mounted relatime, which updates atime at most once a day, so last use is exact to about a day";

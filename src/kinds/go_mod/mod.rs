@@ -209,8 +209,8 @@ mod verify;
 
 use crate::golang::dirhash::{hash1, hash_zip, sha256_of};
 use crate::golang::module::{escape, is_canonical_version, sort_versions, unescape};
-pub use fd::mounted_noatime;
 use fd::*;
+pub use fd::{mounted_noatime, setup_warnings};
 use layout::*;
 
 // ---------------------------------------------------------------------------------------
@@ -643,6 +643,8 @@ impl Kind for GoModKind {
 
 #[cfg(test)]
 mod dirhash_tests;
+#[cfg(test)]
+mod held_tests;
 #[cfg(test)]
 mod race_tests;
 #[cfg(test)]
