@@ -76,11 +76,11 @@ fn main() {
     let (_, cache) = scan();
     let status = cache.status(cachewarden::now());
     println!(
-        "scan: {} entries, {} MiB: {:.0?} vs du -s {:.0?}: {:.2}x",
+        "scan: {} entries, {} MiB: {} ms vs du -s {} ms: {:.2}x",
         status.entries,
         status.disk_bytes >> 20,
-        scan_time,
-        du_time,
+        scan_time.as_millis(),
+        du_time.as_millis(),
         scan_time.as_secs_f64() / du_time.as_secs_f64()
     );
 
@@ -110,12 +110,12 @@ fn main() {
     let rm_rate = before as f64 / rm_time.as_secs_f64();
     let evict_rate = report.freed_bytes as f64 / evict_time.as_secs_f64();
     println!(
-        "removal: evicted {} entries, {} MiB in {:.0?} ({:.0} MiB/s) vs rm -rf of the same directory {:.0?} ({:.0} MiB/s): {:.2}x the bytes per second",
+        "removal: evicted {} entries, {} MiB in {} ms ({:.0} MiB/s) vs rm -rf of the same directory {} ms ({:.0} MiB/s): {:.2}x the bytes per second",
         report.removed_entries,
         report.freed_bytes >> 20,
-        evict_time,
+        evict_time.as_millis(),
         evict_rate / 1048576.0,
-        rm_time,
+        rm_time.as_millis(),
         rm_rate / 1048576.0,
         evict_rate / rm_rate
     );

@@ -156,6 +156,17 @@ impl CargoTargetKind {
         dir: &'static str,
     ) -> Arc<HashMap<u64, Vec<OsString>>> {
         let rel = Path::new(&**profile).join(dir);
+        let removing =
+            (self.locks.lock().unwrap().get(profile)).is_some_and(|w| w.strong_count() > 0);
+        if removing {
+            // Our removals hold cargo's lock of this profile: only they change it, so
+            // what was listed is what there is, less what they removed (a miss is
+            // harmless); listing `deps/` again after each removal made eviction
+            // quadratic.
+            if let Some(l) = self.listings.lock().unwrap().get(&(profile.clone(), dir)) {
+                return l.by_hash.clone();
+            }
+        }
         let Ok(st) = fsutil::open_at_beneath(root, &rel, fsutil::DIR_FLAGS)
             .and_then(|fd| nix::sys::stat::fstat(&fd).map_err(io::Error::from))
         else {
@@ -404,32 +415,75 @@ impl Kind for CargoTargetKind {
                 return result;
             }
         };
+        // One walk per unit directory of each profile, as `du` does, each file added
+        // to the unit its name (or its top directory's name) carries: the same sums
+        // `measure` makes for one unit.
         for profile in profiles {
             let profile: Arc<str> = Arc::from(profile.to_string_lossy().as_ref());
-            let mut ids: BTreeSet<TargetId> = BTreeSet::new();
-            for dir in UNIT_DIRS {
-                for hash in self.listing(&root, &profile, dir).keys() {
-                    ids.insert(TargetId {
-                        profile: profile.clone(),
-                        part: Part::Unit(*hash),
-                    });
+            let mut units: HashMap<Part, EntryMeta> = HashMap::new();
+            for dir in UNIT_DIRS.into_iter().chain([layout::INCREMENTAL]) {
+                // The listings `stat` uses later, taken before the walk.
+                if dir != layout::INCREMENTAL {
+                    self.listing(&root, &profile, dir);
                 }
+                let rel = Path::new(&*profile).join(dir);
+                let fd = match fsutil::open_at_beneath(&root, &rel, fsutil::DIR_FLAGS) {
+                    Ok(fd) => fd,
+                    Err(e) if fsutil::is_vanished(&e) => continue,
+                    Err(e) => {
+                        result.errors.push(format!("{}: {e}", rel.display()));
+                        continue;
+                    }
+                };
+                let part_of = |top: &OsStr| match dir {
+                    layout::INCREMENTAL => Some(Part::Incremental(Arc::from(top.to_str()?))),
+                    _ => Some(Part::Unit(layout::hash_of(top)?)),
+                };
+                let mut ignored = 0u64;
+                fsutil::walk_beneath(
+                    fd,
+                    u32::MAX,
+                    &mut |walked| {
+                        let (item, is_top) = match &walked {
+                            fsutil::Walked::Dir(rel, _) | fsutil::Walked::Other(rel, _) => {
+                                (*rel, rel.components().count() == 1)
+                            }
+                        };
+                        let Some(top) = item.iter().next() else {
+                            return;
+                        };
+                        let Some(part) = part_of(top) else {
+                            ignored += u64::from(matches!(walked, fsutil::Walked::Other(..)));
+                            return;
+                        };
+                        let meta = units.entry(part).or_insert(EntryMeta {
+                            disk_bytes: 0,
+                            apparent_bytes: 0,
+                            last_use: 0,
+                            aux: 0,
+                        });
+                        match walked {
+                            fsutil::Walked::Dir(_, fd) => {
+                                if let Ok(st) = nix::sys::stat::fstat(fd) {
+                                    meta.disk_bytes += fsutil::disk_usage_stat(&st);
+                                    if is_top {
+                                        meta.last_use = meta.last_use.max(st.st_mtime);
+                                    }
+                                }
+                            }
+                            fsutil::Walked::Other(_, st) => count(meta, st),
+                        }
+                    },
+                    &mut result.errors,
+                );
+                result.ignored_files += ignored;
             }
-            let incremental = Path::new(&*profile).join(layout::INCREMENTAL);
-            for (name, is_dir) in fsutil::list_beneath(&root, &incremental).unwrap_or_default() {
-                if let (true, Some(name)) = (is_dir, name.to_str()) {
-                    ids.insert(TargetId {
-                        profile: profile.clone(),
-                        part: Part::Incremental(Arc::from(name)),
-                    });
-                }
-            }
-            for id in ids {
-                match self.measure(&root, &self.paths_of(&root, &id)) {
-                    Ok(Some(meta)) => result.entries.push((id, meta)),
-                    Ok(None) => {}
-                    Err(e) => result.errors.push(format!("{}: {e}", self.path_of(&id))),
-                }
+            for (part, meta) in units {
+                let id = TargetId {
+                    profile: profile.clone(),
+                    part,
+                };
+                result.entries.push((id, meta));
             }
         }
         result
