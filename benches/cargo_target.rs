@@ -107,6 +107,13 @@ fn main() {
     let t = Instant::now();
     let report = cache.evict(false, cachewarden::now());
     let evict_time = t.elapsed();
+    let mut why: std::collections::BTreeMap<String, usize> = Default::default();
+    for s in report.skipped.iter().chain(&report.failed) {
+        *why.entry(s.reason.clone()).or_default() += 1;
+    }
+    if !why.is_empty() || !report.unmet.is_empty() {
+        println!("not removed: {why:?}; unmet: {:?}", report.unmet);
+    }
     let rm_rate = before as f64 / rm_time.as_secs_f64();
     let evict_rate = report.freed_bytes as f64 / evict_time.as_secs_f64();
     println!(

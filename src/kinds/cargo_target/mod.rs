@@ -87,9 +87,10 @@ pub struct CargoTargetKind {
     /// directory's mtime holds: a watch event re-reads one unit without listing
     /// `deps/` (thousands of files) again.
     listings: Mutex<HashMap<(Arc<str>, &'static str), Listing>>,
-    /// The build locks this kind holds, by profile, shared by the removals running at
-    /// once (an `flock` taken twice by one process on two descriptors conflicts).
-    locks: Mutex<HashMap<Arc<str>, std::sync::Weak<lock::Held>>>,
+    /// The build locks this kind holds, by profile, with how many removals use each:
+    /// shared by the removals running at once (an `flock` taken twice by one process
+    /// on two descriptors conflicts), taken and let go under this mutex.
+    locks: Mutex<HashMap<Arc<str>, (lock::Held, usize)>>,
 }
 
 struct Listing {
@@ -116,20 +117,24 @@ impl CargoTargetKind {
     }
 
     /// The build lock of `profile`, taken without waiting or shared with the removals
-    /// holding it already; `Err` names who else holds it.
+    /// holding it already, until the guard goes; `Err` names who else holds it.
     fn hold(
         &self,
         root: &impl std::os::fd::AsFd,
         profile: &Arc<str>,
-    ) -> Result<Arc<lock::Held>, String> {
+    ) -> Result<Holding<'_>, String> {
         let mut locks = self.locks.lock().unwrap();
-        if let Some(held) = locks.get(profile).and_then(std::sync::Weak::upgrade) {
-            return Ok(held);
+        match locks.get_mut(profile) {
+            Some((_, users)) => *users += 1,
+            None => {
+                let held = lock::take(root, Path::new(&**profile))?;
+                locks.insert(profile.clone(), (held, 1));
+            }
         }
-        let held = Arc::new(lock::take(root, Path::new(&**profile))?);
-        locks.retain(|_, weak| weak.strong_count() > 0);
-        locks.insert(profile.clone(), Arc::downgrade(&held));
-        Ok(held)
+        Ok(Holding {
+            kind: self,
+            profile: profile.clone(),
+        })
     }
 
     /// Refuses a directory cargo did not tag as its own (safety rule 2).
@@ -156,8 +161,7 @@ impl CargoTargetKind {
         dir: &'static str,
     ) -> Arc<HashMap<u64, Vec<OsString>>> {
         let rel = Path::new(&**profile).join(dir);
-        let removing =
-            (self.locks.lock().unwrap().get(profile)).is_some_and(|w| w.strong_count() > 0);
+        let removing = self.locks.lock().unwrap().contains_key(profile);
         if removing {
             // Our removals hold cargo's lock of this profile: only they change it, so
             // what was listed is what there is, less what they removed (a miss is
@@ -287,6 +291,73 @@ impl CargoTargetKind {
         Ok(found.then_some(meta))
     }
 
+    /// One unit directory of a profile (`deps`, `.fingerprint`, …) walked: what each
+    /// unit (or incremental directory) has in it, the files that are no unit's, and
+    /// what could not be read.
+    fn walk_unit_dir(
+        &self,
+        root: &impl std::os::fd::AsFd,
+        profile: &Arc<str>,
+        dir: &'static str,
+    ) -> (HashMap<Part, EntryMeta>, u64, Vec<String>) {
+        let mut units: HashMap<Part, EntryMeta> = HashMap::new();
+        let (mut ignored, mut errors) = (0u64, Vec::new());
+        // The listings `stat` uses later, taken before the walk.
+        if dir != layout::INCREMENTAL {
+            self.listing(root, profile, dir);
+        }
+        let rel = Path::new(&**profile).join(dir);
+        let fd = match fsutil::open_at_beneath(root, &rel, fsutil::DIR_FLAGS) {
+            Ok(fd) => fd,
+            Err(e) if fsutil::is_vanished(&e) => return (units, 0, errors),
+            Err(e) => {
+                errors.push(format!("{}: {e}", rel.display()));
+                return (units, 0, errors);
+            }
+        };
+        let part_of = |top: &OsStr| match dir {
+            layout::INCREMENTAL => Some(Part::Incremental(Arc::from(top.to_str()?))),
+            _ => Some(Part::Unit(layout::hash_of(top)?)),
+        };
+        fsutil::walk_beneath(
+            fd,
+            u32::MAX,
+            &mut |walked| {
+                let (item, is_top) = match &walked {
+                    fsutil::Walked::Dir(rel, _) | fsutil::Walked::Other(rel, _) => {
+                        (*rel, rel.components().count() == 1)
+                    }
+                };
+                let Some(top) = item.iter().next() else {
+                    return;
+                };
+                let Some(part) = part_of(top) else {
+                    ignored += u64::from(matches!(walked, fsutil::Walked::Other(..)));
+                    return;
+                };
+                let meta = units.entry(part).or_insert(EntryMeta {
+                    disk_bytes: 0,
+                    apparent_bytes: 0,
+                    last_use: 0,
+                    aux: 0,
+                });
+                match walked {
+                    fsutil::Walked::Dir(_, fd) => {
+                        if let Ok(st) = nix::sys::stat::fstat(fd) {
+                            meta.disk_bytes += fsutil::disk_usage_stat(&st);
+                            if is_top {
+                                meta.last_use = meta.last_use.max(st.st_mtime);
+                            }
+                        }
+                    }
+                    fsutil::Walked::Other(_, st) => count(meta, st),
+                }
+            },
+            &mut errors,
+        );
+        (units, ignored, errors)
+    }
+
     fn open(&self) -> io::Result<std::os::fd::OwnedFd> {
         fsutil::open_root(&self.root)
     }
@@ -361,6 +432,25 @@ impl CargoTargetKind {
     }
 }
 
+/// One removal's use of a profile's build lock ([`CargoTargetKind::hold`]); the last
+/// one lets the lock go.
+struct Holding<'a> {
+    kind: &'a CargoTargetKind,
+    profile: Arc<str>,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        let mut locks = self.kind.locks.lock().unwrap();
+        if let Some((_, users)) = locks.get_mut(&self.profile) {
+            *users -= 1;
+            if *users == 0 {
+                locks.remove(&self.profile);
+            }
+        }
+    }
+}
+
 /// Adds what `st` takes to `meta`: its disk usage, and a regular file's length and use.
 fn count(meta: &mut EntryMeta, st: &nix::sys::stat::FileStat) {
     meta.disk_bytes += fsutil::disk_usage_stat(st);
@@ -417,75 +507,41 @@ impl Kind for CargoTargetKind {
         };
         // One walk per unit directory of each profile, as `du` does, each file added
         // to the unit its name (or its top directory's name) carries: the same sums
-        // `measure` makes for one unit.
-        for profile in profiles {
-            let profile: Arc<str> = Arc::from(profile.to_string_lossy().as_ref());
-            let mut units: HashMap<Part, EntryMeta> = HashMap::new();
-            for dir in UNIT_DIRS.into_iter().chain([layout::INCREMENTAL]) {
-                // The listings `stat` uses later, taken before the walk.
-                if dir != layout::INCREMENTAL {
-                    self.listing(&root, &profile, dir);
-                }
-                let rel = Path::new(&*profile).join(dir);
-                let fd = match fsutil::open_at_beneath(&root, &rel, fsutil::DIR_FLAGS) {
-                    Ok(fd) => fd,
-                    Err(e) if fsutil::is_vanished(&e) => continue,
-                    Err(e) => {
-                        result.errors.push(format!("{}: {e}", rel.display()));
-                        continue;
-                    }
-                };
-                let part_of = |top: &OsStr| match dir {
-                    layout::INCREMENTAL => Some(Part::Incremental(Arc::from(top.to_str()?))),
-                    _ => Some(Part::Unit(layout::hash_of(top)?)),
-                };
-                let mut ignored = 0u64;
-                fsutil::walk_beneath(
-                    fd,
-                    u32::MAX,
-                    &mut |walked| {
-                        let (item, is_top) = match &walked {
-                            fsutil::Walked::Dir(rel, _) | fsutil::Walked::Other(rel, _) => {
-                                (*rel, rel.components().count() == 1)
-                            }
-                        };
-                        let Some(top) = item.iter().next() else {
-                            return;
-                        };
-                        let Some(part) = part_of(top) else {
-                            ignored += u64::from(matches!(walked, fsutil::Walked::Other(..)));
-                            return;
-                        };
-                        let meta = units.entry(part).or_insert(EntryMeta {
-                            disk_bytes: 0,
-                            apparent_bytes: 0,
-                            last_use: 0,
-                            aux: 0,
-                        });
-                        match walked {
-                            fsutil::Walked::Dir(_, fd) => {
-                                if let Ok(st) = nix::sys::stat::fstat(fd) {
-                                    meta.disk_bytes += fsutil::disk_usage_stat(&st);
-                                    if is_top {
-                                        meta.last_use = meta.last_use.max(st.st_mtime);
-                                    }
-                                }
-                            }
-                            fsutil::Walked::Other(_, st) => count(meta, st),
-                        }
-                    },
-                    &mut result.errors,
-                );
-                result.ignored_files += ignored;
-            }
-            for (part, meta) in units {
+        // `measure` makes for one unit. The directories are walked at once.
+        let profiles: Vec<Arc<str>> = profiles
+            .iter()
+            .map(|p| Arc::from(p.to_string_lossy().as_ref()))
+            .collect();
+        let jobs: Vec<(Arc<str>, &'static str)> = profiles
+            .iter()
+            .flat_map(|p| {
+                (UNIT_DIRS.into_iter().chain([layout::INCREMENTAL])).map(|d| (p.clone(), d))
+            })
+            .collect();
+        let walked = crate::parallel::map_with(crate::parallel::IO_THREADS, &jobs, |(p, d)| {
+            self.walk_unit_dir(&root, p, d)
+        });
+        let mut units: HashMap<TargetId, EntryMeta> = HashMap::new();
+        for ((profile, _), (found, ignored, errors)) in jobs.iter().zip(walked) {
+            result.ignored_files += ignored;
+            result.errors.extend(errors);
+            for (part, meta) in found {
                 let id = TargetId {
                     profile: profile.clone(),
                     part,
                 };
-                result.entries.push((id, meta));
+                let sum = units.entry(id).or_insert(EntryMeta {
+                    disk_bytes: 0,
+                    apparent_bytes: 0,
+                    last_use: 0,
+                    aux: 0,
+                });
+                sum.disk_bytes += meta.disk_bytes;
+                sum.apparent_bytes += meta.apparent_bytes;
+                sum.last_use = sum.last_use.max(meta.last_use);
             }
         }
+        result.entries = units.into_iter().collect();
         result
     }
 
