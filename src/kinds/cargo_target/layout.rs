@@ -40,12 +40,15 @@ pub const LOCK: &str = ".cargo-lock";
 
 /// The unit hash in a name of the unit's files: the 16 hex digits after the last `-`
 /// of the part before the first `.` (`libserde-0123456789abcdef.rlib`,
-/// `serde-0123456789abcdef.d`, `build-script-build` has none).
+/// `serde-0123456789abcdef.d`, `build-script-build` has none), or that part itself.
 pub fn hash_of(name: &OsStr) -> Option<u64> {
     let name = name.as_bytes();
     let stem = name.split(|&b| b == b'.').next()?;
-    let dash = stem.iter().rposition(|&b| b == b'-')?;
-    let hex = &stem[dash + 1..];
+    // (A bare hash is how a unit whose package is unknown is named: `path_of`.)
+    let hex = match stem.iter().rposition(|&b| b == b'-') {
+        Some(dash) => &stem[dash + 1..],
+        None => stem,
+    };
     if hex.len() != 16
         || !hex
             .iter()

@@ -35,9 +35,14 @@
 //! ## Problems
 //!
 //! A unit cargo would take as fresh but rustc could not read: an `.rlib` that is not an
-//! `ar` archive, an `.rmeta` without rustc's magic, an executable that is not ELF, a
+//! `ar` archive, an `.rmeta` without rustc's magic, a `.so` that is not ELF, a
 //! fingerprint file that is not JSON where cargo writes JSON (disk full, a crash
-//! mid-write). Repair removes the unit; cargo rebuilds it.
+//! mid-write). Not while cargo builds in the profile. Repair removes the unit; cargo
+//! rebuilds it.
+//!
+//! Cargo lets its lock go when compiling ends: a test binary, a doctest or `cargo
+//! run` reading dependencies afterwards is protected by `min_age` alone (1 h by
+//! default), as go/packages tools are for GOCACHE.
 
 mod layout;
 mod lock;
@@ -129,6 +134,9 @@ impl CargoTargetKind {
             None => {
                 let held = lock::take(root, Path::new(&**profile))?;
                 locks.insert(profile.clone(), (held, 1));
+                // What cargo wrote before we took its lock is listed afresh: from now
+                // on only our removals change the profile (`listing`).
+                (self.listings.lock().unwrap()).retain(|(p, _), _| p != profile);
             }
         }
         Ok(Holding {
@@ -546,8 +554,12 @@ impl Kind for CargoTargetKind {
     }
 
     fn watch_dirs(&self) -> Vec<WatchDir> {
-        // The root, its profiles (and `<triple>/<profile>`), their unit directories
-        // and the units' own directories: a build writes each unit's fingerprint last.
+        // The root, its profiles, their unit directories and the units' own
+        // directories (a build writes each unit's fingerprint last). A `--target`
+        // build's units are a level deeper: their outputs in `deps/` and new unit
+        // directories are seen, a rewrite inside an existing fingerprint directory
+        // only with its outputs or at the next rescan. (Four levels, with `out/` as a
+        // leaf, left the live index off a fresh scan in the real-cargo test: open.)
         vec![WatchDir {
             path: self.root.clone(),
             depth: 3,
@@ -594,6 +606,11 @@ impl Kind for CargoTargetKind {
         let Ok(root) = self.open() else {
             return Vec::new();
         };
+        // While cargo builds in the profile its files are being written: nothing can
+        // be judged (a fingerprint JSON half written is not damage).
+        if lock::holder(&root, Path::new(&*id.profile)).is_some() {
+            return Vec::new();
+        }
         match &id.part {
             Part::Unit(_) => self.check_unit(&root, &self.paths_of(&root, id)),
             Part::Incremental(_) => Vec::new(),
@@ -637,9 +654,11 @@ impl Kind for CargoTargetKind {
                 };
                 freed += match fsutil::is_file_type(&st, libc::S_IFDIR) {
                     true => fsutil::remove_tree_at(&dir, name)?,
+                    // A hard link (the profile's uplifted copy keeps the blocks)
+                    // frees nothing.
                     false => match fsutil::unlink_at(&dir, name)? {
-                        true => fsutil::disk_usage_stat(&st),
-                        false => 0,
+                        true if st.st_nlink <= 1 => fsutil::disk_usage_stat(&st),
+                        _ => 0,
                     },
                 };
             }

@@ -96,6 +96,10 @@ fn a_scan_finds_units_and_incremental_directories_per_profile() {
     for (id, meta) in &found.entries {
         assert_eq!(kind.stat(id).unwrap(), Some(*meta), "{}", kind.name_of(id));
         assert_eq!(kind.parse_name(&kind.name_of(id)), Some(id.clone()));
+        assert_eq!(
+            kind.entry_at(Path::new(&kind.path_of(id))),
+            Some(id.clone())
+        );
     }
     assert_eq!(kind.tier(&found.entries[2].0), 0, "incremental goes first");
     assert_eq!(kind.tier(&found.entries[0].0), 1);
@@ -314,4 +318,35 @@ proptest::proptest! {
         let _ = kind.entry_at(Path::new(&format!("debug/deps/{name}")));
         let _ = kind.parse_name(&name);
     }
+}
+
+/// Outputs whose unit lost its fingerprint are a unit of their own, named by its hash,
+/// and its name and path map back to it (a recheck finds it by its path).
+#[test]
+fn outputs_without_a_fingerprint_are_a_unit_named_by_its_hash() {
+    let (t, kind) = target_dir();
+    std::fs::write(
+        t.path().join("debug/deps/liborphan-1111222233334444.rlib"),
+        b"!<arch>\n",
+    )
+    .unwrap();
+    let found = kind.scan();
+    let (id, _) = found
+        .entries
+        .iter()
+        .find(|(id, _)| kind.name_of(id) == "debug/1111222233334444")
+        .expect("the orphan's unit");
+    assert_eq!(
+        kind.entry_at(Path::new(&kind.path_of(id))),
+        Some(id.clone())
+    );
+    assert_eq!(kind.parse_name("debug/1111222233334444"), Some(id.clone()));
+    assert!(matches!(
+        kind.remove(id, i64::MAX, EVICT),
+        Removal::Removed { .. }
+    ));
+    assert!(!t
+        .path()
+        .join("debug/deps/liborphan-1111222233334444.rlib")
+        .exists());
 }
