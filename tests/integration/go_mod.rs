@@ -439,8 +439,13 @@ fn real_go_commands_never_fail_while_the_daemon_evicts() {
     // here once in 30 s.)
     let deadline = std::time::Instant::now() + 3 * DEADLINE;
     let status = loop {
+        // Within the limit with every tree gone. (Not "16 entries evicted": a tree and
+        // the zip of one version removed at once can leave one of them `Gone` to the
+        // other's removal, uncounted: CI at 8baa3d7 saw 15 with all 16 gone.)
         let s = daemon.cache_status("gm");
-        if s["evicted_entries_total"].as_u64().unwrap() >= 16 {
+        let within = s["over_limits"].as_array().is_some_and(|o| o.is_empty());
+        let counted = s["evicted_entries_total"].as_u64().unwrap() >= 8;
+        if within && counted && !world.tree(TEXT, VERSIONS[0]).exists() {
             break s;
         }
         assert!(
