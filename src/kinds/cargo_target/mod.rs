@@ -80,6 +80,14 @@ pub struct TargetId {
     pub part: Part,
 }
 
+/// What an entry adds up from.
+const NOTHING: EntryMeta = EntryMeta {
+    disk_bytes: 0,
+    apparent_bytes: 0,
+    last_use: 0,
+    aux: 0,
+};
+
 /// A unit of a profile: (profile, hash).
 type UnitKey = (Arc<str>, u64);
 
@@ -249,24 +257,11 @@ impl CargoTargetKind {
         root: &impl std::os::fd::AsFd,
         paths: &[PathBuf],
     ) -> io::Result<Option<EntryMeta>> {
-        let mut meta = EntryMeta {
-            disk_bytes: 0,
-            apparent_bytes: 0,
-            last_use: 0,
-            aux: 0,
-        };
+        let mut meta = NOTHING;
         let mut found = false;
         for rel in paths {
-            let (parent, name) = fsutil::split_beneath(rel)?;
-            let dir = match fsutil::open_at_beneath(root, parent, fsutil::DIR_FLAGS) {
-                Ok(dir) => dir,
-                Err(e) if fsutil::is_vanished(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            let st = match fsutil::stat_at(&dir, name) {
-                Ok(st) => st,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+            let Some((dir, name, st)) = stat_in_parent(root, rel)? else {
+                continue;
             };
             found = true;
             count(&mut meta, &st);
@@ -343,12 +338,7 @@ impl CargoTargetKind {
                     ignored += u64::from(matches!(walked, fsutil::Walked::Other(..)));
                     return;
                 };
-                let meta = units.entry(part).or_insert(EntryMeta {
-                    disk_bytes: 0,
-                    apparent_bytes: 0,
-                    last_use: 0,
-                    aux: 0,
-                });
+                let meta = units.entry(part).or_insert(NOTHING);
                 match walked {
                     fsutil::Walked::Dir(_, fd) => {
                         if let Ok(st) = nix::sys::stat::fstat(fd) {
@@ -459,6 +449,25 @@ impl Drop for Holding<'_> {
     }
 }
 
+/// The directory holding `rel` (open, below `root`), its last name, and its `lstat`;
+/// `None` when it is not there (or a directory on the way was swapped).
+fn stat_in_parent<'a>(
+    root: &impl std::os::fd::AsFd,
+    rel: &'a Path,
+) -> io::Result<Option<(std::os::fd::OwnedFd, &'a OsStr, nix::sys::stat::FileStat)>> {
+    let (parent, name) = fsutil::split_beneath(rel)?;
+    let dir = match fsutil::open_at_beneath(root, parent, fsutil::DIR_FLAGS) {
+        Ok(dir) => dir,
+        Err(e) if fsutil::is_vanished(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match fsutil::stat_at(&dir, name) {
+        Ok(st) => Ok(Some((dir, name, st))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Adds what `st` takes to `meta`: its disk usage, and a regular file's length and use.
 fn count(meta: &mut EntryMeta, st: &nix::sys::stat::FileStat) {
     meta.disk_bytes += fsutil::disk_usage_stat(st);
@@ -538,12 +547,7 @@ impl Kind for CargoTargetKind {
                     profile: profile.clone(),
                     part,
                 };
-                let sum = units.entry(id).or_insert(EntryMeta {
-                    disk_bytes: 0,
-                    apparent_bytes: 0,
-                    last_use: 0,
-                    aux: 0,
-                });
+                let sum = units.entry(id).or_insert(NOTHING);
                 sum.disk_bytes += meta.disk_bytes;
                 sum.apparent_bytes += meta.apparent_bytes;
                 sum.last_use = sum.last_use.max(meta.last_use);
@@ -641,16 +645,8 @@ impl Kind for CargoTargetKind {
             // takes the unit as dirty, whatever is left of it.
             let mut freed = 0;
             for rel in &paths {
-                let (parent, name) = fsutil::split_beneath(rel)?;
-                let dir = match fsutil::open_at_beneath(&root, parent, fsutil::DIR_FLAGS) {
-                    Ok(dir) => dir,
-                    Err(e) if fsutil::is_vanished(&e) => continue,
-                    Err(e) => return Err(e),
-                };
-                let st = match fsutil::stat_at(&dir, name) {
-                    Ok(st) => st,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
+                let Some((dir, name, st)) = stat_in_parent(&root, rel)? else {
+                    continue;
                 };
                 freed += match fsutil::is_file_type(&st, libc::S_IFDIR) {
                     true => fsutil::remove_tree_at(&dir, name)?,
