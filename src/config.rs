@@ -580,7 +580,7 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                     }
                     let prefix = format!("{table}@{}", owner.name);
                     targets.extend(
-                        caches_below_roots(&prefix, &theirs)
+                        caches_below_roots(raw.kind, &prefix, &theirs)
                             .into_iter()
                             .map(|(name, dir, _)| (name, dir, Some(owner.clone()))),
                     );
@@ -615,7 +615,7 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                         format!("{relative:?} is a relative path; give absolute paths or ones starting with \"~/\""),
                     ));
                 }
-                caches_below_roots(&table, &roots)
+                caches_below_roots(raw.kind, &table, &roots)
             }
             None if users::is_glob(&plain_path) => users::glob_caches(&plain_path)
                 .map_err(|m| err_at(path_span.clone(), Some("path"), m))?
@@ -843,6 +843,7 @@ enum Resolved {
 /// outside `[A-Za-z0-9_.-]` as `_`), each owned by its directory's owner when the
 /// daemon runs as root.
 fn caches_below_roots(
+    kind: KindName,
     table: &str,
     roots: &[PathBuf],
 ) -> Vec<(String, PathBuf, Option<users::Owner>)> {
@@ -850,7 +851,7 @@ fn caches_below_roots(
     let mut names = HashSet::new();
     let as_root = nix::unistd::geteuid().is_root();
     for root in roots {
-        for dir in crate::kinds::cargo_target::find_target_dirs(root) {
+        for dir in kind.caches_below(root) {
             let rel = dir
                 .strip_prefix(root)
                 .unwrap_or(&dir)

@@ -240,6 +240,9 @@ fn cache_checks(cache: &CacheConfig) -> Vec<Finding> {
     for (what, fix) in cache.kind.setup_warnings(&cache.path) {
         out.push(finding(&check, Severity::Warning, what, &fix));
     }
+    for note in cache.kind.setup_notes(&cache.path) {
+        out.push(finding(&check, Severity::Ok, note, ""));
+    }
     if let (Some(limit), Ok(disk)) = (
         cache.limits.min_free,
         crate::fsutil::disk_space(&cache.path),

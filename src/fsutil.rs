@@ -472,6 +472,14 @@ pub fn flock_holder(dev: u64, ino: u64) -> Option<u32> {
     })
 }
 
+/// Who holds an `flock` on the inode (`dev`, `ino`), for people: "cargo (pid 1234)";
+/// `None` when nobody does, or only this process.
+pub fn flock_holder_name(dev: u64, ino: u64) -> Option<String> {
+    let pid = flock_holder(dev, ino).filter(|&pid| pid != std::process::id())?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    Some(format!("{} (pid {pid})", comm.trim()))
+}
+
 /// `lstat` of `name` in the directory `dir`.
 pub fn stat_at(dir: impl AsFd, name: &OsStr) -> io::Result<FileStat> {
     nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io::Error::from)

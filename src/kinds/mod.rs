@@ -6,6 +6,7 @@
 //! is generic over [`Kind`] and never touches a cache's files itself, so adding a kind
 //! touches only this folder and [`KindName`].
 
+pub mod cargo_home;
 pub mod cargo_target;
 pub mod dir;
 pub mod go_build;
@@ -341,6 +342,8 @@ pub enum KindName {
     GoMod,
     /// A cargo target directory (`target/`), or every one below `roots`.
     CargoTarget,
+    /// Cargo's downloads (`$CARGO_HOME`, `~/.cargo`).
+    CargoHome,
 }
 
 impl fmt::Display for KindName {
@@ -350,6 +353,7 @@ impl fmt::Display for KindName {
             KindName::GoBuild => "go-build",
             KindName::GoMod => "go-mod",
             KindName::CargoTarget => "cargo-target",
+            KindName::CargoHome => "cargo-home",
         })
     }
 }
@@ -362,6 +366,7 @@ impl KindName {
             KindName::GoBuild => go_build::DEFAULT_MIN_AGE,
             KindName::GoMod => go_mod::DEFAULT_MIN_AGE,
             KindName::CargoTarget => cargo_target::DEFAULT_MIN_AGE,
+            KindName::CargoHome => cargo_home::DEFAULT_MIN_AGE,
         }
     }
 
@@ -372,6 +377,7 @@ impl KindName {
             KindName::GoBuild => go_build::MIN_AGE_FLOOR,
             KindName::GoMod => go_mod::MIN_AGE_FLOOR,
             KindName::CargoTarget => cargo_target::MIN_AGE_FLOOR,
+            KindName::CargoHome => cargo_home::MIN_AGE_FLOOR,
         }
     }
 
@@ -382,6 +388,7 @@ impl KindName {
             KindName::GoBuild => Ok(crate::golang::env::discover().gocache),
             KindName::GoMod => Ok(crate::golang::env::discover().gomodcache),
             KindName::CargoTarget => Err("path = \"auto\" is not for cargo-target: give the target directory, or roots = [\"~/src\"] to find every one below".into()),
+            KindName::CargoHome => Ok(cargo_home::CargoHomeKind::discover()),
         }
     }
 
@@ -392,6 +399,7 @@ impl KindName {
             KindName::GoBuild => go_build::GoBuildKind::check_root(root),
             KindName::GoMod => go_mod::GoModKind::check_root(root),
             KindName::CargoTarget => cargo_target::CargoTargetKind::check_root(root),
+            KindName::CargoHome => cargo_home::CargoHomeKind::check_root(root),
         }
     }
 
@@ -399,6 +407,16 @@ impl KindName {
     /// directory found) instead of naming one `path`.
     pub fn finds_caches_below_roots(self) -> bool {
         self == KindName::CargoTarget
+    }
+
+    /// The caches of this kind below `root`, for a table with `roots`.
+    pub fn caches_below(self, root: &Path) -> Vec<PathBuf> {
+        match self {
+            KindName::CargoTarget => cargo_target::find_target_dirs(root),
+            KindName::Dir | KindName::GoBuild | KindName::GoMod | KindName::CargoHome => {
+                Vec::new()
+            }
+        }
     }
 
     /// Builds what `with` makes of this kind's [`Kind`] for the cache at `root`: the
@@ -411,6 +429,7 @@ impl KindName {
             KindName::GoBuild => with.with(go_build::GoBuildKind::new(root)),
             KindName::GoMod => with.with(go_mod::GoModKind::new(root, settings.min_age)),
             KindName::CargoTarget => with.with(cargo_target::CargoTargetKind::new(root)),
+            KindName::CargoHome => with.with(cargo_home::CargoHomeKind::new(root)),
         }
     }
 
@@ -418,8 +437,8 @@ impl KindName {
     /// cache's writer is unknown; `min_age` protects it).
     pub fn default_guard(self) -> Option<&'static [&'static str]> {
         match self {
-            // Cargo's own build lock says what a running cargo uses.
-            KindName::Dir | KindName::CargoTarget => None,
+            // Cargo's own locks say what a running cargo uses.
+            KindName::Dir | KindName::CargoTarget | KindName::CargoHome => None,
             KindName::GoBuild => Some(crate::golang::procs::DEFAULT_BUILD_GUARD),
             KindName::GoMod => Some(crate::golang::procs::DEFAULT_MOD_GUARD),
         }
@@ -445,6 +464,8 @@ impl KindName {
     ) -> Option<PathBuf> {
         match self {
             KindName::Dir | KindName::CargoTarget => None,
+            // Cargo reads CARGO_HOME from the environment only, never from a file.
+            KindName::CargoHome => Some(home.join(".cargo")),
             KindName::GoBuild => {
                 Some(setting("GOCACHE").unwrap_or_else(|| home.join(".cache/go-build")))
             }
@@ -468,7 +489,18 @@ impl KindName {
     pub fn setup_warnings(self, path: &Path) -> Vec<(String, String)> {
         match self {
             KindName::GoMod => go_mod::setup_warnings(path),
+            KindName::CargoHome => cargo_home::setup_warnings(path),
             KindName::Dir | KindName::GoBuild | KindName::CargoTarget => Vec::new(),
+        }
+    }
+
+    /// What `doctor` says of a cache of this kind at `path` besides, all being well.
+    pub fn setup_notes(self, path: &Path) -> Vec<String> {
+        match self {
+            KindName::CargoHome => cargo_home::setup_notes(path),
+            KindName::Dir | KindName::GoBuild | KindName::GoMod | KindName::CargoTarget => {
+                Vec::new()
+            }
         }
     }
 }

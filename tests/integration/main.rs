@@ -2,6 +2,7 @@
 //! temp caches and temp sockets.
 
 mod cargo;
+mod cargo_home;
 mod cli;
 mod common;
 mod daemon;

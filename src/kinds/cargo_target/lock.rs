@@ -49,17 +49,11 @@ pub fn holder(root: &impl std::os::fd::AsFd, profile: &Path) -> Option<String> {
     )
     .ok()
     .and_then(|fd| nix::sys::stat::fstat(&fd).ok())?;
-    let pid = fsutil::flock_holder(st.st_dev, st.st_ino)?;
-    (pid != std::process::id()).then(|| holder_text(profile, st.st_dev, st.st_ino))
+    let who = fsutil::flock_holder_name(st.st_dev, st.st_ino)?;
+    Some(format!("{who} holds the build lock of {}", profile.display()))
 }
 
 fn holder_text(profile: &Path, dev: u64, ino: u64) -> String {
-    let who = match fsutil::flock_holder(dev, ino) {
-        Some(pid) => {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            format!("{} (pid {pid})", comm.trim())
-        }
-        None => "another process".to_string(),
-    };
+    let who = fsutil::flock_holder_name(dev, ino).unwrap_or_else(|| "another process".into());
     format!("{who} holds the build lock of {}", profile.display())
 }
