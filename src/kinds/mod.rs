@@ -413,9 +413,7 @@ impl KindName {
     pub fn caches_below(self, root: &Path) -> Vec<PathBuf> {
         match self {
             KindName::CargoTarget => cargo_target::find_target_dirs(root),
-            KindName::Dir | KindName::GoBuild | KindName::GoMod | KindName::CargoHome => {
-                Vec::new()
-            }
+            KindName::Dir | KindName::GoBuild | KindName::GoMod | KindName::CargoHome => Vec::new(),
         }
     }
 

@@ -144,10 +144,18 @@ fn a_real_cargo_home_is_evicted_under_cargo_lock_and_cargo_fetches_back_what_wen
     // One-shot scan: the index, two downloads, two extracted sources; cargo's record of
     // use read.
     let out = cli(&config_file, &["scan", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let scanned = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(scanned[0]["entries"], 5, "{scanned}");
-    assert!(world.home.join(".global-cache").exists(), "cargo ≥ 1.78 records uses");
+    assert!(
+        world.home.join(".global-cache").exists(),
+        "cargo ≥ 1.78 records uses"
+    );
 
     let daemon = Daemon::start(&world.root, &world.config(""));
     daemon.assert_index_is_fresh_scan("cargo");
@@ -172,11 +180,18 @@ fn a_real_cargo_home_is_evicted_under_cargo_lock_and_cargo_fetches_back_what_wen
     // sleeps): what it downloads and extracts meanwhile is over the limit, and none of
     // it goes until it is done.
     let started = now();
-    let slow = world.cargo(&["build"], &[("SLOW_BUILD", "8")]).output().unwrap();
+    let slow = world
+        .cargo(&["build"], &[("SLOW_BUILD", "8")])
+        .output()
+        .unwrap();
     let ended = now();
     let stderr = String::from_utf8_lossy(&slow.stderr);
     assert!(slow.status.success(), "{stderr}");
-    assert_eq!(downloaded(&stderr), ["cfg-if", "itoa"], "cargo fetched back what went");
+    assert_eq!(
+        downloaded(&stderr),
+        ["cfg-if", "itoa"],
+        "cargo fetched back what went"
+    );
     let (_, trail) = daemon.get(&format!("/v1/audit?since={started}&cache=cargo"));
     let during: Vec<&serde_json::Value> = trail
         .as_array()
@@ -211,18 +226,39 @@ fn a_real_cargo_home_is_evicted_under_cargo_lock_and_cargo_fetches_back_what_wen
     bytes[middle] ^= 0xff;
     std::fs::write(&damaged, &bytes).unwrap();
     let out = cli(&config_file, &["verify", "--json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let found = json(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(found["problems"][0]["problem"], "checksum-mismatch", "{found}");
+    assert_eq!(
+        found["problems"][0]["problem"], "checksum-mismatch",
+        "{found}"
+    );
     assert!(
-        found["problems"][0]["entry"].as_str().unwrap().ends_with("itoa-1.0.11.crate"),
+        found["problems"][0]["entry"]
+            .as_str()
+            .unwrap()
+            .ends_with("itoa-1.0.11.crate"),
         "{found}"
     );
     let out = cli(&config_file, &["verify", "--repair", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(!damaged.exists());
     let fetched = world.cargo_ok(&["fetch"]);
     assert_eq!(downloaded(&fetched), ["itoa"], "{fetched}");
     let out = cli(&config_file, &["verify", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

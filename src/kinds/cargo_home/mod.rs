@@ -175,7 +175,11 @@ impl CargoHomeKind {
             Err(e) if fsutil::is_vanished(&e) || fsutil::is_swapped(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let wanted = if id.is_tree() { libc::S_IFDIR } else { libc::S_IFREG };
+        let wanted = if id.is_tree() {
+            libc::S_IFDIR
+        } else {
+            libc::S_IFREG
+        };
         if !fsutil::is_file_type(&st, wanted) {
             return Ok(None);
         }
@@ -221,7 +225,12 @@ impl CargoHomeKind {
     }
 
     /// What `measure` says, with cargo's record of use.
-    fn meta(&self, root: &impl AsFd, id: &HomeId, uses: &tracker::Uses) -> io::Result<Option<EntryMeta>> {
+    fn meta(
+        &self,
+        root: &impl AsFd,
+        id: &HomeId,
+        uses: &tracker::Uses,
+    ) -> io::Result<Option<EntryMeta>> {
         Ok(self.measure(root, id)?.map(|mut meta| {
             if let Some(&at) = uses.get(id) {
                 meta.last_use = meta.last_use.max(at);
@@ -306,14 +315,19 @@ impl CargoHomeKind {
 
     /// The `.crate`'s SHA-256 against the index's `cksum`.
     fn check_crate(&self, root: &impl AsFd, reg: &str, file: &str) -> Vec<Finding> {
-        let Some((package, version)) = file.strip_suffix(".crate").and_then(layout::package_version)
+        let Some((package, version)) = file
+            .strip_suffix(".crate")
+            .and_then(layout::package_version)
         else {
             return Vec::new();
         };
         let Some(at) = layout::index_cache_path(package) else {
             return Vec::new();
         };
-        let summaries = Path::new("registry/index").join(reg).join(".cache").join(at);
+        let summaries = Path::new("registry/index")
+            .join(reg)
+            .join(".cache")
+            .join(at);
         let Ok(bytes) = read_at(root, &summaries, MAX_SUMMARIES) else {
             return Vec::new(); // no index entry: nothing to check against
         };
@@ -364,7 +378,11 @@ pub fn setup_notes(path: &Path) -> Vec<String> {
     let frequency = ["config.toml", "config"].iter().find_map(|name| {
         let bytes = read_at(&fsutil::open_root(path).ok()?, Path::new(name), 1 << 20).ok()?;
         let config: toml::Table = std::str::from_utf8(&bytes).ok()?.parse().ok()?;
-        let value = config.get("cache")?.get("auto-clean-frequency")?.as_str()?.to_string();
+        let value = config
+            .get("cache")?
+            .get("auto-clean-frequency")?
+            .as_str()?
+            .to_string();
         Some(format!("{value:?} in {name}"))
     });
     let frequency = frequency.unwrap_or_else(|| "\"1 day\", cargo's default".into());
@@ -378,7 +396,9 @@ pub fn setup_notes(path: &Path) -> Vec<String> {
 /// Reads a small file below `root` without changing its atime.
 fn read_at(root: &impl AsFd, rel: &Path, limit: u64) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    fsutil::open_file_at(root, rel)?.take(limit).read_to_end(&mut out)?;
+    fsutil::open_file_at(root, rel)?
+        .take(limit)
+        .read_to_end(&mut out)?;
     Ok(out)
 }
 
@@ -414,7 +434,9 @@ impl Kind for CargoHomeKind {
         };
         let uses = self.uses(&root);
         if let Some(why) = &self.tracker.lock().unwrap().trouble {
-            result.errors.push(format!("cargo's record of use: {why}; file times serve instead"));
+            result.errors.push(format!(
+                "cargo's record of use: {why}; file times serve instead"
+            ));
         }
         let (ids, ignored) = self.list(&root, &mut result.errors);
         result.ignored_files = ignored;
@@ -501,7 +523,9 @@ impl Kind for CargoHomeKind {
                 match fsutil::open_at_beneath(&root, &ready, OFlag::O_RDONLY | OFlag::O_NONBLOCK) {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         let what = match id {
-                            HomeId::Src(..) => "an extraction cut short: cargo extracts over it, stale files stay",
+                            HomeId::Src(..) => {
+                                "an extraction cut short: cargo extracts over it, stale files stay"
+                            }
                             _ => "a checkout cut short: cargo clones it again",
                         };
                         vec![Finding {
@@ -534,7 +558,9 @@ impl Kind for CargoHomeKind {
                 return Ok(Removal::Gone);
             };
             if super::used_after(meta.last_use, used_before) {
-                return Ok(Removal::Skipped("used since the eviction was planned".into()));
+                return Ok(Removal::Skipped(
+                    "used since the eviction was planned".into(),
+                ));
             }
             let rel = id.rel();
             let (parent, name) = fsutil::split_beneath(&rel)?;

@@ -116,9 +116,10 @@ fn uses_in(db: &rusqlite::Connection) -> rusqlite::Result<HashMap<HomeId, i64>> 
         }
         Ok::<_, rusqlite::Error>(())
     };
-    rows("SELECT name, NULL, timestamp FROM registry_index", &|reg, _| {
-        HomeId::Index(reg.into())
-    })?;
+    rows(
+        "SELECT name, NULL, timestamp FROM registry_index",
+        &|reg, _| HomeId::Index(reg.into()),
+    )?;
     rows(
         "SELECT i.name, c.name, c.timestamp FROM registry_crate c JOIN registry_index i ON c.registry_id = i.id",
         &|reg, file| HomeId::Crate(reg.into(), file.unwrap_or_default().into()),
@@ -155,27 +156,51 @@ pub fn write_for_test(home: &Path, rows: &[(HomeId, i64)]) {
             [name],
         )
         .unwrap();
-        db.query_row(&format!("SELECT id FROM {table} WHERE name = ?1"), [name], |r| r.get(0))
-            .unwrap()
+        db.query_row(
+            &format!("SELECT id FROM {table} WHERE name = ?1"),
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap()
     };
     for (id, at) in rows {
         match id {
             HomeId::Index(reg) => {
                 parent("registry_index", reg);
-                db.execute("UPDATE registry_index SET timestamp = ?1 WHERE name = ?2", rusqlite::params![at, &**reg]).unwrap();
+                db.execute(
+                    "UPDATE registry_index SET timestamp = ?1 WHERE name = ?2",
+                    rusqlite::params![at, &**reg],
+                )
+                .unwrap();
             }
             HomeId::Crate(reg, name) | HomeId::Src(reg, name) => {
-                let table = if matches!(id, HomeId::Crate(..)) { "registry_crate" } else { "registry_src" };
+                let table = if matches!(id, HomeId::Crate(..)) {
+                    "registry_crate"
+                } else {
+                    "registry_src"
+                };
                 let reg = parent("registry_index", reg);
-                db.execute(&format!("INSERT INTO {table} VALUES (?1, ?2, 0, ?3)"), rusqlite::params![reg, &**name, at]).unwrap();
+                db.execute(
+                    &format!("INSERT INTO {table} VALUES (?1, ?2, 0, ?3)"),
+                    rusqlite::params![reg, &**name, at],
+                )
+                .unwrap();
             }
             HomeId::GitDb(ident) => {
                 parent("git_db", ident);
-                db.execute("UPDATE git_db SET timestamp = ?1 WHERE name = ?2", rusqlite::params![at, &**ident]).unwrap();
+                db.execute(
+                    "UPDATE git_db SET timestamp = ?1 WHERE name = ?2",
+                    rusqlite::params![at, &**ident],
+                )
+                .unwrap();
             }
             HomeId::Checkout(ident, rev) => {
                 let git = parent("git_db", ident);
-                db.execute("INSERT INTO git_checkout VALUES (?1, ?2, 0, ?3)", rusqlite::params![git, &**rev, at]).unwrap();
+                db.execute(
+                    "INSERT INTO git_checkout VALUES (?1, ?2, 0, ?3)",
+                    rusqlite::params![git, &**rev, at],
+                )
+                .unwrap();
             }
         }
     }

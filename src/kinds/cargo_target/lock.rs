@@ -50,7 +50,10 @@ pub fn holder(root: &impl std::os::fd::AsFd, profile: &Path) -> Option<String> {
     .ok()
     .and_then(|fd| nix::sys::stat::fstat(&fd).ok())?;
     let who = fsutil::flock_holder_name(st.st_dev, st.st_ino)?;
-    Some(format!("{who} holds the build lock of {}", profile.display()))
+    Some(format!(
+        "{who} holds the build lock of {}",
+        profile.display()
+    ))
 }
 
 fn holder_text(profile: &Path, dev: u64, ino: u64) -> String {
