@@ -615,7 +615,26 @@ pub fn parse(text: &str, source: ConfigSource, env: &Env) -> Result<Config, Conf
                         format!("{relative:?} is a relative path; give absolute paths or ones starting with \"~/\""),
                     ));
                 }
-                caches_below_roots(raw.kind, &table, &roots)
+                if let Some((root, e)) = roots.iter().find_map(|r| {
+                    let text = r.to_string_lossy();
+                    let e = glob::Pattern::new(&text).err()?;
+                    Some((text.into_owned(), e))
+                }) {
+                    return Err(err_at(
+                        path_span.clone(),
+                        Some("roots"),
+                        format!("{root:?} is not a valid pattern: {e}"),
+                    ));
+                }
+                let found = caches_below_roots(raw.kind, &table, &roots);
+                if found.is_empty() {
+                    notes.push(format!(
+                        "table {table:?} finds no {} cache below {} yet: each is picked up once its tool creates it",
+                        raw.kind,
+                        roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                found
             }
             None if users::is_glob(&plain_path) => users::glob_caches(&plain_path)
                 .map_err(|m| err_at(path_span.clone(), Some("path"), m))?
@@ -839,9 +858,10 @@ enum Resolved {
 }
 
 /// The caches a `roots` table finds (`cargo-target`: every target directory below the
-/// roots), named `table@<its path below its root>` (`/` as `.`, other characters
-/// outside `[A-Za-z0-9_.-]` as `_`), each owned by its directory's owner when the
-/// daemon runs as root.
+/// roots; a root may be a glob, `~/src/*/rust`, matching directories only, never
+/// symlinks), named `table@<its path below its root>` (below a glob root: below the
+/// glob's literal part; `/` as `.`, other characters outside `[A-Za-z0-9_.-]` as `_`),
+/// each owned by its directory's owner when the daemon runs as root.
 fn caches_below_roots(
     kind: KindName,
     table: &str,
@@ -850,8 +870,27 @@ fn caches_below_roots(
     let mut found = Vec::new();
     let mut names = HashSet::new();
     let as_root = nix::unistd::geteuid().is_root();
-    for root in roots {
-        for dir in kind.caches_below(root) {
+    for pattern in roots {
+        let (root, matched): (PathBuf, Vec<PathBuf>) = match users::is_glob(pattern) {
+            false => (pattern.clone(), vec![pattern.clone()]),
+            true => {
+                let literal: PathBuf = pattern
+                    .components()
+                    .take_while(|c| !users::is_glob(Path::new(c.as_os_str())))
+                    .collect();
+                let matched = glob::glob(&pattern.to_string_lossy())
+                    .map(|paths| {
+                        paths
+                            .flatten()
+                            .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (literal, matched)
+            }
+        };
+        for dir in matched.iter().flat_map(|m| kind.caches_below(m)) {
+            let root = &root;
             let rel = dir
                 .strip_prefix(root)
                 .unwrap_or(&dir)

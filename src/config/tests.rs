@@ -326,3 +326,33 @@ fn a_single_bracket_cache_table_is_named_as_such() {
     assert!(text.contains("`[[cache]]` table (two brackets)"), "{text}");
     assert!(text.contains(":1"), "names the line: {text}");
 }
+
+#[test]
+fn roots_may_be_globs_and_a_root_finding_nothing_is_a_note() {
+    let t = tempfile::tempdir().unwrap();
+    let tag = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by cargo.\n";
+    for project in ["a", "b"] {
+        let target = t.path().join(format!("src/{project}/rust/target"));
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("CACHEDIR.TAG"), tag).unwrap();
+    }
+    // A symlink the glob matches leads nowhere.
+    std::os::unix::fs::symlink(t.path().join("src/a"), t.path().join("src/link")).unwrap();
+    let table = |roots: &str| {
+        format!("[[cache]]\nname = \"rust\"\nkind = \"cargo-target\"\nroots = [{roots}]\n")
+    };
+    let config = parse_str(&table(&format!("\"{}/src/*/rust\"", t.path().display()))).unwrap();
+    let mut names: Vec<&str> = config.caches.iter().map(|c| c.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["rust@a.rust.target", "rust@b.rust.target"]);
+    assert!(config.notes.is_empty(), "{:?}", config.notes);
+    let config = parse_str(&table(&format!("\"{}/elsewhere\"", t.path().display()))).unwrap();
+    assert!(config.caches.is_empty());
+    assert!(
+        config.notes[0].contains("finds no cargo-target cache below")
+            && config.notes[0].contains("elsewhere"),
+        "{:?}",
+        config.notes
+    );
+    expect_err(&table("\"/src/[z\""), 4, "roots", "not a valid pattern");
+}

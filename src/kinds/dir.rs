@@ -46,13 +46,7 @@ impl Kind for DirKind {
     }
 
     fn scan(&self) -> ScanResult<Box<Path>> {
-        let mut result = ScanResult {
-            entries: Vec::new(),
-            ignored_files: 0,
-            errors: Vec::new(),
-            stamps: Vec::new(),
-            unmanaged: Vec::new(),
-        };
+        let mut result = ScanResult::default();
         let root = match fsutil::open_root(&self.root) {
             Ok(fd) => fd,
             // Gone: nothing in it, and no error (the daemon shows it as a condition).

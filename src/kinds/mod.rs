@@ -170,6 +170,19 @@ pub struct ScanResult<I> {
     pub unmanaged: Vec<crate::report::Unmanaged>,
 }
 
+impl<I> Default for ScanResult<I> {
+    /// Nothing found (yet).
+    fn default() -> Self {
+        ScanResult {
+            entries: Vec::new(),
+            ignored_files: 0,
+            errors: Vec::new(),
+            stamps: Vec::new(),
+            unmanaged: Vec::new(),
+        }
+    }
+}
+
 /// A directory's mtime to the nanosecond: it changes whenever an entry is added to or
 /// removed from the directory, so an unchanged stamp means an unchanged listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

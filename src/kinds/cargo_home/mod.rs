@@ -417,13 +417,7 @@ impl Kind for CargoHomeKind {
     }
 
     fn scan(&self) -> ScanResult<HomeId> {
-        let mut result = ScanResult {
-            entries: Vec::new(),
-            ignored_files: 0,
-            errors: Vec::new(),
-            stamps: Vec::new(),
-            unmanaged: Vec::new(),
-        };
+        let mut result = ScanResult::default();
         let root = match self.open() {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return result,

@@ -500,13 +500,7 @@ impl Kind for CargoTargetKind {
     }
 
     fn scan(&self) -> ScanResult<TargetId> {
-        let mut result = ScanResult {
-            entries: Vec::new(),
-            ignored_files: 0,
-            errors: Vec::new(),
-            stamps: Vec::new(),
-            unmanaged: Vec::new(),
-        };
+        let mut result = ScanResult::default();
         let root = match self.open() {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return result,

@@ -366,13 +366,7 @@ impl Kind for GoModKind {
     }
 
     fn scan(&self) -> ScanResult<ModId> {
-        let mut result = ScanResult {
-            entries: Vec::new(),
-            ignored_files: 0,
-            errors: Vec::new(),
-            stamps: Vec::new(),
-            unmanaged: Vec::new(),
-        };
+        let mut result = ScanResult::default();
         let versions: Vec<(Arc<str>, Parts)> = self
             .find_versions(&mut result.errors, &mut result.ignored_files)
             .into_iter()
