@@ -22,6 +22,22 @@ pub fn print_config(config: &Config) {
         println!("name = {:?}", c.name);
         println!("kind = \"{}\"", c.kind);
         println!("path = {:?}", c.path.display().to_string());
+        if c.table != c.name {
+            // Found by a table with `users`, `roots` or a glob path.
+            println!("# found by table {:?}", c.table);
+        }
+        if let Some(owner) = &c.owner {
+            println!(
+                "# owner: {} (uid {}): removals run as this user",
+                owner.name, owner.uid
+            );
+        }
+        if c.waiting {
+            println!("# waiting: not there yet; managed once its tool creates it");
+        }
+        if let Some(why) = &c.refused {
+            println!("# refused for now: {why}");
+        }
         if let Some(s) = c.limits.max_size {
             println!("max_size = {}", size_as_parsed(s));
         }
@@ -49,6 +65,22 @@ pub fn print_config(config: &Config) {
                 "report"
             }
         );
+    }
+    for g in &config.groups {
+        println!(
+            "\n# group limits of table {:?} (all its caches together)",
+            g.name
+        );
+        for (key, limit) in [
+            ("group_max_size", g.max_size),
+            ("group_min_free", g.min_free),
+        ] {
+            if let Some(s) = limit {
+                println!("# {key} = {}", size_as_parsed(s));
+            }
+        }
+        let policy = serde_json::to_string(&g.policy).unwrap_or_default();
+        println!("# group_policy = {policy}");
     }
     for note in &config.notes {
         println!("# note: {note}");
