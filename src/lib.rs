@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod cache;
+pub mod cacheprog;
 pub mod churn;
 pub mod client;
 pub mod config;

@@ -120,6 +120,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve go's build cache as a GOCACHEPROG program (Go ≥ 1.24):
+    /// `go env -w GOCACHEPROG="cachewarden cacheprog"`. Serves from $GOCACHE in go's own
+    /// layout (or the go-build cache --cache names), checks every output it hands out,
+    /// and leases what a running go holds so the daemon never removes it.
+    Cacheprog {
+        /// Serve from this go-build cache of the config instead of $GOCACHE.
+        #[arg(long, value_name = "NAME")]
+        cache: Option<String>,
+    },
     /// Print the socket path `status` would ask (from the config, else the system
     /// daemon's), for `curl --unix-socket`.
     Socket,
@@ -236,6 +245,7 @@ fn run(cli: Cli, env: Env) -> anyhow::Result<u8> {
             };
             cli::log::run(&load()?, config_file.is_some(), args)
         }
+        Command::Cacheprog { cache } => cli::cacheprog::run(config_file, &env, cache.as_deref()),
         Command::Socket => {
             let located = cli::find_daemon::Located::new(config_file, &env, None);
             located.warn_if_broken();

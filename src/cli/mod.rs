@@ -1,6 +1,7 @@
 //! The subcommands of the `cachewarden` command, one file each, and what they share:
 //! exit codes, opening the configured caches, progress lines, logging, JSON output.
 
+pub mod cacheprog;
 pub mod config_check;
 pub mod doctor;
 pub mod evict;

@@ -501,7 +501,8 @@ impl KindName {
         match self {
             KindName::GoMod => go_mod::setup_warnings(path),
             KindName::CargoHome => cargo_home::setup_warnings(path),
-            KindName::Dir | KindName::GoBuild | KindName::CargoTarget => Vec::new(),
+            KindName::CargoTarget => cargo_target::setup_warnings(path),
+            KindName::Dir | KindName::GoBuild => Vec::new(),
         }
     }
 

@@ -50,6 +50,7 @@ mod lock;
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,6 +59,18 @@ use super::{EntryMeta, Finding, InUse, Kind, Removal, Removing, ScanResult, Stam
 use crate::{fsutil, UnixTime};
 
 pub use layout::{find_target_dirs, is_cargo_tagged};
+
+/// What `doctor` warns about a target directory: (what, fix).
+pub fn setup_warnings(path: &Path) -> Vec<(String, String)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    match super::go_mod::mounted_noatime(&mountinfo, path) {
+        true => vec![(
+            "its filesystem is mounted noatime: rustc reading a dependency's outputs is no use, so last use is when each unit was built".into(),
+            "remount with relatime (the default) if dependencies every build reads get evicted first".into(),
+        )],
+        false => Vec::new(),
+    }
+}
 
 /// A unit rebuilt a minute ago is likely read again at once by its dependents.
 pub const DEFAULT_MIN_AGE: Duration = Duration::from_secs(60 * 60);
@@ -305,10 +318,6 @@ impl CargoTargetKind {
     ) -> (HashMap<Part, EntryMeta>, u64, Vec<String>) {
         let mut units: HashMap<Part, EntryMeta> = HashMap::new();
         let (mut ignored, mut errors) = (0u64, Vec::new());
-        // The listings `stat` uses later, taken before the walk.
-        if dir != layout::INCREMENTAL {
-            self.listing(root, profile, dir);
-        }
         let rel = Path::new(&**profile).join(dir);
         let fd = match fsutil::open_at_beneath(root, &rel, fsutil::DIR_FLAGS) {
             Ok(fd) => fd,
@@ -318,41 +327,98 @@ impl CargoTargetKind {
                 return (units, 0, errors);
             }
         };
-        let part_of = |top: &OsStr| match dir {
-            layout::INCREMENTAL => Some(Part::Incremental(Arc::from(top.to_str()?))),
-            _ => Some(Part::Unit(layout::hash_of(top)?)),
+        // The directory's stamp before it is read: the listing `stat` uses later is
+        // made from this walk's first level, not read a second time.
+        let stamp = nix::sys::stat::fstat(&fd).ok().map(|st| Stamp::of(&st));
+        let mut by_hash: HashMap<u64, Vec<OsString>> = HashMap::new();
+        let mut packages: Vec<(u64, Arc<str>)> = Vec::new();
+        let mut part_of = |top: &OsStr| -> Option<Part> {
+            if dir == layout::INCREMENTAL {
+                return Some(Part::Incremental(Arc::from(top.to_str()?)));
+            }
+            let hash = layout::hash_of(top)?;
+            if dir == layout::FINGERPRINT {
+                if let Some(package) = layout::package_of(top) {
+                    packages.push((hash, Arc::from(package)));
+                }
+            }
+            by_hash.entry(hash).or_default().push(top.to_os_string());
+            Some(Part::Unit(hash))
         };
-        fsutil::walk_beneath(
-            fd,
-            u32::MAX,
-            &mut |walked| {
-                let (item, is_top) = match &walked {
-                    fsutil::Walked::Dir(rel, _) | fsutil::Walked::Other(rel, _) => {
-                        (*rel, rel.components().count() == 1)
+        // The unit of the top-level directory being walked (the walk goes depth
+        // first: all of it before the next top-level name), summed apart and added
+        // once it is left.
+        let mut current: Option<(Part, EntryMeta)> = None;
+        let flush = |current: &mut Option<(Part, EntryMeta)>,
+                     units: &mut HashMap<Part, EntryMeta>| {
+            if let Some((part, meta)) = current.take() {
+                let sum = units.entry(part).or_insert(NOTHING);
+                sum.disk_bytes += meta.disk_bytes;
+                sum.apparent_bytes += meta.apparent_bytes;
+                sum.last_use = sum.last_use.max(meta.last_use);
+            }
+        };
+        let walked = fsutil::walk_tree(fd, fsutil::Walk::WHOLE_TREE, &mut |item| {
+            match item {
+                fsutil::Visit::Dir { rel, st, level, .. } => {
+                    if level == 1 {
+                        flush(&mut current, &mut units);
+                        current = part_of(rel.as_os_str()).map(|part| {
+                            let last_use = st.st_mtime;
+                            (
+                                part,
+                                EntryMeta {
+                                    last_use,
+                                    ..NOTHING
+                                },
+                            )
+                        });
                     }
-                };
-                let Some(top) = item.iter().next() else {
-                    return;
-                };
-                let Some(part) = part_of(top) else {
-                    ignored += u64::from(matches!(walked, fsutil::Walked::Other(..)));
-                    return;
-                };
-                let meta = units.entry(part).or_insert(NOTHING);
-                match walked {
-                    fsutil::Walked::Dir(_, fd) => {
-                        if let Ok(st) = nix::sys::stat::fstat(fd) {
-                            meta.disk_bytes += fsutil::disk_usage_stat(&st);
-                            if is_top {
-                                meta.last_use = meta.last_use.max(st.st_mtime);
-                            }
+                    if let Some((_, meta)) = &mut current {
+                        meta.disk_bytes += fsutil::disk_usage_stat(st);
+                    }
+                }
+                fsutil::Visit::Other { rel, name, st, .. } => {
+                    let top_level = !rel.as_os_str().as_bytes().contains(&b'/');
+                    if top_level {
+                        flush(&mut current, &mut units);
+                        match part_of(name) {
+                            Some(part) => count(units.entry(part).or_insert(NOTHING), st),
+                            None => ignored += 1,
+                        }
+                    } else {
+                        match &mut current {
+                            Some((_, meta)) => count(meta, st),
+                            None => ignored += 1,
                         }
                     }
-                    fsutil::Walked::Other(_, st) => count(meta, st),
                 }
-            },
-            &mut errors,
-        );
+                fsutil::Visit::Left { .. } => {}
+                fsutil::Visit::Error { rel: at, error } => {
+                    errors.push(format!("{}: {error}", rel.join(at).display()));
+                }
+            }
+            Ok(())
+        });
+        flush(&mut current, &mut units);
+        if let Err(e) = walked {
+            errors.push(format!("{}: {e}", rel.display()));
+        }
+        if !packages.is_empty() {
+            let mut known = self.packages.lock().unwrap();
+            for (hash, package) in packages {
+                known.insert((profile.clone(), hash), package);
+            }
+        }
+        if let (Some(stamp), true) = (stamp, dir != layout::INCREMENTAL) {
+            (self.listings.lock().unwrap()).insert(
+                (profile.clone(), dir),
+                Listing {
+                    stamp,
+                    by_hash: Arc::new(by_hash),
+                },
+            );
+        }
         (units, ignored, errors)
     }
 

@@ -42,7 +42,10 @@
 //! `min_age` ≥ 1 h 5 min (mtime lags use by up to the hour of `mtimeInterval`; default
 //! 2 h); while `go` processes run, entries touched since the oldest one started (minus
 //! the hour and a margin) are protected (`go_procs.rs`); and removal re-reads the mtime
-//! just before unlinking, skipping anything used since the plan was made.
+//! just before unlinking, skipping anything used since the plan was made. Served
+//! through `cachewarden cacheprog` (GOCACHEPROG), entries are leased exactly instead:
+//! what a running go was handed stays until it closes the program (`leases.rs`), and
+//! every use sets the action's mtime at once.
 //!
 //! ## Scan
 //!
@@ -77,6 +80,7 @@ use crate::{fsutil, parallel, UnixTime};
 use outputs::with_contents;
 
 mod format;
+pub mod leases;
 mod outputs;
 mod walk;
 
@@ -126,6 +130,8 @@ pub struct GoBuildKind {
     guard: std::sync::RwLock<Vec<String>>,
     /// The guard's last answer and when it was asked (see `in_use_now`).
     guard_checked: Mutex<Option<(std::time::Instant, Option<super::InUse>)>>,
+    /// What running `cachewarden cacheprog`s leased.
+    leases: leases::Leases,
 }
 
 /// The in-use horizon for the GOCACHE at `root`, if a guarded process may be using it.
@@ -150,6 +156,7 @@ impl GoBuildKind {
             shard_fds: Mutex::new(vec![None; 256]),
             in_use: in_use_since,
             guard_checked: Mutex::new(None),
+            leases: leases::Leases::default(),
             guard: std::sync::RwLock::new(
                 procs::DEFAULT_BUILD_GUARD
                     .iter()
@@ -206,6 +213,26 @@ impl GoBuildKind {
 
     /// The running-go guard as of at most [`GUARD_RECHECK`] ago: removal re-checks it
     /// before each unlink, and half a million unlinks must not each scan `/proc`.
+    /// The store lock, taken for a removal, and who leases `id` if anyone (read
+    /// afresh: a cacheprog may have handed it out since the plan).
+    #[allow(clippy::type_complexity)]
+    fn leased_now(
+        &self,
+        id: &GoId,
+    ) -> Result<(Option<nix::fcntl::Flock<std::fs::File>>, Option<String>), String> {
+        let root = fsutil::open_root(&self.root).map_err(|e| e.to_string())?;
+        let Some(lock) = leases::lock_for_removal(&root)? else {
+            return Ok((None, None));
+        };
+        let by = self
+            .leases
+            .live(&root)
+            .iter()
+            .find(|l| l.actions.contains(&id.hash))
+            .map(|l| format!("cachewarden cacheprog (pid {}) leases it", l.pid));
+        Ok((Some(lock), by))
+    }
+
     fn in_use_now(&self) -> Option<super::InUse> {
         let mut last = self.guard_checked.lock().unwrap();
         match &*last {
@@ -814,6 +841,16 @@ impl Kind for GoBuildKind {
                     )));
                 }
             }
+            // A cacheprog hands out under its shared lock: holding it exclusive, the
+            // leases read now are all there are until this removal is done.
+            let _no_hand_out = match self.leased_now(id) {
+                Ok((lock, None)) => lock,
+                Ok((_, Some(by))) | Err(by) => {
+                    return Ok(Removal::InUse(format!(
+                        "{by}; deferred until its go command closes it"
+                    )))
+                }
+            };
             let output = match id.role {
                 Role::Output => Some(id.hash),
                 Role::Action => read_action(&dir, id)
@@ -918,7 +955,41 @@ impl Kind for GoBuildKind {
     }
 
     fn in_use(&self) -> Option<super::InUse> {
-        (self.in_use)(&self.root, &self.guard.read().unwrap())
+        let guard = (self.in_use)(&self.root, &self.guard.read().unwrap());
+        let leases = fsutil::open_root(&self.root)
+            .map(|root| self.leases.live(&root))
+            .unwrap_or_default();
+        if leases.is_empty() {
+            return guard;
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        let mut by = Vec::new();
+        for lease in &leases {
+            keys.extend(lease.actions.iter().map(|a| to_hex(a)));
+            by.push(format!(
+                "cachewarden cacheprog (pid {}) leases {} entries",
+                lease.pid,
+                lease.actions.len()
+            ));
+        }
+        let (since, guard_by) = match guard {
+            Some(g) => (g.since, Some(g.by)),
+            None => (UnixTime::MAX, None),
+        };
+        Some(super::InUse {
+            since,
+            keys: Arc::new(keys),
+            by: guard_by
+                .into_iter()
+                .chain(by)
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+
+    fn holds(&self, in_use: &super::InUse, id: &GoId, last_use: UnixTime) -> bool {
+        last_use >= in_use.since
+            || (!in_use.keys.is_empty() && in_use.keys.contains(&to_hex(&id.hash)))
     }
 
     fn repair_waits_for_min_age(&self) -> bool {
