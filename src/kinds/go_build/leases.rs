@@ -35,11 +35,14 @@ pub const LEASES: &str = "cachewarden/leases";
 /// entry of a 1M-entry cache writes 65 MiB).
 const MAX_LEASE_BYTES: u64 = 256 << 20;
 
-/// The live leases, as last read: per lease file, (its size then, what it leased).
+/// The live leases, as last read: per lease file (device, inode), its size then and
+/// what it leased.
 #[derive(Default)]
 pub struct Leases {
-    read: Mutex<HashMap<(u64, u64), (i64, std::sync::Arc<Lease>)>>,
+    read: Mutex<HashMap<(u64, u64), ReadLease>>,
 }
+
+type ReadLease = (i64, std::sync::Arc<Lease>);
 
 /// One running cacheprog's lease.
 #[derive(Debug, Default)]
