@@ -139,11 +139,13 @@ fn sync() {
 
 fn age(dir: &Path, secs: i64) {
     let t = filetime::FileTime::from_unix_time(cachewarden::now() - secs, 0);
+    // Directories too (a unit's directory mtime is a use), after their contents.
     for e in walkdir::WalkDir::new(dir)
+        .contents_first(true)
         .into_iter()
         .filter_map(Result::ok)
     {
-        if e.file_type().is_file() {
+        if !e.file_type().is_symlink() {
             filetime::set_file_times(e.path(), t, t).unwrap();
         }
     }

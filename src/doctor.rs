@@ -194,16 +194,35 @@ fn go_on_path() -> Finding {
     }
 }
 
+/// Whether a GOCACHEPROG command line runs `cachewarden cacheprog` (go splits it on
+/// spaces, honouring quotes: `cmd/internal/quoted`).
+fn is_our_cacheprog(prog: &str) -> bool {
+    let words: Vec<&str> = prog
+        .split_whitespace()
+        .map(|w| w.trim_matches(|c| c == '"' || c == '\''))
+        .collect();
+    words.len() >= 2
+        && std::path::Path::new(words[0]).file_name() == Some("cachewarden".as_ref())
+        && words[1] == "cacheprog"
+}
+
 /// Settings in go's environment that change what cachewarden can see or guard.
 fn go_environment(var: impl Fn(&str) -> Option<String>) -> Vec<Finding> {
     let mut out = Vec::new();
-    if var("GOCACHEPROG").is_some_and(|v| !v.is_empty()) {
-        out.push(finding(
+    match var("GOCACHEPROG").filter(|v| !v.is_empty()) {
+        Some(prog) if is_our_cacheprog(&prog) => out.push(finding(
+            "go-env",
+            Severity::Ok,
+            format!("GOCACHEPROG is {prog:?}: go's build cache is served from GOCACHE by cachewarden itself, which sees every use, checks every output it hands out and leases what a running go holds"),
+            "",
+        )),
+        Some(_) => out.push(finding(
             "go-env",
             Severity::Action,
             "GOCACHEPROG is set: go keeps its build cache through that program and bypasses GOCACHE, which is what cachewarden manages".into(),
-            "manage the program's own storage (a `dir` cache) or unset GOCACHEPROG",
-        ));
+            "use `go env -w GOCACHEPROG=\"cachewarden cacheprog\"` (served from GOCACHE, managed as before), manage the program's own storage (a `dir` cache), or unset GOCACHEPROG",
+        )),
+        None => {}
     }
     if var("GOFLAGS").is_some_and(|v| v.split_whitespace().any(|f| f.starts_with("-modcacherw"))) {
         out.push(finding(
@@ -383,6 +402,20 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].severity, Severity::Action);
         assert!(found[0].message.contains("bypasses GOCACHE"));
+        const OURS: [&[(&str, &str)]; 2] = [
+            &[("GOCACHEPROG", "cachewarden cacheprog")],
+            &[(
+                "GOCACHEPROG",
+                "/usr/bin/cachewarden cacheprog --cache go-build",
+            )],
+        ];
+        for ours in OURS {
+            let found = go_environment(env(ours));
+            assert_eq!(found[0].severity, Severity::Ok, "{ours:?}");
+            assert!(found[0]
+                .message
+                .contains("served from GOCACHE by cachewarden"));
+        }
         let found = go_environment(env(&[("GOFLAGS", "-mod=mod -modcacherw")]));
         assert_eq!(found[0].severity, Severity::Warning);
         assert!(go_environment(env(&[("GOFLAGS", "-mod=mod")])).is_empty());

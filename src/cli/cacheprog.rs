@@ -38,7 +38,12 @@ pub fn run(
         .with_context(|| format!("cannot serve the build cache {}", root.display()))?;
     let stdin = std::io::stdin().lock();
     let stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    let served = cachewarden::cacheprog::serve(&mut store, stdin, stdout)?;
+    let served = match cachewarden::cacheprog::serve(&mut store, stdin, stdout) {
+        Ok(served) => served,
+        // go is gone (killed mid-build): nobody is left to answer.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(EXIT_OK),
+        Err(e) => return Err(e.into()),
+    };
     if served.damaged > 0 {
         eprintln!(
             "cachewarden cacheprog: {} damaged output(s) in {} were not used (go rebuilt them) and were removed",

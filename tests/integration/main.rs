@@ -1,6 +1,7 @@
 //! One integration-test binary (as ripgrep does): the real `cachewarden` binary against
 //! temp caches and temp sockets.
 
+mod cacheprog;
 mod cargo;
 mod cargo_home;
 mod cli;

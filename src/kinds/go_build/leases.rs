@@ -101,22 +101,61 @@ fn parse(file: std::fs::File) -> BTreeSet<[u8; 32]> {
         .collect()
 }
 
-/// Takes the store lock exclusive, without waiting: `Ok(None)` when there is none (no
-/// cacheprog ever served this GOCACHE); `Err` says who holds it.
-pub fn lock_for_removal(root: &impl AsFd) -> Result<Option<Flock<std::fs::File>>, String> {
-    let fd =
-        match fsutil::open_at_beneath(root, Path::new(LOCK), OFlag::O_RDONLY | OFlag::O_NONBLOCK) {
+/// The store lock, held exclusive by this daemon's removals: shared by the removals
+/// running at once (an `flock` taken twice by one process on two descriptors
+/// conflicts), taken and let go under this mutex.
+#[derive(Default)]
+pub struct RemovalLock {
+    held: Mutex<Option<(Flock<std::fs::File>, usize)>>,
+}
+
+/// One removal's share of the [`RemovalLock`].
+pub struct Holding<'a>(Option<&'a RemovalLock>);
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        if let Some(lock) = self.0 {
+            let mut held = lock.held.lock().unwrap();
+            if let Some((_, users)) = held.as_mut() {
+                *users -= 1;
+                if *users == 0 {
+                    *held = None;
+                }
+            }
+        }
+    }
+}
+
+impl RemovalLock {
+    /// Takes the store lock exclusive without waiting, or shares it with the removals
+    /// holding it: a holding that holds nothing when there is no lock file (no
+    /// cacheprog ever served this GOCACHE); `Err` says who holds it.
+    pub fn take(&self, root: &impl AsFd) -> Result<Holding<'_>, String> {
+        let mut held = self.held.lock().unwrap();
+        if let Some((_, users)) = held.as_mut() {
+            *users += 1;
+            return Ok(Holding(Some(self)));
+        }
+        let fd = match fsutil::open_at_beneath(
+            root,
+            Path::new(LOCK),
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+        ) {
             Ok(fd) => fd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Holding(None)),
             Err(e) => return Err(format!("cannot open {LOCK}: {e}")),
         };
-    let st = nix::sys::stat::fstat(&fd).map_err(|e| e.to_string())?;
-    match Flock::lock(std::fs::File::from(fd), FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(lock)),
-        Err(_) => {
-            let who = fsutil::flock_holder_name(st.st_dev, st.st_ino)
-                .unwrap_or_else(|| "a cacheprog".into());
-            Err(format!("{who} is handing out entries"))
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| e.to_string())?;
+        match Flock::lock(std::fs::File::from(fd), FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
+                *held = Some((lock, 1));
+                Ok(Holding(Some(self)))
+            }
+            Err(_) => {
+                let who = fsutil::flock_holder_name(st.st_dev, st.st_ino)
+                    .unwrap_or_else(|| "a cacheprog".into());
+                Err(format!("{who} is handing out entries"))
+            }
         }
     }
 }

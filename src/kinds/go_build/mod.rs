@@ -132,6 +132,8 @@ pub struct GoBuildKind {
     guard_checked: Mutex<Option<(std::time::Instant, Option<super::InUse>)>>,
     /// What running `cachewarden cacheprog`s leased.
     leases: leases::Leases,
+    /// Their store lock, while removals run.
+    removal_lock: leases::RemovalLock,
 }
 
 /// The in-use horizon for the GOCACHE at `root`, if a guarded process may be using it.
@@ -157,6 +159,7 @@ impl GoBuildKind {
             in_use: in_use_since,
             guard_checked: Mutex::new(None),
             leases: leases::Leases::default(),
+            removal_lock: leases::RemovalLock::default(),
             guard: std::sync::RwLock::new(
                 procs::DEFAULT_BUILD_GUARD
                     .iter()
@@ -215,22 +218,16 @@ impl GoBuildKind {
     /// before each unlink, and half a million unlinks must not each scan `/proc`.
     /// The store lock, taken for a removal, and who leases `id` if anyone (read
     /// afresh: a cacheprog may have handed it out since the plan).
-    #[allow(clippy::type_complexity)]
-    fn leased_now(
-        &self,
-        id: &GoId,
-    ) -> Result<(Option<nix::fcntl::Flock<std::fs::File>>, Option<String>), String> {
+    fn leased_now(&self, id: &GoId) -> Result<(leases::Holding<'_>, Option<String>), String> {
         let root = fsutil::open_root(&self.root).map_err(|e| e.to_string())?;
-        let Some(lock) = leases::lock_for_removal(&root)? else {
-            return Ok((None, None));
-        };
+        let lock = self.removal_lock.take(&root)?;
         let by = self
             .leases
             .live(&root)
             .iter()
             .find(|l| l.actions.contains(&id.hash))
             .map(|l| format!("cachewarden cacheprog (pid {}) leases it", l.pid));
-        Ok((Some(lock), by))
+        Ok((lock, by))
     }
 
     fn in_use_now(&self) -> Option<super::InUse> {
