@@ -93,6 +93,45 @@ impl Leases {
     }
 }
 
+/// What is in use: the running-process guard's answer with the live leases' actions
+/// (as hex, the keys `GoBuildKind::holds` looks up) and who holds them.
+pub fn with_leases(
+    guard: Option<crate::kinds::InUse>,
+    leases: &[std::sync::Arc<Lease>],
+) -> Option<crate::kinds::InUse> {
+    if leases.is_empty() {
+        return guard;
+    }
+    let mut keys = BTreeSet::new();
+    let mut by = Vec::new();
+    for lease in leases {
+        keys.extend(
+            lease
+                .actions
+                .iter()
+                .map(|a| crate::golang::dirhash::to_hex(a)),
+        );
+        by.push(format!(
+            "cachewarden cacheprog (pid {}) leases {} entries",
+            lease.pid,
+            lease.actions.len()
+        ));
+    }
+    let (since, guard_by) = match guard {
+        Some(g) => (g.since, Some(g.by)),
+        None => (crate::UnixTime::MAX, None),
+    };
+    Some(crate::kinds::InUse {
+        since,
+        keys: std::sync::Arc::new(keys),
+        by: guard_by
+            .into_iter()
+            .chain(by)
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
+}
+
 fn parse(file: std::fs::File) -> BTreeSet<[u8; 32]> {
     let mut text = Vec::new();
     let _ = file.take(MAX_LEASE_BYTES).read_to_end(&mut text);

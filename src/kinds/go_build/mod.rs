@@ -956,32 +956,7 @@ impl Kind for GoBuildKind {
         let leases = fsutil::open_root(&self.root)
             .map(|root| self.leases.live(&root))
             .unwrap_or_default();
-        if leases.is_empty() {
-            return guard;
-        }
-        let mut keys = std::collections::BTreeSet::new();
-        let mut by = Vec::new();
-        for lease in &leases {
-            keys.extend(lease.actions.iter().map(|a| to_hex(a)));
-            by.push(format!(
-                "cachewarden cacheprog (pid {}) leases {} entries",
-                lease.pid,
-                lease.actions.len()
-            ));
-        }
-        let (since, guard_by) = match guard {
-            Some(g) => (g.since, Some(g.by)),
-            None => (UnixTime::MAX, None),
-        };
-        Some(super::InUse {
-            since,
-            keys: Arc::new(keys),
-            by: guard_by
-                .into_iter()
-                .chain(by)
-                .collect::<Vec<_>>()
-                .join("; "),
-        })
+        leases::with_leases(guard, &leases)
     }
 
     fn holds(&self, in_use: &super::InUse, id: &GoId, last_use: UnixTime) -> bool {
