@@ -66,6 +66,10 @@ pub struct CacheStatus {
     /// which processes hold what.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<HeldView>,
+    /// What running tools hold by the owning tool's own record now (go-build: each
+    /// running `cachewarden cacheprog`'s lease), whatever any enforcement did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<String>,
     /// go-mod: the Go toolchains (`golang.org/toolchain@…`) it holds, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub toolchains: Vec<ToolchainView>,
@@ -125,6 +129,7 @@ impl CacheStatus {
             last_eviction: None,
             last_enforcement: None,
             held: None,
+            leases: Vec::new(),
             toolchains: Vec::new(),
             recreated_after_eviction: Default::default(),
             working_set: None,

@@ -779,6 +779,7 @@ impl<K: Kind> Cache for CacheOf<K> {
             last_eviction: history.last_eviction.clone(),
             last_enforcement: history.last_enforcement,
             held: history.held.clone(),
+            leases: self.kind.leases(),
             unmet,
             toolchains: self.toolchains(),
             recreated_after_eviction: self.churn.lock().unwrap().recreated(now),

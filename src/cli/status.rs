@@ -105,6 +105,9 @@ pub fn print_notes_and_errors(status: &StatusReport) {
                 held.by
             );
         }
+        for lease in &cache.leases {
+            println!("held in {} now: {lease}", cache.name);
+        }
         for c in &cache.conditions {
             println!(
                 "now in {}: {} (since {})",

@@ -271,6 +271,11 @@ pub trait Kind: Send + Sync + 'static {
     fn in_use(&self) -> Option<InUse> {
         None
     }
+    /// What running tools hold now by a record of their own, for status ("cachewarden
+    /// cacheprog (pid 12) leases 340 entries"); cheap (no `/proc` walk).
+    fn leases(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Whether the cache may hold Go toolchains ([`Kind::toolchain_of`] is ever `Some`).
     fn holds_toolchains(&self) -> bool {
         false

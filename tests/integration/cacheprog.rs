@@ -180,6 +180,19 @@ fn through_cacheprog(go: PathBuf) {
         .env("SLOW_TEST", "1")
         .spawn()
         .unwrap();
+    // Status shows the running cacheprog's lease while its go runs.
+    let leases = wait_for("status showing the lease", Duration::from_secs(60), || {
+        let s = daemon.cache_status("gb");
+        let leases = s["leases"].as_array()?.clone();
+        (!leases.is_empty()).then_some(leases)
+    });
+    assert!(
+        leases[0]
+            .as_str()
+            .unwrap()
+            .contains("cachewarden cacheprog (pid"),
+        "{leases:?}"
+    );
     for _ in 0..3 {
         world.go_ok(&["build", "-o", "app", "."]);
         world.go_ok(&["vet", "./..."]);

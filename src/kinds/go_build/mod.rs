@@ -959,6 +959,23 @@ impl Kind for GoBuildKind {
         leases::with_leases(guard, &leases)
     }
 
+    fn leases(&self) -> Vec<String> {
+        let Ok(root) = fsutil::open_root(&self.root) else {
+            return Vec::new();
+        };
+        self.leases
+            .live(&root)
+            .iter()
+            .map(|l| {
+                format!(
+                    "cachewarden cacheprog (pid {}) leases {} entries",
+                    l.pid,
+                    l.actions.len()
+                )
+            })
+            .collect()
+    }
+
     fn holds(&self, in_use: &super::InUse, id: &GoId, last_use: UnixTime) -> bool {
         last_use >= in_use.since
             || (!in_use.keys.is_empty() && in_use.keys.contains(&to_hex(&id.hash)))
