@@ -131,10 +131,15 @@ impl Store {
         let create = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC;
         let lock = open_own(&root_fd, Path::new(leases::LOCK), create)?;
         finish_stale_leases(&root_fd);
-        let name = Path::new(leases::LEASES).join(std::process::id().to_string());
-        let lease = open_own(&root_fd, &name, create | OFlag::O_APPEND | OFlag::O_TRUNC)?;
+        // Locked before it is visible under its name: a lease file found unlocked is
+        // always a finished one, never one whose cacheprog is about to lock it.
+        let pid = std::process::id();
+        let name = Path::new(leases::LEASES).join(pid.to_string());
+        let temp = Path::new(leases::LEASES).join(format!(".{pid}.new"));
+        let lease = open_own(&root_fd, &temp, create | OFlag::O_APPEND | OFlag::O_TRUNC)?;
         let held = Flock::lock(lease.try_clone()?, FlockArg::LockExclusive)
             .map_err(|(_, e)| io::Error::from(e))?;
+        nix::fcntl::renameat(&root_fd, &temp, &root_fd, &name)?;
         Ok(Store {
             root_path: root.to_path_buf(),
             root: root_fd,
@@ -364,7 +369,11 @@ fn finish_stale_leases(root: &OwnedFd) {
     else {
         return;
     };
-    for (name, _) in names {
+    // (Names starting with a dot are leases being created: see `Store::open`.)
+    for (name, _) in names
+        .into_iter()
+        .filter(|(n, _)| !n.as_encoded_bytes().starts_with(b"."))
+    {
         let Ok(file) = fsutil::open_file_at(&dir, Path::new(&name)) else {
             continue;
         };
